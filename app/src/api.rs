@@ -1,0 +1,88 @@
+//! Server functions: thin adapters from HTTP to the domain port.
+//!
+//! Each body gets the caller and the [`Ports`](crate::ports::Ports) from
+//! context, validates input with the shared rules, calls one domain method
+//! and returns its result. No domain logic lives here.
+
+use leptos::prelude::*;
+
+use crate::error::AppError;
+#[cfg(feature = "ssr")]
+use crate::model::{validate_display_name, LeaveReason, RoomCode, SessionId};
+use crate::model::{JoinOutcome, RoomPageData};
+
+#[cfg(feature = "ssr")]
+async fn caller() -> Result<(crate::ports::Ports, crate::ports::Identity), AppError> {
+    let ports = use_context::<crate::ports::Ports>().ok_or(AppError::Internal)?;
+    let axum::Extension(me) = leptos_axum::extract::<axum::Extension<crate::ports::Identity>>()
+        .await
+        .map_err(|_| AppError::Internal)?;
+    Ok((ports, me))
+}
+
+/// Remembers the name the caller chose in their identity cookie.
+#[cfg(feature = "ssr")]
+fn remember_name(ports: &crate::ports::Ports, me: &crate::ports::Identity, name: &str) {
+    if me.display_name.as_deref() == Some(name) {
+        return;
+    }
+    let updated = crate::ports::Identity {
+        user_id: me.user_id.clone(),
+        display_name: Some(name.to_owned()),
+    };
+    let header = ports.identity.set_cookie_header(&updated);
+    if let (Some(resp), Ok(value)) = (
+        use_context::<leptos_axum::ResponseOptions>(),
+        http::HeaderValue::from_str(&header),
+    ) {
+        resp.append_header(http::header::SET_COOKIE, value);
+    }
+}
+
+/// Creates a room and sends the creator to it.
+#[server(prefix = "/api", endpoint = "create-room")]
+pub async fn create_room(display_name: String, private: Option<String>) -> Result<(), AppError> {
+    let (ports, me) = caller().await?;
+    let name = validate_display_name(&display_name)?;
+    let code = ports.rooms.create_room(&me, private.is_some()).await?;
+    remember_name(&ports, &me, &name);
+    leptos_axum::redirect(&format!("/r/{code}"));
+    Ok(())
+}
+
+/// Checks a typed room code and sends the caller to the room.
+#[server(prefix = "/api", endpoint = "go-to-room")]
+pub async fn go_to_room(code: String) -> Result<(), AppError> {
+    let (ports, _me) = caller().await?;
+    let code = RoomCode::parse(&code)?;
+    ports.rooms.room_info(&code).await?;
+    leptos_axum::redirect(&format!("/r/{code}"));
+    Ok(())
+}
+
+/// The room page's data before joining.
+#[server(prefix = "/api", endpoint = "room-page")]
+pub async fn get_room_page(code: String) -> Result<RoomPageData, AppError> {
+    let (ports, me) = caller().await?;
+    let code = RoomCode::parse(&code).map_err(|_| AppError::RoomNotFound)?;
+    let room = ports.rooms.room_info(&code).await?;
+    Ok(RoomPageData { room, remembered_name: me.display_name })
+}
+
+/// Joins the room under the given name.
+#[server(prefix = "/api", endpoint = "join")]
+pub async fn join_room(code: String, display_name: String) -> Result<JoinOutcome, AppError> {
+    let (ports, me) = caller().await?;
+    let code = RoomCode::parse(&code)?;
+    let name = validate_display_name(&display_name)?;
+    let outcome = ports.rooms.join(&me, &code, &name).await?;
+    remember_name(&ports, &me, &name);
+    Ok(outcome)
+}
+
+/// Leaves the room (the Leave button and in-app navigation).
+#[server(prefix = "/api", endpoint = "leave")]
+pub async fn leave_room(session_id: String) -> Result<(), AppError> {
+    let (ports, me) = caller().await?;
+    ports.rooms.leave(&me, &SessionId::new(session_id), LeaveReason::Left).await
+}

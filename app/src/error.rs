@@ -1,0 +1,46 @@
+//! The error a person can see. Server internals map to these at the edge
+//! (in the server's adapters); the text here is what the page shows.
+
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+/// Errors of Cleanroom's server functions, as the browser receives them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AppError {
+    /// No room has this code (or it never existed).
+    #[error("There is no room with this code.")]
+    RoomNotFound,
+    /// The meeting in this room was ended.
+    #[error("This meeting has ended.")]
+    RoomEnded,
+    /// What was typed is not a room code.
+    #[error("That does not look like a room code (it has the form abc-defg-hij).")]
+    BadRoomCode,
+    /// The display name was refused; the text says why.
+    #[error("{0}")]
+    BadName(String),
+    /// The session is not (or no longer) in the room.
+    #[error("You are not in this room any more.")]
+    NotInRoom,
+    /// The caller may not do this.
+    #[error("You are not allowed to do that.")]
+    Forbidden,
+    /// A backing service (database, live-state store) did not answer.
+    #[error("The service is temporarily unavailable. Please try again in a moment.")]
+    Unavailable,
+    /// Something failed on the server; details are in the server's log.
+    #[error("Something went wrong on our side. Please try again.")]
+    Internal,
+    /// The request did not reach the server or its answer was unreadable.
+    #[error("Could not reach the server: {0}")]
+    Transport(String),
+}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        AppError::Transport(value.to_string())
+    }
+}

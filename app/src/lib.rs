@@ -1,0 +1,67 @@
+//! Cleanroom's shared Leptos code.
+//!
+//! Compiled twice: with `ssr` into the server (rendering, server functions)
+//! and with `hydrate` into the browser's WASM. Never both.
+//!
+//! Layout:
+//! - [`model`]: ids (newtypes), views sent to the browser, validation rules.
+//! - [`error`]: the errors a person can see.
+//! - [`signal`]: the signalling wire protocol (WebSocket messages).
+//! - [`ports`] (`ssr`): the domain port the server implements.
+//! - [`api`]: server functions, thin adapters onto the port.
+//! - [`call`]: the call store, reset by one function.
+//! - `browser` (`hydrate`): socket, beacon and media owners that release in `Drop`.
+//! - [`pages`]: lobby, room, not-found.
+
+pub mod api;
+#[cfg(feature = "hydrate")]
+pub mod browser;
+pub mod call;
+pub mod error;
+pub mod model;
+pub mod pages;
+#[cfg(feature = "ssr")]
+pub mod ports;
+pub mod signal;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
+
+use pages::{lobby::Lobby, not_found::NotFound, room::RoomPage};
+
+/// The HTML document the server renders around [`App`].
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The application's routes.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/cleanroom.css"/>
+        <Title text="Cleanroom"/>
+        <Router>
+            <Routes fallback=|| view! { <NotFound/> }>
+                <Route path=path!("/") view=Lobby/>
+                <Route path=path!("/r/:code") view=RoomPage/>
+            </Routes>
+        </Router>
+    }
+}

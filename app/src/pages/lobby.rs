@@ -1,0 +1,63 @@
+use leptos::form::ActionForm;
+use leptos::prelude::*;
+
+use crate::api::{CreateRoom, GoToRoom};
+
+/// `/`: create a room or join one by code. Works without WASM too (plain
+/// form posts that redirect).
+#[component]
+pub fn Lobby() -> impl IntoView {
+    let create = ServerAction::<CreateRoom>::new();
+    let join = ServerAction::<GoToRoom>::new();
+    let create_error = move || create.value().get().and_then(Result::err).map(|e| e.to_string());
+    let join_error = move || join.value().get().and_then(Result::err).map(|e| e.to_string());
+
+    view! {
+        <main class="page lobby">
+            <header class="brand">
+                <h1>"Cleanroom"</h1>
+                <p class="tagline">"Video meetings that leave nothing behind."</p>
+            </header>
+            <div class="cards">
+                <section class="card" aria-labelledby="create-title">
+                    <h2 id="create-title">"Start a meeting"</h2>
+                    <ActionForm action=create>
+                        <label for="display-name">"Your name"</label>
+                        <input
+                            id="display-name"
+                            data-testid="display-name"
+                            name="display_name"
+                            autocomplete="nickname"
+                            placeholder="e.g. Ada"
+                        />
+                        <label class="check">
+                            <input type="checkbox" data-testid="room-private" name="private" value="on"/>
+                            " Private room: I admit who joins"
+                        </label>
+                        <button type="submit" data-testid="create-room" disabled=move || create.pending().get()>
+                            {move || if create.pending().get() { "Creating…" } else { "Create room" }}
+                        </button>
+                        <p class="form-error" role="alert" data-testid="create-error">{create_error}</p>
+                    </ActionForm>
+                </section>
+                <section class="card" aria-labelledby="join-title">
+                    <h2 id="join-title">"Join a meeting"</h2>
+                    <ActionForm action=join>
+                        <label for="join-code">"Room code"</label>
+                        <input
+                            id="join-code"
+                            data-testid="join-code"
+                            name="code"
+                            placeholder="abc-defg-hij"
+                            autocomplete="off"
+                        />
+                        <button type="submit" data-testid="join-room" disabled=move || join.pending().get()>
+                            "Join"
+                        </button>
+                        <p class="form-error" role="alert" data-testid="join-error">{join_error}</p>
+                    </ActionForm>
+                </section>
+            </div>
+        </main>
+    }
+}

@@ -1,0 +1,57 @@
+//! The domain port: what the pages' server functions may ask of the server.
+//!
+//! Server functions fetch a [`Ports`] from context, call one method and map
+//! the result; the implementation lives in the `server` crate.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::AppError;
+use crate::model::{JoinOutcome, LeaveReason, RoomCode, RoomInfo, SessionId, UserId};
+
+/// The caller as the identity cookie proves them. Inserted into every
+/// request's extensions by the server's identity middleware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: UserId,
+    /// The display name this guest used last, if any.
+    pub display_name: Option<String>,
+}
+
+/// Room operations, as the pages need them.
+#[async_trait]
+pub trait RoomService: Send + Sync + 'static {
+    /// Creates a room; the creator becomes its admin when they join.
+    async fn create_room(&self, creator: &Identity, private: bool) -> Result<RoomCode, AppError>;
+    /// Looks a room up by code.
+    async fn room_info(&self, code: &RoomCode) -> Result<RoomInfo, AppError>;
+    /// Joins `who` to the room under `display_name` (already validated).
+    async fn join(
+        &self,
+        who: &Identity,
+        code: &RoomCode,
+        display_name: &str,
+    ) -> Result<JoinOutcome, AppError>;
+    /// Ends `session` if it belongs to `who`. Idempotent: ending an ended
+    /// session is `Ok`.
+    async fn leave(
+        &self,
+        who: &Identity,
+        session: &SessionId,
+        reason: LeaveReason,
+    ) -> Result<(), AppError>;
+}
+
+/// Issues the identity cookie (the signing key stays on the server).
+pub trait IdentityIssuer: Send + Sync + 'static {
+    /// A `Set-Cookie` header value that carries `identity`.
+    fn set_cookie_header(&self, identity: &Identity) -> String;
+}
+
+/// Everything server functions can reach, provided as Leptos context.
+#[derive(Clone)]
+pub struct Ports {
+    pub rooms: Arc<dyn RoomService>,
+    pub identity: Arc<dyn IdentityIssuer>,
+}

@@ -1,0 +1,56 @@
+//! The signalling wire protocol: JSON text frames on the room WebSocket
+//! (`/ws/{code}?session=…`). Defined once, used by the browser and the server.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{LeaveReason, ParticipantView};
+
+/// Largest frame either side accepts; a larger one closes the socket.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// How often the browser pings; the server answers each ping with a pong.
+pub const HEARTBEAT_INTERVAL_MS: u32 = 1_000;
+
+/// Server → browser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMsg {
+    /// The room's live roster, in arrival order. Sent on connect and on every change.
+    Roster { participants: Vec<ParticipantView> },
+    /// Your session ended on the server; the page must tear down.
+    SessionEnded { reason: LeaveReason },
+    /// Answer to [`ClientMsg::Ping`].
+    Pong,
+}
+
+/// Browser → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ClientMsg {
+    /// Heartbeat.
+    Ping,
+}
+
+/// WebSocket close codes the server uses (4000–4999 is the application range).
+pub mod close_code {
+    /// The session is unknown or not the caller's.
+    pub const UNKNOWN_SESSION: u16 = 4001;
+    /// A frame was malformed or over [`super::MAX_FRAME_BYTES`].
+    pub const BAD_FRAME: u16 = 4002;
+    /// The session ended (leave, kick, replacement, shutdown).
+    pub const SESSION_ENDED: u16 = 4003;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_have_a_stable_shape() {
+        let json = serde_json::to_string(&ClientMsg::Ping).unwrap();
+        assert_eq!(json, r#"{"type":"ping"}"#);
+        let msg: ServerMsg =
+            serde_json::from_str(r#"{"type":"session-ended","reason":"kicked"}"#).unwrap();
+        assert_eq!(msg, ServerMsg::SessionEnded { reason: LeaveReason::Kicked });
+    }
+}

@@ -1,0 +1,184 @@
+//! Run-time configuration: every setting by flag or environment variable
+//! (the flag wins), as CONTRACT.md lists them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, CommandFactory, Parser};
+
+/// The `cleanroom` server's settings.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cleanroom", version, about = "Cleanroom: video meetings that leave nothing behind.")]
+pub struct Config {
+    /// Address to listen on for HTTP.
+    #[arg(long = "addr", env = "CLEANROOM_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// Database: `sqlite://…` or `postgres://…`.
+    #[arg(long = "database-url", env = "DATABASE_URL", default_value = "sqlite://data/cleanroom.db?mode=rwc")]
+    pub database_url: String,
+
+    /// Live-state store: `redis://…`; unset keeps live state in this process.
+    #[arg(long = "redis-url", env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// This node's id in a multi-node deployment (random per start when unset).
+    #[arg(long = "node-id", env = "CLEANROOM_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+
+    /// Serve `/api/debug/resources`.
+    #[arg(
+        long = "debug-api", env = "CLEANROOM_DEBUG_API", action = ArgAction::Set,
+        value_parser = BoolishValueParser::new(), default_value = "false",
+        num_args = 0..=1, default_missing_value = "true"
+    )]
+    pub debug_api: bool,
+
+    /// Media (ICE) addresses to bind and announce, comma-separated.
+    #[arg(long = "ice-addrs", env = "CLEANROOM_ICE_ADDRS", value_delimiter = ',', default_value = "127.0.0.1")]
+    pub ice_addrs: Vec<IpAddr>,
+
+    /// Media UDP port range `min-max` (any free port when unset).
+    #[arg(long = "ice-ports", env = "CLEANROOM_ICE_PORTS", value_parser = parse_port_range)]
+    pub ice_ports: Option<PortRange>,
+
+    /// Abrupt loss: show a silent participant as `reconnecting` after this many ms.
+    #[arg(long = "suspect-ms", env = "CLEANROOM_SUSPECT_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub suspect_ms: u64,
+
+    /// Abrupt loss: remove a silent participant after this many ms.
+    #[arg(long = "remove-ms", env = "CLEANROOM_REMOVE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub remove_ms: u64,
+
+    /// Secret for signing identity cookies (at least 32 bytes). When unset a
+    /// random key is made at start, so identities last as long as the process.
+    #[arg(long = "secret", env = "CLEANROOM_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub secret: Option<String>,
+}
+
+/// An inclusive UDP port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl PortRange {
+    pub fn range(self) -> RangeInclusive<u16> {
+        self.min..=self.max
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<PortRange, String> {
+    let (a, b) = s.split_once('-').ok_or("expected `min-max`, e.g. 40000-40100")?;
+    let min: u16 = a.trim().parse().map_err(|_| format!("`{a}` is not a port"))?;
+    let max: u16 = b.trim().parse().map_err(|_| format!("`{b}` is not a port"))?;
+    if min == 0 || min > max {
+        return Err("expected 1 <= min <= max".into());
+    }
+    Ok(PortRange { min, max })
+}
+
+fn parse_node_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected 1 to 64 characters of a-z, A-Z, 0-9, `-` or `_`".into())
+    }
+}
+
+fn parse_secret(s: &str) -> Result<String, String> {
+    if s.len() < 32 {
+        return Err("must be at least 32 bytes long".into());
+    }
+    Ok(s.to_owned())
+}
+
+impl Config {
+    /// Parses flags and environment. On a bad setting returns one line that
+    /// names it (flag and variable), for the caller to print before exit 2.
+    pub fn from_args<I, T>(args: I) -> Result<Self, ConfigExit>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args).map_err(|e| {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ConfigExit::Info(e.to_string()),
+                _ => ConfigExit::Invalid(one_line(&e)),
+            }
+        })
+    }
+
+    /// The node id, generated when none is configured.
+    pub fn node_id_or_random(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+    }
+}
+
+/// Why parsing stopped.
+#[derive(Debug)]
+pub enum ConfigExit {
+    /// `--help` or `--version`: print, exit 0.
+    Info(String),
+    /// A bad setting: print the line, exit 2.
+    Invalid(String),
+}
+
+/// Clap's first error line, with the environment variable of the flag it names.
+fn one_line(e: &clap::Error) -> String {
+    let rendered = e.to_string();
+    let first = rendered.lines().next().unwrap_or("invalid configuration").trim().to_owned();
+    let env = Config::command()
+        .get_arguments()
+        .filter_map(|a| Some((a.get_long()?.to_owned(), a.get_env()?.to_string_lossy().into_owned())))
+        .find(|(long, _)| first.contains(&format!("--{long} ")) || first.contains(&format!("--{long}'")));
+    match env {
+        Some((_, var)) => format!("{first} (environment variable {var})"),
+        None => first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigExit> {
+        Config::from_args(std::iter::once("cleanroom").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.database_url, "sqlite://data/cleanroom.db?mode=rwc");
+        assert_eq!(c.suspect_ms, 3000);
+        assert_eq!(c.remove_ms, 10000);
+        assert!(!c.debug_api);
+        assert_eq!(c.ice_addrs, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn bad_settings_name_flag_and_variable_on_one_line() {
+        let Err(ConfigExit::Invalid(line)) = parse(&["--addr", "nowhere"]) else { panic!("accepted") };
+        assert!(line.contains("--addr") && line.contains("CLEANROOM_ADDR"), "{line}");
+        assert!(!line.contains('\n'));
+        let Err(ConfigExit::Invalid(line)) = parse(&["--ice-ports", "9-3"]) else { panic!("accepted") };
+        assert!(line.contains("CLEANROOM_ICE_PORTS"), "{line}");
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = parse(&["--debug-api", "--ice-addrs", "10.0.0.1,127.0.0.1", "--ice-ports", "40000-40010"]).unwrap();
+        assert!(c.debug_api);
+        assert_eq!(c.ice_addrs.len(), 2);
+        assert_eq!(c.ice_ports.unwrap().range(), 40000..=40010);
+        let c = parse(&["--debug-api=0"]).unwrap();
+        assert!(!c.debug_api);
+    }
+}

@@ -1,0 +1,124 @@
+//! Schema migrations, run at start-up.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Init)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Rooms {
+    Table,
+    Code,
+    Name,
+    Private,
+    CreatedBy,
+    CreatedAtMs,
+    EndedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum Participants {
+    Table,
+    SessionId,
+    ParticipantId,
+    RoomCode,
+    UserId,
+    DisplayName,
+    Role,
+    State,
+    NodeId,
+    JoinedAtMs,
+}
+
+#[derive(DeriveIden)]
+enum ParticipantSessions {
+    Table,
+    SessionId,
+    ParticipantId,
+    RoomCode,
+    UserId,
+    DisplayName,
+    Role,
+    JoinedAtMs,
+    LeftAtMs,
+    LeaveReason,
+}
+
+#[derive(DeriveMigrationName)]
+struct M0001Init;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Init {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Rooms::Table)
+                .if_not_exists()
+                .col(string_len(Rooms::Code, 16).primary_key())
+                .col(string_len(Rooms::Name, 200))
+                .col(boolean(Rooms::Private))
+                .col(string_len(Rooms::CreatedBy, 64))
+                .col(big_integer(Rooms::CreatedAtMs))
+                .col(big_integer_null(Rooms::EndedAtMs))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Participants::Table)
+                .if_not_exists()
+                .col(string_len(Participants::SessionId, 64).primary_key())
+                .col(string_len(Participants::ParticipantId, 64))
+                .col(string_len(Participants::RoomCode, 16))
+                .col(string_len(Participants::UserId, 64))
+                .col(string_len(Participants::DisplayName, 300))
+                .col(string_len(Participants::Role, 16))
+                .col(string_len(Participants::State, 16))
+                .col(string_len(Participants::NodeId, 64))
+                .col(big_integer(Participants::JoinedAtMs))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("idx_participants_room")
+                .table(Participants::Table)
+                .col(Participants::RoomCode)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(ParticipantSessions::Table)
+                .if_not_exists()
+                .col(string_len(ParticipantSessions::SessionId, 64).primary_key())
+                .col(string_len(ParticipantSessions::ParticipantId, 64))
+                .col(string_len(ParticipantSessions::RoomCode, 16))
+                .col(string_len(ParticipantSessions::UserId, 64))
+                .col(string_len(ParticipantSessions::DisplayName, 300))
+                .col(string_len(ParticipantSessions::Role, 16))
+                .col(big_integer(ParticipantSessions::JoinedAtMs))
+                .col(big_integer_null(ParticipantSessions::LeftAtMs))
+                .col(string_len_null(ParticipantSessions::LeaveReason, 32))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("idx_participant_sessions_room")
+                .table(ParticipantSessions::Table)
+                .col(ParticipantSessions::RoomCode)
+                .to_owned(),
+        )
+        .await
+    }
+}

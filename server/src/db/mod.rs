@@ -1,0 +1,193 @@
+//! Persistence: rooms, the live roster and the session history, through
+//! SeaORM on SQLite (default) or PostgreSQL.
+//!
+//! Invariant: a `participants` row exists exactly while its session is live;
+//! its `participant_sessions` row is written at join and closed (left time
+//! and reason) exactly once, in the same transaction that deletes the live
+//! row. Every delete is keyed by session id, never by user.
+
+pub mod entities;
+mod migration;
+
+use std::time::Duration;
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+pub use entities::{participant, participant_session, room};
+
+/// Database failures, as the domain sees them.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL is not one we can use.
+    #[error("unsupported database URL (use sqlite://… or postgres://…)")]
+    BadUrl,
+    /// The database did not answer or refused the statement.
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    /// A local file system step (creating the SQLite folder) failed.
+    #[error("cannot create the database folder: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The result of ending a session in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// The live `participants` row was deleted by this call.
+    pub row_deleted: bool,
+    /// The history row was closed by this call.
+    pub history_closed: bool,
+}
+
+/// A handle to the database (cheap to clone: a pool inside).
+#[derive(Clone, Debug)]
+pub struct Db {
+    conn: DatabaseConnection,
+}
+
+impl Db {
+    /// Connects and runs the migrations. For a SQLite file, creates its folder.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = rest.split('?').next().unwrap_or_default();
+            if !path.is_empty() && path != ":memory:" {
+                if let Some(parent) = std::path::Path::new(path).parent() {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                }
+            }
+        } else if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(DbError::BadUrl);
+        }
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.connect_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_secs(3))
+            .sqlx_logging(false);
+        if url.starts_with("sqlite:") {
+            opts.max_connections(1).min_connections(1);
+        } else {
+            opts.max_connections(16);
+        }
+        let conn = Database::connect(opts).await?;
+        migration::Migrator::up(&conn, None).await?;
+        Ok(Self { conn })
+    }
+
+    /// The raw connection (tests and the reconciler inspect with it).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Answers when the database does.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        Ok(self.conn.ping().await?)
+    }
+
+    pub async fn insert_room(&self, row: room::Model) -> Result<(), DbError> {
+        room::Entity::insert(room::ActiveModel::from(row)).exec_without_returning(&self.conn).await?;
+        Ok(())
+    }
+
+    pub async fn room(&self, code: &str) -> Result<Option<room::Model>, DbError> {
+        Ok(room::Entity::find_by_id(code.to_owned()).one(&self.conn).await?)
+    }
+
+    /// Rooms that have not ended, newest first (for the debug API).
+    pub async fn open_rooms(&self, limit: u64) -> Result<Vec<room::Model>, DbError> {
+        Ok(room::Entity::find()
+            .filter(room::Column::EndedAtMs.is_null())
+            .order_by_desc(room::Column::CreatedAtMs)
+            .limit(limit)
+            .all(&self.conn)
+            .await?)
+    }
+
+    /// Writes the live row and opens the history row, atomically.
+    pub async fn insert_participant(&self, row: participant::Model) -> Result<(), DbError> {
+        let history = participant_session::Model {
+            session_id: row.session_id.clone(),
+            participant_id: row.participant_id.clone(),
+            room_code: row.room_code.clone(),
+            user_id: row.user_id.clone(),
+            display_name: row.display_name.clone(),
+            role: row.role.clone(),
+            joined_at_ms: row.joined_at_ms,
+            left_at_ms: None,
+            leave_reason: None,
+        };
+        let txn = self.conn.begin().await?;
+        participant::Entity::insert(participant::ActiveModel::from(row)).exec_without_returning(&txn).await?;
+        participant_session::Entity::insert(participant_session::ActiveModel::from(history))
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes the live row of `session` and closes its history row with
+    /// `reason`, atomically. Idempotent: a second call changes nothing.
+    pub async fn end_participant(&self, session: &str, reason: &str, now_ms: i64) -> Result<Ended, DbError> {
+        let txn = self.conn.begin().await?;
+        let deleted = participant::Entity::delete_many()
+            .filter(participant::Column::SessionId.eq(session))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        let closed = participant_session::Entity::update_many()
+            .col_expr(participant_session::Column::LeftAtMs, Expr::value(now_ms))
+            .col_expr(participant_session::Column::LeaveReason, Expr::value(reason))
+            .filter(participant_session::Column::SessionId.eq(session))
+            .filter(participant_session::Column::LeftAtMs.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+        Ok(Ended { row_deleted: deleted > 0, history_closed: closed > 0 })
+    }
+
+    pub async fn participant(&self, session: &str) -> Result<Option<participant::Model>, DbError> {
+        Ok(participant::Entity::find_by_id(session.to_owned()).one(&self.conn).await?)
+    }
+
+    /// The live rows of a room, in arrival order.
+    pub async fn participants(&self, room: &str) -> Result<Vec<participant::Model>, DbError> {
+        Ok(participant::Entity::find()
+            .filter(participant::Column::RoomCode.eq(room))
+            .order_by_asc(participant::Column::JoinedAtMs)
+            .all(&self.conn)
+            .await?)
+    }
+
+    pub async fn count_participants(&self, room: &str) -> Result<u64, DbError> {
+        Ok(participant::Entity::find()
+            .filter(participant::Column::RoomCode.eq(room))
+            .count(&self.conn)
+            .await?)
+    }
+
+    /// Live rows owned by `node` (shutdown and the reconciler use this).
+    pub async fn participants_on_node(&self, node: &str) -> Result<Vec<participant::Model>, DbError> {
+        Ok(participant::Entity::find()
+            .filter(participant::Column::NodeId.eq(node))
+            .all(&self.conn)
+            .await?)
+    }
+
+    pub async fn history(&self, session: &str) -> Result<Option<participant_session::Model>, DbError> {
+        Ok(participant_session::Entity::find_by_id(session.to_owned()).one(&self.conn).await?)
+    }
+
+    /// The backend's name, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self.conn.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => "postgres",
+            sea_orm::DatabaseBackend::Sqlite => "sqlite",
+            _ => "other",
+        }
+    }
+}

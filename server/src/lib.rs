@@ -1,0 +1,179 @@
+//! # The `cleanroom` server
+//!
+//! One axum process that renders the Leptos pages, answers their server
+//! functions, runs the signalling sockets and (with the SFU issue) the media.
+//!
+//! Layout, one module per domain noun:
+//! - [`config`]: flags and environment.
+//! - [`identity`]: the signed guest cookie and its middleware.
+//! - [`db`]: SeaORM persistence (rooms, live roster, history).
+//! - [`store`]: the live-state store, in-process or Redis.
+//! - [`room`]: the room domain service, home of the single close path.
+//! - [`participant`]: live sessions of this node and their registry.
+//! - [`hub`]: per-room fan-out to sockets.
+//! - [`signal`]: the WebSocket adapter.
+//! - [`ops`]: health, readiness, metrics, debug API, leave beacon.
+//! - [`metrics`]: metric names and the Prometheus recorder.
+//!
+//! Invariants:
+//! - Every session ends through [`room::Rooms::end_session`], exactly once
+//!   for its live part, idempotently for its durable part.
+//! - Every task belongs to a [`TaskTracker`] of [`AppState`] under the
+//!   process's [`CancellationToken`]; shutdown is cancel, close, wait.
+//! - Deletes are keyed by session id, never by user.
+
+pub mod config;
+pub mod db;
+pub mod hub;
+pub mod identity;
+pub mod metrics;
+pub mod ops;
+pub mod participant;
+pub mod room;
+pub mod signal;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::ports::{Ports, RoomService};
+use axum::extract::FromRef;
+use axum::routing::{get, post};
+use axum::Router;
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::identity::IdentityCookies;
+use crate::room::Rooms;
+use crate::store::LiveStore;
+
+/// How often this node renews its lease in the store, and how long it lasts.
+const LEASE_EVERY: Duration = Duration::from_secs(5);
+const LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos: LeptosOptions,
+    pub rooms: Arc<Rooms>,
+    pub identity: Arc<IdentityCookies>,
+    pub metrics: PrometheusHandle,
+    pub debug_api: bool,
+    /// Background tasks of the process (lease renewal, …).
+    pub tasks: TaskTracker,
+    /// One task per open signalling socket.
+    pub sockets: TaskTracker,
+    /// Cancelled at shutdown; parent of every session's token.
+    pub shutdown: CancellationToken,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+/// Why the server could not start; each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DATABASE_URL (--database-url): {0}")]
+    Database(#[from] db::DbError),
+    #[error("REDIS_URL (--redis-url): {0}")]
+    Store(#[from] store::StoreError),
+}
+
+/// Connects the database and the store and builds the shared state.
+/// `store_prefix` namespaces the store's keys (tests use their own).
+pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -> Result<AppState, StartError> {
+    let db = db::Db::connect(&config.database_url).await?;
+    let store: Arc<dyn LiveStore> = match &config.redis_url {
+        Some(url) => Arc::new(store::redis::RedisStore::connect(url, store_prefix).await?),
+        None => Arc::new(store::memory::MemoryStore::new(store_prefix)),
+    };
+    let node_id = config.node_id_or_random();
+    tracing::info!(node = %node_id, database = db.backend(), store = store.backend(), "starting");
+    let shutdown = CancellationToken::new();
+    let rooms = Arc::new(Rooms::new(db, store, node_id, shutdown.child_token()));
+    let state = AppState {
+        leptos,
+        rooms,
+        identity: Arc::new(IdentityCookies::new(config.secret.as_deref())),
+        metrics: metrics::install(),
+        debug_api: config.debug_api,
+        tasks: TaskTracker::new(),
+        sockets: TaskTracker::new(),
+        shutdown,
+    };
+    spawn_lease(&state);
+    Ok(state)
+}
+
+fn spawn_lease(state: &AppState) {
+    let rooms = state.rooms.clone();
+    let stop = state.shutdown.clone();
+    state.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(LEASE_EVERY);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = rooms.store().renew_lease(rooms.node_id(), LEASE_TTL).await {
+                        tracing::warn!(error = %e, "lease not renewed");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The HTTP routes.
+pub fn router(state: &AppState) -> Router {
+    let ports = Ports {
+        rooms: state.rooms.clone() as Arc<dyn RoomService>,
+        identity: state.identity.clone(),
+    };
+    let routes = generate_route_list(app::App);
+    let mut router = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/beacon/leave", post(ops::leave_beacon))
+        .route("/ws/{code}", get(signal::ws_handler));
+    if state.debug_api {
+        router = router.route("/api/debug/resources", get(ops::debug_resources));
+    }
+    let options = state.leptos.clone();
+    router
+        .leptos_routes_with_context(
+            state,
+            routes,
+            move || provide_context(ports.clone()),
+            move || app::shell(options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .layer(axum::middleware::from_fn_with_state(state.identity.clone(), identity::layer))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state.clone())
+}
+
+/// Shutdown: end every session (reason `node-shutdown`), cancel, wait for tasks.
+pub async fn shutdown(state: &AppState) {
+    state.rooms.shutdown().await;
+    state.shutdown.cancel();
+    state.tasks.close();
+    state.sockets.close();
+    if tokio::time::timeout(Duration::from_secs(5), async {
+        state.tasks.wait().await;
+        state.sockets.wait().await;
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("tasks still running 5 s after shutdown");
+    }
+}

@@ -1,0 +1,111 @@
+//! The `cleanroom` binary: parse configuration, start, serve, shut down.
+//! See the library's docs (`server/src/lib.rs`) for the design.
+
+use std::process::ExitCode;
+
+use leptos::prelude::LeptosOptions;
+use server::config::{Config, ConfigExit};
+
+fn main() -> ExitCode {
+    let config = match Config::from_args(std::env::args_os()) {
+        Ok(c) => c,
+        Err(ConfigExit::Info(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(ConfigExit::Invalid(line)) => {
+            eprintln!("cleanroom: {line}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn,fred=warn".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cleanroom: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+/// Leptos' own settings from `Leptos.toml` (LEPTOS_* variables override),
+/// with the listen address from our configuration.
+fn leptos_options(config: &Config) -> LeptosOptions {
+    let file = std::path::Path::new("Leptos.toml");
+    let loaded = if file.exists() {
+        leptos::config::get_configuration(Some("Leptos.toml"))
+    } else {
+        leptos::config::get_configuration(None)
+    };
+    let mut options = match loaded {
+        Ok(conf) => conf.leptos_options,
+        Err(e) => {
+            tracing::warn!(error = %e, "Leptos settings not read; using defaults");
+            LeptosOptions::builder().output_name("cleanroom").build()
+        }
+    };
+    options.site_addr = config.addr;
+    options
+}
+
+async fn run(config: Config) -> ExitCode {
+    let state = match server::start(&config, leptos_options(&config), "cleanroom").await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cleanroom: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cleanroom: CLEANROOM_ADDR (--addr) {}: {e}", config.addr);
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(addr = %config.addr, "listening on http://{}", config.addr);
+    let router = server::router(&state);
+    let for_signal = state.clone();
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            // End sessions first, so their sockets close and serving can stop.
+            server::shutdown(&for_signal).await;
+        })
+        .await;
+    server::shutdown(&state).await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,153 @@
+//! Operational endpoints: health, readiness, metrics, the debug API and the
+//! leave beacon.
+
+use std::time::Duration;
+
+use app::error::AppError;
+use app::model::{LeaveReason, RoomCode, SessionId};
+use app::ports::{Identity, RoomService};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{self as m, LiveCounts};
+use crate::AppState;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    database: &'static str,
+    store: &'static str,
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let db = tokio::time::timeout(PROBE_TIMEOUT, state.rooms.db().ping()).await;
+    let store = tokio::time::timeout(PROBE_TIMEOUT, state.rooms.store().ping()).await;
+    let verdict = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let body = Readiness {
+        database: verdict(matches!(db, Ok(Ok(())))),
+        store: verdict(matches!(store, Ok(Ok(())))),
+    };
+    let status = if body.database == "ok" && body.store == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+fn live_counts(state: &AppState) -> LiveCounts {
+    LiveCounts { sessions: state.rooms.sessions().len(), ..LiveCounts::default() }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    m::set_live(live_counts(&state));
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct DebugQuery {
+    room: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RoomResources {
+    code: String,
+    participants: usize,
+    pending: usize,
+    store_keys: usize,
+    db_participants: u64,
+}
+
+#[derive(Serialize)]
+struct Resources {
+    node_id: String,
+    sessions: usize,
+    peer_connections: usize,
+    tracks: usize,
+    forwarders: usize,
+    websockets: usize,
+    tasks: usize,
+    rooms: Vec<RoomResources>,
+}
+
+/// `/api/debug/resources`: counted from the live objects, the store and the
+/// database. `?room=code` limits the room list to one room.
+pub async fn debug_resources(State(state): State<AppState>, Query(q): Query<DebugQuery>) -> Response {
+    let rooms = &state.rooms;
+    let codes: Vec<RoomCode> = match q.room {
+        Some(code) => match RoomCode::parse(&code) {
+            Ok(c) => vec![c],
+            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        },
+        None => match rooms.db().open_rooms(200).await {
+            Ok(list) => list.into_iter().filter_map(|r| RoomCode::parse(&r.code).ok()).collect(),
+            Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        },
+    };
+    let mut out = Vec::with_capacity(codes.len());
+    for code in codes {
+        let gathered = async {
+            let members = rooms.store().members(&code).await.map_err(|e| e.to_string())?;
+            let pending = rooms.store().pending(&code).await.map_err(|e| e.to_string())?;
+            let keys = rooms.store().room_keys(&code).await.map_err(|e| e.to_string())?;
+            let db_rows = rooms.db().count_participants(code.as_str()).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(RoomResources {
+                code: code.to_string(),
+                participants: members.len(),
+                pending: pending.len(),
+                store_keys: keys.len(),
+                db_participants: db_rows,
+            })
+        };
+        match gathered.await {
+            Ok(r) => out.push(r),
+            Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+        }
+    }
+    let counts = live_counts(&state);
+    Json(Resources {
+        node_id: rooms.node_id().to_owned(),
+        sessions: counts.sessions,
+        peer_connections: counts.peer_connections,
+        tracks: counts.tracks,
+        forwarders: counts.forwarders,
+        websockets: state.sockets.len(),
+        tasks: state.tasks.len() + state.sockets.len(),
+        rooms: out,
+    })
+    .into_response()
+}
+
+/// Maps a domain error to an HTTP status for non-Leptos endpoints.
+pub fn status_of(e: &AppError) -> StatusCode {
+    match e {
+        AppError::RoomNotFound => StatusCode::NOT_FOUND,
+        AppError::BadRoomCode | AppError::BadName(_) | AppError::RoomEnded => StatusCode::BAD_REQUEST,
+        AppError::NotInRoom => StatusCode::CONFLICT,
+        AppError::Forbidden => StatusCode::FORBIDDEN,
+        AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        AppError::Internal | AppError::Transport(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `POST /api/beacon/leave` with body `session=…` (any content type, as
+/// `navigator.sendBeacon` sends it). Answers 204 with no body.
+pub async fn leave_beacon(State(state): State<AppState>, Extension(me): Extension<Identity>, body: String) -> Response {
+    let session = body
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "session")
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric()));
+    let Some(session) = session else {
+        return (StatusCode::BAD_REQUEST, "expected session=<id>").into_response();
+    };
+    match state.rooms.leave(&me, &SessionId::new(session), LeaveReason::PageHidden).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (status_of(&e), e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,250 @@
+//! The room domain: create, join, leave. Implements the app's
+//! [`RoomService`] port.
+//!
+//! Every way a session ends goes through [`Rooms::end_session`]: the live
+//! part closes exactly once (the registry hands the session to one caller),
+//! the room is told, then the durable state (store entries, the live row,
+//! the history row) is removed keyed by session id.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use app::error::AppError;
+use app::model::{
+    JoinOutcome, LeaveReason, ParticipantId, ParticipantState, ParticipantView, Role, RoomCode, RoomInfo, SessionId,
+    UserId,
+};
+use app::ports::{Identity, RoomService};
+use app::signal::ServerMsg;
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{self, Db, DbError};
+use crate::hub::Hub;
+use crate::metrics as m;
+use crate::participant::{LiveSession, SessionRegistry};
+use crate::store::{LiveStore, MemberEntry, StoreError};
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn db_down(e: DbError) -> AppError {
+    tracing::warn!(error = %e, "database call failed");
+    AppError::Unavailable
+}
+
+fn store_down(e: StoreError) -> AppError {
+    tracing::warn!(error = %e, "live-state store call failed");
+    AppError::Unavailable
+}
+
+/// The room service of one node.
+pub struct Rooms {
+    db: Db,
+    store: Arc<dyn LiveStore>,
+    node_id: String,
+    sessions: SessionRegistry,
+    hub: Hub,
+    /// Parent of every session's token; cancelled at shutdown.
+    root: CancellationToken,
+}
+
+impl Rooms {
+    pub fn new(db: Db, store: Arc<dyn LiveStore>, node_id: String, root: CancellationToken) -> Self {
+        Self { db, store, node_id, sessions: SessionRegistry::default(), hub: Hub::default(), root }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+    pub fn store(&self) -> &dyn LiveStore {
+        self.store.as_ref()
+    }
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+    pub fn sessions(&self) -> &SessionRegistry {
+        &self.sessions
+    }
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The room's admitted participants, in arrival order.
+    pub async fn roster(&self, room: &RoomCode) -> Result<Vec<ParticipantView>, StoreError> {
+        Ok(self.store.members(room).await?.iter().map(MemberEntry::view).collect())
+    }
+
+    async fn broadcast_roster(&self, room: &RoomCode) {
+        match self.roster(room).await {
+            Ok(participants) => self.hub.publish(room, ServerMsg::Roster { participants }),
+            Err(e) => tracing::warn!(room = %room, error = %e, "roster not broadcast"),
+        }
+    }
+
+    /// The one close path of a session. Idempotent: a second call for the
+    /// same session finds nothing left and changes nothing.
+    pub async fn end_session(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        user: &UserId,
+        reason: LeaveReason,
+    ) -> Result<(), AppError> {
+        let started = Instant::now();
+        // 1. Live part, exactly once: the registry hands it to one caller.
+        let closed_here = self.sessions.take(session).is_some_and(|live| live.close(reason));
+        // 2. Store entries (compare-and-delete), then tell the room at once.
+        let store_result = self.store.remove_session(room, session, user).await;
+        if store_result.is_ok() {
+            self.broadcast_roster(room).await;
+        }
+        // 3. The live row and the history row, in one transaction.
+        let db_result = self.db.end_participant(session.as_str(), reason.as_str(), now_ms()).await;
+
+        let history_closed = db_result.as_ref().is_ok_and(|e| e.history_closed);
+        if closed_here || history_closed {
+            m::session_closed(reason, started.elapsed());
+            tracing::info!(room = %room, session = %session, reason = reason.as_str(), "session ended");
+        }
+        store_result.map_err(store_down)?;
+        db_result.map_err(db_down)?;
+        Ok(())
+    }
+
+    /// Ends every live session of this node (process shutdown).
+    pub async fn shutdown(&self) {
+        for live in self.sessions.all() {
+            if let Err(e) = self.end_session(&live.room, &live.id, &live.user, LeaveReason::NodeShutdown).await {
+                tracing::warn!(session = %live.id, error = %e, "session not fully ended at shutdown");
+            }
+        }
+        self.root.cancel();
+        if let Err(e) = self.store.drop_lease(&self.node_id).await {
+            tracing::warn!(error = %e, "lease not dropped at shutdown");
+        }
+    }
+
+    fn new_ids() -> (SessionId, ParticipantId) {
+        let session = SessionId::new(uuid::Uuid::new_v4().simple().to_string());
+        let participant = ParticipantId::new(format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        (session, participant)
+    }
+}
+
+#[async_trait]
+impl RoomService for Rooms {
+    async fn create_room(&self, creator: &Identity, private: bool) -> Result<RoomCode, AppError> {
+        // 26^10 codes; a collision is retried with a fresh code.
+        for _ in 0..5 {
+            let letters: [u8; 10] = rand::random();
+            let code = RoomCode::from_letters(&letters);
+            if self.db.room(code.as_str()).await.map_err(db_down)?.is_some() {
+                continue;
+            }
+            let name = match &creator.display_name {
+                Some(n) => format!("{n}'s meeting"),
+                None => "Meeting".to_owned(),
+            };
+            self.db
+                .insert_room(db::room::Model {
+                    code: code.to_string(),
+                    name,
+                    private,
+                    created_by: creator.user_id.to_string(),
+                    created_at_ms: now_ms(),
+                    ended_at_ms: None,
+                })
+                .await
+                .map_err(db_down)?;
+            tracing::info!(room = %code, private, "room created");
+            return Ok(code);
+        }
+        Err(AppError::Internal)
+    }
+
+    async fn room_info(&self, code: &RoomCode) -> Result<RoomInfo, AppError> {
+        let room = self.db.room(code.as_str()).await.map_err(db_down)?.ok_or(AppError::RoomNotFound)?;
+        Ok(RoomInfo { code: code.clone(), private: room.private, ended: room.ended_at_ms.is_some() })
+    }
+
+    async fn join(&self, who: &Identity, code: &RoomCode, display_name: &str) -> Result<JoinOutcome, AppError> {
+        let room = self.db.room(code.as_str()).await.map_err(db_down)?.ok_or(AppError::RoomNotFound)?;
+        if room.ended_at_ms.is_some() {
+            return Err(AppError::RoomEnded);
+        }
+        let role = if room.created_by == who.user_id.as_str() { Role::Admin } else { Role::Member };
+        let state = if room.private && role == Role::Member { ParticipantState::Pending } else { ParticipantState::Active };
+        let (session, participant) = Self::new_ids();
+        let entry = MemberEntry {
+            session: session.clone(),
+            participant: participant.clone(),
+            user: who.user_id.clone(),
+            name: display_name.to_owned(),
+            role,
+            state,
+            node: self.node_id.clone(),
+            joined_at_ms: now_ms(),
+        };
+
+        // Store first; if the database then fails, undo the store write so
+        // nothing is left half-way.
+        let replaced = match state {
+            ParticipantState::Active => self.store.put_member(code, &entry).await,
+            ParticipantState::Pending => self.store.put_pending(code, &entry).await,
+        }
+        .map_err(store_down)?;
+        let row = db::participant::Model {
+            session_id: session.to_string(),
+            participant_id: participant.to_string(),
+            room_code: code.to_string(),
+            user_id: who.user_id.to_string(),
+            display_name: display_name.to_owned(),
+            role: role.as_str().to_owned(),
+            state: state.as_str().to_owned(),
+            node_id: self.node_id.clone(),
+            joined_at_ms: entry.joined_at_ms,
+        };
+        if let Err(e) = self.db.insert_participant(row).await {
+            if let Err(undo) = self.store.remove_session(code, &session, &who.user_id).await {
+                tracing::error!(session = %session, error = %undo, "join undo failed; the reconciler must reap it");
+            }
+            return Err(db_down(e));
+        }
+        self.sessions.insert(Arc::new(LiveSession::new(
+            session.clone(),
+            code.clone(),
+            who.user_id.clone(),
+            participant.clone(),
+            self.root.child_token(),
+        )));
+        tracing::info!(room = %code, session = %session, participant = %participant, role = role.as_str(), "joined");
+
+        // A rejoin (refresh, second tab) replaces the person's older session.
+        if let Some(old) = replaced {
+            if let Err(e) = self.end_session(code, &old, &who.user_id, LeaveReason::Replaced).await {
+                tracing::warn!(session = %old, error = %e, "replaced session not fully ended");
+            }
+        }
+        self.broadcast_roster(code).await;
+        let roster = self.roster(code).await.map_err(store_down)?;
+        Ok(JoinOutcome { session_id: session, participant_id: participant, role, state, roster })
+    }
+
+    async fn leave(&self, who: &Identity, session: &SessionId, reason: LeaveReason) -> Result<(), AppError> {
+        let (room, owner) = match self.sessions.get(session) {
+            Some(live) => (live.room.clone(), live.user.clone()),
+            None => match self.db.participant(session.as_str()).await.map_err(db_down)? {
+                Some(row) => (RoomCode::parse(&row.room_code).map_err(|_| AppError::Internal)?, UserId::new(row.user_id)),
+                // Already gone: leaving twice is fine.
+                None => return Ok(()),
+            },
+        };
+        if owner != who.user_id {
+            tracing::warn!(session = %session, "leave refused: not the caller's session");
+            return Err(AppError::Forbidden);
+        }
+        self.end_session(&room, session, &owner, reason).await
+    }
+}

@@ -1,0 +1,113 @@
+//! The signalling WebSocket, `/ws/{code}?session=…`: authenticated by the
+//! identity cookie and the session id issued at join. The socket task runs
+//! under the session's token: closing the session closes the socket.
+
+use std::sync::Arc;
+
+use app::model::{RoomCode, SessionId};
+use app::ports::Identity;
+use app::signal::{close_code, ClientMsg, ServerMsg, MAX_FRAME_BYTES};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::Extension;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::participant::LiveSession;
+use crate::room::Rooms;
+use crate::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    session: String,
+}
+
+pub async fn ws_handler(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+    Query(query): Query<WsQuery>,
+    Extension(me): Extension<Identity>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let live = RoomCode::parse(&code).ok().and_then(|code| {
+        state.rooms.sessions().get(&SessionId::new(query.session)).filter(|s| s.user == me.user_id && s.room == code)
+    });
+    let ws = ws.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES);
+    let rooms = state.rooms.clone();
+    let sockets = state.sockets.clone();
+    ws.on_upgrade(move |socket| {
+        sockets.track_future(async move {
+            match live {
+                Some(live) => run(rooms, live, socket).await,
+                None => close(socket, close_code::UNKNOWN_SESSION, "unknown session").await,
+            }
+        })
+    })
+}
+
+async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+}
+
+fn text(msg: &ServerMsg) -> Message {
+    Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
+}
+
+async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
+    let (mut tx, mut rx) = socket.split();
+    let mut updates = rooms.hub().subscribe(&live.room);
+    let ended = live.token();
+    tracing::debug!(session = %live.id, room = %live.room, "socket open");
+    if let Ok(participants) = rooms.roster(&live.room).await {
+        let _ = tx.send(text(&ServerMsg::Roster { participants })).await;
+    }
+    loop {
+        tokio::select! {
+            () = ended.cancelled() => {
+                if let Some(reason) = live.reason() {
+                    let _ = tx.send(text(&ServerMsg::SessionEnded { reason })).await;
+                }
+                let frame = CloseFrame { code: close_code::SESSION_ENDED, reason: "session ended".into() };
+                let _ = tx.send(Message::Close(Some(frame))).await;
+                break;
+            }
+            update = updates.recv() => match update {
+                Ok(msg) => {
+                    if tx.send(text(&msg)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    if let Ok(participants) = rooms.roster(&live.room).await {
+                        let _ = tx.send(text(&ServerMsg::Roster { participants })).await;
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            },
+            incoming = rx.next() => match incoming {
+                Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientMsg>(&t) {
+                    Ok(ClientMsg::Ping) => {
+                        if tx.send(text(&ServerMsg::Pong)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        let frame = CloseFrame { code: close_code::BAD_FRAME, reason: "malformed message".into() };
+                        let _ = tx.send(Message::Close(Some(frame))).await;
+                        break;
+                    }
+                },
+                Some(Ok(Message::Binary(_))) => {
+                    let frame = CloseFrame { code: close_code::BAD_FRAME, reason: "binary frames are not used".into() };
+                    let _ = tx.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+            },
+        }
+    }
+    tracing::debug!(session = %live.id, room = %live.room, "socket closed");
+}

@@ -1,0 +1,214 @@
+//! The live-state store: who is in which room right now, and what each
+//! session holds. Two implementations behind [`LiveStore`]: in-process
+//! ([`memory::MemoryStore`], the default) and Redis ([`redis::RedisStore`],
+//! for production and multi-node). Both pass one conformance suite
+//! (`tests/store_conformance.rs`).
+//!
+//! Key space (shared by both, see [`Keys`]); `{room}` is literal braces, a
+//! Redis Cluster hash tag, so a room's keys live in one slot and a Lua
+//! script may touch them all:
+//! - `P:{room}:members`         hash  session → member JSON (admitted sessions)
+//! - `P:{room}:pending`         hash  session → member JSON (waiting for approval)
+//! - `P:{room}:session:{sid}`   hash  `user`, and one `res:{kind}:{id}` field per media resource
+//! - `P:{room}:user:{uid}`      string the user's current session in the room
+//! - `P:{room}:hands`           zset  session, scored by raise time
+//! - `P:{room}:speaker`         string the active speaker's session
+//! - `P:node:{node}`            string a node's lease (expires)
+//!
+//! Invariant: removing a session is compare-and-delete: pointers (`user`,
+//! `speaker`) are deleted only while they still name that session, so a late
+//! cleanup of an old session never touches a newer one.
+
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use app::model::{ParticipantId, ParticipantState, ParticipantView, Role, RoomCode, SessionId, UserId};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Store failures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer (connection lost, timeout).
+    #[error("live-state store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be read back.
+    #[error("live-state store holds a malformed value: {0}")]
+    Corrupt(String),
+}
+
+/// One session as the room's live state records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    pub session: SessionId,
+    pub participant: ParticipantId,
+    pub user: UserId,
+    pub name: String,
+    pub role: Role,
+    pub state: ParticipantState,
+    pub node: String,
+    pub joined_at_ms: i64,
+}
+
+impl MemberEntry {
+    pub fn view(&self) -> ParticipantView {
+        ParticipantView {
+            id: self.participant.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            state: self.state,
+            joined_at_ms: self.joined_at_ms,
+        }
+    }
+
+    fn to_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    fn from_json(s: &str) -> Result<Self, StoreError> {
+        serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+/// The kinds of media resource a session owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceKind {
+    PeerConnection,
+    Track,
+    Forwarder,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::PeerConnection => "pc",
+            ResourceKind::Track => "track",
+            ResourceKind::Forwarder => "fwd",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [ResourceKind::PeerConnection, ResourceKind::Track, ResourceKind::Forwarder]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    fn field(self, id: &str) -> String {
+        format!("res:{}:{id}", self.as_str())
+    }
+
+    fn parse_field(field: &str) -> Option<(Self, String)> {
+        let rest = field.strip_prefix("res:")?;
+        let (kind, id) = rest.split_once(':')?;
+        Some((Self::parse(kind)?, id.to_owned()))
+    }
+}
+
+/// Builds the key names of the key space (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+    fn room(&self, room: &RoomCode, rest: &str) -> String {
+        format!("{}:{{{room}}}:{rest}", self.prefix)
+    }
+    pub fn members(&self, room: &RoomCode) -> String {
+        self.room(room, "members")
+    }
+    pub fn pending(&self, room: &RoomCode) -> String {
+        self.room(room, "pending")
+    }
+    pub fn session(&self, room: &RoomCode, session: &SessionId) -> String {
+        self.room(room, &format!("session:{session}"))
+    }
+    pub fn user(&self, room: &RoomCode, user: &UserId) -> String {
+        self.room(room, &format!("user:{user}"))
+    }
+    pub fn hands(&self, room: &RoomCode) -> String {
+        self.room(room, "hands")
+    }
+    pub fn speaker(&self, room: &RoomCode) -> String {
+        self.room(room, "speaker")
+    }
+    /// Prefix shared by every key of a room.
+    pub fn room_prefix(&self, room: &RoomCode) -> String {
+        format!("{}:{{{room}}}:", self.prefix)
+    }
+    pub fn lease(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+    pub fn lease_prefix(&self) -> String {
+        format!("{}:node:", self.prefix)
+    }
+}
+
+/// The live-state store's operations.
+#[async_trait]
+pub trait LiveStore: Send + Sync + 'static {
+    /// `memory` or `redis`, for logs and the debug API.
+    fn backend(&self) -> &'static str;
+
+    /// Answers when the store does.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Records an admitted session and points its user at it. Returns the
+    /// user's previous session in this room if it was a different one.
+    async fn put_member(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError>;
+
+    /// Records a session waiting for approval (and points its user at it).
+    async fn put_pending(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError>;
+
+    /// Admitted sessions of the room, in arrival order.
+    async fn members(&self, room: &RoomCode) -> Result<Vec<MemberEntry>, StoreError>;
+
+    /// Waiting sessions of the room, in arrival order.
+    async fn pending(&self, room: &RoomCode) -> Result<Vec<MemberEntry>, StoreError>;
+
+    /// The session the user's pointer names in this room.
+    async fn current_session(&self, room: &RoomCode, user: &UserId) -> Result<Option<SessionId>, StoreError>;
+
+    async fn add_resource(&self, room: &RoomCode, session: &SessionId, kind: ResourceKind, id: &str) -> Result<(), StoreError>;
+    /// Returns whether it was there.
+    async fn remove_resource(&self, room: &RoomCode, session: &SessionId, kind: ResourceKind, id: &str) -> Result<bool, StoreError>;
+    async fn resources(&self, room: &RoomCode, session: &SessionId) -> Result<Vec<(ResourceKind, String)>, StoreError>;
+
+    async fn raise_hand(&self, room: &RoomCode, session: &SessionId, at_ms: i64) -> Result<(), StoreError>;
+    /// Returns whether the hand was up.
+    async fn lower_hand(&self, room: &RoomCode, session: &SessionId) -> Result<bool, StoreError>;
+    /// Raised hands, earliest first.
+    async fn hands(&self, room: &RoomCode) -> Result<Vec<SessionId>, StoreError>;
+
+    async fn set_speaker(&self, room: &RoomCode, session: &SessionId) -> Result<(), StoreError>;
+    async fn speaker(&self, room: &RoomCode) -> Result<Option<SessionId>, StoreError>;
+
+    /// Removes everything of `session` in `room`, compare-and-delete (see
+    /// the module docs). Returns how many entries went; 0 when already gone.
+    async fn remove_session(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<u32, StoreError>;
+
+    /// Every key of the room.
+    async fn room_keys(&self, room: &RoomCode) -> Result<Vec<String>, StoreError>;
+
+    /// Every entry that names `session` (keys, and `key#field` for hash and
+    /// set members). Empty once the session is fully removed.
+    async fn session_entries(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<Vec<String>, StoreError>;
+
+    /// Renews this node's lease for `ttl`.
+    async fn renew_lease(&self, node: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Drops this node's lease (clean shutdown).
+    async fn drop_lease(&self, node: &str) -> Result<(), StoreError>;
+    /// Nodes whose lease has not expired.
+    async fn live_nodes(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// Sorts members by arrival, ties by session id (stable across backends).
+fn by_arrival(mut v: Vec<MemberEntry>) -> Vec<MemberEntry> {
+    v.sort_by(|a, b| a.joined_at_ms.cmp(&b.joined_at_ms).then_with(|| a.session.cmp(&b.session)));
+    v
+}

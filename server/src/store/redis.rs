@@ -1,0 +1,262 @@
+//! The Redis live-state store (through `fred`). Multi-key changes run as Lua
+//! scripts, so each operation is atomic like the in-process one. The client
+//! reconnects by itself with backoff; while Redis is away, commands fail
+//! after [`COMMAND_TIMEOUT`] and callers report "temporarily unavailable".
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use app::model::{RoomCode, SessionId, UserId};
+use async_trait::async_trait;
+use fred::prelude::*;
+use fred::types::{Expiration, Value};
+use futures::TryStreamExt;
+
+use super::{by_arrival, Keys, LiveStore, MemberEntry, ResourceKind, StoreError};
+
+/// How long one command may wait for Redis before failing.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// KEYS: list, other list, session, user. ARGV: sid, json, uid.
+/// Moves the session into `list`, records its user, points the user at it;
+/// returns the user's previous session when it was another one.
+const PUT_SCRIPT: &str = r#"
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], 'user', ARGV[3])
+local prev = redis.call('GET', KEYS[4])
+redis.call('SET', KEYS[4], ARGV[1])
+if prev and prev ~= ARGV[1] then return prev end
+return false
+"#;
+
+/// KEYS: members, pending, session, user, hands, speaker. ARGV: sid.
+/// Compare-and-delete of everything of one session; returns the count.
+const REMOVE_SCRIPT: &str = r#"
+local n = redis.call('HDEL', KEYS[1], ARGV[1]) + redis.call('HDEL', KEYS[2], ARGV[1]) + redis.call('DEL', KEYS[3])
+if redis.call('GET', KEYS[4]) == ARGV[1] then n = n + redis.call('DEL', KEYS[4]) end
+n = n + redis.call('ZREM', KEYS[5], ARGV[1])
+if redis.call('GET', KEYS[6]) == ARGV[1] then n = n + redis.call('DEL', KEYS[6]) end
+return n
+"#;
+
+/// Same KEYS/ARGV as [`REMOVE_SCRIPT`]; lists what still names the session.
+const ENTRIES_SCRIPT: &str = r#"
+local out = {}
+for i = 1, 2 do
+  if redis.call('HEXISTS', KEYS[i], ARGV[1]) == 1 then table.insert(out, KEYS[i] .. '#' .. ARGV[1]) end
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then table.insert(out, KEYS[3]) end
+if redis.call('GET', KEYS[4]) == ARGV[1] then table.insert(out, KEYS[4]) end
+if redis.call('GET', KEYS[6]) == ARGV[1] then table.insert(out, KEYS[6]) end
+if redis.call('ZSCORE', KEYS[5], ARGV[1]) then table.insert(out, KEYS[5] .. '#' .. ARGV[1]) end
+return out
+"#;
+
+/// KEYS: hands. ARGV: score, sid. Raises a hand unless already up.
+const RAISE_SCRIPT: &str = "return redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[2])";
+
+fn unavailable(e: Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Redis implementation of [`LiveStore`].
+pub struct RedisStore {
+    keys: Keys,
+    client: Client,
+}
+
+impl RedisStore {
+    /// Connects to `url`; keys start with `prefix`. Fails if the first
+    /// connection fails (a bad setting at start); later losses reconnect.
+    pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
+        let config = Config::from_url(url).map_err(unavailable)?;
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = COMMAND_TIMEOUT;
+                c.max_command_attempts = 2;
+            })
+            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build()
+            .map_err(unavailable)?;
+        match tokio::time::timeout(Duration::from_secs(5), client.init()).await {
+            Ok(Ok(_task)) => Ok(Self { keys: Keys::new(prefix), client }),
+            Ok(Err(e)) => {
+                let _ = client.quit().await;
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                let _ = client.quit().await;
+                Err(StoreError::Unavailable("no answer within 5 s".into()))
+            }
+        }
+    }
+
+    /// Closes the connection (and stops reconnecting).
+    pub async fn quit(&self) {
+        let _ = self.client.quit().await;
+    }
+
+    async fn put(&self, room: &RoomCode, member: &MemberEntry, list: String, other: String) -> Result<Option<SessionId>, StoreError> {
+        let keys = vec![list, other, self.keys.session(room, &member.session), self.keys.user(room, &member.user)];
+        let args = vec![member.session.to_string(), member.to_json()?, member.user.to_string()];
+        let prev: Option<String> = self.client.eval(PUT_SCRIPT, keys, args).await.map_err(unavailable)?;
+        Ok(prev.map(SessionId::new))
+    }
+
+    async fn list(&self, key: String) -> Result<Vec<MemberEntry>, StoreError> {
+        let raw: HashMap<String, String> = self.client.hgetall(key).await.map_err(unavailable)?;
+        raw.values().map(|s| MemberEntry::from_json(s)).collect::<Result<Vec<_>, _>>().map(by_arrival)
+    }
+
+    fn session_keys(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Vec<String> {
+        vec![
+            self.keys.members(room),
+            self.keys.pending(room),
+            self.keys.session(room, session),
+            self.keys.user(room, user),
+            self.keys.hands(room),
+            self.keys.speaker(room),
+        ]
+    }
+
+    async fn scan(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{prefix}*");
+        let keys: Vec<Key> = self.client.scan_buffered(pattern, Some(200), None).try_collect().await.map_err(unavailable)?;
+        let mut out: Vec<String> = keys.into_iter().filter_map(Key::into_string).collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl LiveStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: Value = self.client.ping(None).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn put_member(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError> {
+        self.put(room, member, self.keys.members(room), self.keys.pending(room)).await
+    }
+
+    async fn put_pending(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError> {
+        let pending = self.keys.pending(room);
+        self.put(room, member, pending.clone(), pending).await
+    }
+
+    async fn members(&self, room: &RoomCode) -> Result<Vec<MemberEntry>, StoreError> {
+        self.list(self.keys.members(room)).await
+    }
+
+    async fn pending(&self, room: &RoomCode) -> Result<Vec<MemberEntry>, StoreError> {
+        self.list(self.keys.pending(room)).await
+    }
+
+    async fn current_session(&self, room: &RoomCode, user: &UserId) -> Result<Option<SessionId>, StoreError> {
+        let v: Option<String> = self.client.get(self.keys.user(room, user)).await.map_err(unavailable)?;
+        Ok(v.map(SessionId::new))
+    }
+
+    async fn add_resource(&self, room: &RoomCode, session: &SessionId, kind: ResourceKind, id: &str) -> Result<(), StoreError> {
+        let _: Value = self
+            .client
+            .hset(self.keys.session(room, session), vec![(kind.field(id), "1".to_owned())])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn remove_resource(&self, room: &RoomCode, session: &SessionId, kind: ResourceKind, id: &str) -> Result<bool, StoreError> {
+        let n: u32 = self.client.hdel(self.keys.session(room, session), kind.field(id)).await.map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn resources(&self, room: &RoomCode, session: &SessionId) -> Result<Vec<(ResourceKind, String)>, StoreError> {
+        let raw: HashMap<String, String> = self.client.hgetall(self.keys.session(room, session)).await.map_err(unavailable)?;
+        let mut out: Vec<(ResourceKind, String)> = raw.keys().filter_map(|f| ResourceKind::parse_field(f)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn raise_hand(&self, room: &RoomCode, session: &SessionId, at_ms: i64) -> Result<(), StoreError> {
+        let _: Value = self
+            .client
+            .eval(RAISE_SCRIPT, vec![self.keys.hands(room)], vec![at_ms.to_string(), session.to_string()])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn lower_hand(&self, room: &RoomCode, session: &SessionId) -> Result<bool, StoreError> {
+        let n: u32 = self.client.zrem(self.keys.hands(room), session.to_string()).await.map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn hands(&self, room: &RoomCode) -> Result<Vec<SessionId>, StoreError> {
+        let v: Vec<String> = self
+            .client
+            .zrange(self.keys.hands(room), 0, -1, None, false, None, false)
+            .await
+            .map_err(unavailable)?;
+        Ok(v.into_iter().map(SessionId::new).collect())
+    }
+
+    async fn set_speaker(&self, room: &RoomCode, session: &SessionId) -> Result<(), StoreError> {
+        let _: Value = self
+            .client
+            .set(self.keys.speaker(room), session.to_string(), None, None, false)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn speaker(&self, room: &RoomCode) -> Result<Option<SessionId>, StoreError> {
+        let v: Option<String> = self.client.get(self.keys.speaker(room)).await.map_err(unavailable)?;
+        Ok(v.map(SessionId::new))
+    }
+
+    async fn remove_session(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<u32, StoreError> {
+        self.client
+            .eval(REMOVE_SCRIPT, self.session_keys(room, session, user), vec![session.to_string()])
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn room_keys(&self, room: &RoomCode) -> Result<Vec<String>, StoreError> {
+        self.scan(&self.keys.room_prefix(room)).await
+    }
+
+    async fn session_entries(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<Vec<String>, StoreError> {
+        self.client
+            .eval(ENTRIES_SCRIPT, self.session_keys(room, session, user), vec![session.to_string()])
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn renew_lease(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
+        let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let _: Value = self
+            .client
+            .set(self.keys.lease(node), "1", Some(Expiration::PX(ms)), None, false)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn drop_lease(&self, node: &str) -> Result<(), StoreError> {
+        let _: u32 = self.client.del(self.keys.lease(node)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = self.keys.lease_prefix();
+        Ok(self.scan(&prefix).await?.into_iter().map(|k| k[prefix.len()..].to_owned()).collect())
+    }
+}
