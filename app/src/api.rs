@@ -14,9 +14,8 @@ use crate::model::{JoinOutcome, RoomPageData};
 #[cfg(feature = "ssr")]
 async fn caller() -> Result<(crate::ports::Ports, crate::ports::Identity), AppError> {
     let ports = use_context::<crate::ports::Ports>().ok_or(AppError::Internal)?;
-    let axum::Extension(me) = leptos_axum::extract::<axum::Extension<crate::ports::Identity>>()
-        .await
-        .map_err(|_| AppError::Internal)?;
+    let axum::Extension(me) =
+        leptos_axum::extract::<axum::Extension<crate::ports::Identity>>().await.map_err(|_| AppError::Internal)?;
     Ok((ports, me))
 }
 
@@ -26,15 +25,11 @@ fn remember_name(ports: &crate::ports::Ports, me: &crate::ports::Identity, name:
     if me.display_name.as_deref() == Some(name) {
         return;
     }
-    let updated = crate::ports::Identity {
-        user_id: me.user_id.clone(),
-        display_name: Some(name.to_owned()),
-    };
+    let updated = crate::ports::Identity { user_id: me.user_id.clone(), display_name: Some(name.to_owned()) };
     let header = ports.identity.set_cookie_header(&updated);
-    if let (Some(resp), Ok(value)) = (
-        use_context::<leptos_axum::ResponseOptions>(),
-        http::HeaderValue::from_str(&header),
-    ) {
+    if let (Some(resp), Ok(value)) =
+        (use_context::<leptos_axum::ResponseOptions>(), http::HeaderValue::from_str(&header))
+    {
         resp.append_header(http::header::SET_COOKIE, value);
     }
 }

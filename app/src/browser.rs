@@ -7,7 +7,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{CloseEvent, Event, MediaStream, MediaStreamConstraints, MediaStreamTrack, MessageEvent, WebSocket};
 
-use leptos::prelude::{Set, GetUntracked};
+use leptos::prelude::{GetUntracked, Set};
 
 use crate::call::{CallStore, ConnectionState};
 use crate::model::{RoomCode, SessionId};
@@ -88,9 +88,7 @@ impl Drop for Connection {
 /// Sends the leave for `session` in a way that survives the page going away.
 pub fn send_leave_beacon(session: &SessionId) -> bool {
     let body = format!("session={session}");
-    window()
-        .and_then(|w| w.navigator().send_beacon_with_opt_str(LEAVE_BEACON_PATH, Some(&body)))
-        .unwrap_or(false)
+    window().and_then(|w| w.navigator().send_beacon_with_opt_str(LEAVE_BEACON_PATH, Some(&body))).unwrap_or(false)
 }
 
 /// While alive, a `pagehide` (tab or window closed, refresh, another site)

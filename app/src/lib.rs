@@ -27,7 +27,7 @@ pub mod signal;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{path, SsrMode};
 
 use pages::{lobby::Lobby, not_found::NotFound, room::RoomPage};
 
@@ -54,13 +54,21 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // Marks the document once the WASM has taken over (tests and tools wait for it).
+    #[cfg(feature = "hydrate")]
+    Effect::new(|_| {
+        if let Some(body) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.body()) {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
     view! {
         <Stylesheet id="leptos" href="/pkg/cleanroom.css"/>
         <Title text="Cleanroom"/>
+        <leptos_meta::Link rel="icon" href="/favicon.svg" type_="image/svg+xml"/>
         <Router>
             <Routes fallback=|| view! { <NotFound/> }>
                 <Route path=path!("/") view=Lobby/>
-                <Route path=path!("/r/:code") view=RoomPage/>
+                <Route path=path!("/r/:code") view=RoomPage ssr=SsrMode::Async/>
             </Routes>
         </Router>
     }

@@ -59,12 +59,8 @@ impl RoomCode {
     /// Parses what a person typed: case, surrounding blanks and missing
     /// dashes are forgiven; anything else is an [`AppError::BadRoomCode`].
     pub fn parse(input: &str) -> Result<Self, AppError> {
-        let letters: String = input
-            .trim()
-            .chars()
-            .filter(|c| *c != '-' && !c.is_whitespace())
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
+        let letters: String =
+            input.trim().chars().filter(|c| *c != '-' && !c.is_whitespace()).map(|c| c.to_ascii_lowercase()).collect();
         let total: usize = Self::GROUPS.iter().sum();
         if letters.len() != total || !letters.chars().all(|c| c.is_ascii_lowercase()) {
             return Err(AppError::BadRoomCode);
@@ -74,10 +70,11 @@ impl RoomCode {
         Ok(Self(format!("{a}-{b}-{c}")))
     }
 
-    /// Builds a code from ten lowercase letters (used by the server's generator).
-    pub fn from_letters(letters: &[u8; 10]) -> Self {
-        let s: String = letters.iter().map(|b| (b'a' + b % 26) as char).collect();
-        Self::parse(&s).unwrap_or_else(|_| Self(s))
+    /// Builds a code from ten random bytes (used by the server's generator).
+    pub fn from_letters(bytes: &[u8; 10]) -> Self {
+        let letter = |b: u8| char::from(b'a' + b % 26);
+        let s: String = bytes.iter().map(|b| letter(*b)).collect();
+        Self(format!("{}-{}-{}", &s[..3], &s[3..7], &s[7..]))
     }
 
     pub fn as_str(&self) -> &str {
@@ -102,14 +99,10 @@ pub fn validate_display_name(input: &str) -> Result<String, AppError> {
         return Err(AppError::BadName("Please enter a display name.".into()));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(AppError::BadName(format!(
-            "A display name can have at most {MAX_NAME_CHARS} characters."
-        )));
+        return Err(AppError::BadName(format!("A display name can have at most {MAX_NAME_CHARS} characters.")));
     }
     if name.chars().any(char::is_control) {
-        return Err(AppError::BadName(
-            "A display name cannot contain control characters.".into(),
-        ));
+        return Err(AppError::BadName("A display name cannot contain control characters.".into()));
     }
     Ok(name.to_owned())
 }

@@ -27,20 +27,10 @@ pub trait RoomService: Send + Sync + 'static {
     /// Looks a room up by code.
     async fn room_info(&self, code: &RoomCode) -> Result<RoomInfo, AppError>;
     /// Joins `who` to the room under `display_name` (already validated).
-    async fn join(
-        &self,
-        who: &Identity,
-        code: &RoomCode,
-        display_name: &str,
-    ) -> Result<JoinOutcome, AppError>;
+    async fn join(&self, who: &Identity, code: &RoomCode, display_name: &str) -> Result<JoinOutcome, AppError>;
     /// Ends `session` if it belongs to `who`. Idempotent: ending an ended
     /// session is `Ok`.
-    async fn leave(
-        &self,
-        who: &Identity,
-        session: &SessionId,
-        reason: LeaveReason,
-    ) -> Result<(), AppError>;
+    async fn leave(&self, who: &Identity, session: &SessionId, reason: LeaveReason) -> Result<(), AppError>;
 }
 
 /// Issues the identity cookie (the signing key stays on the server).

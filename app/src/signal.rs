@@ -49,8 +49,7 @@ mod tests {
     fn messages_have_a_stable_shape() {
         let json = serde_json::to_string(&ClientMsg::Ping).unwrap();
         assert_eq!(json, r#"{"type":"ping"}"#);
-        let msg: ServerMsg =
-            serde_json::from_str(r#"{"type":"session-ended","reason":"kicked"}"#).unwrap();
+        let msg: ServerMsg = serde_json::from_str(r#"{"type":"session-ended","reason":"kicked"}"#).unwrap();
         assert_eq!(msg, ServerMsg::SessionEnded { reason: LeaveReason::Kicked });
     }
 }

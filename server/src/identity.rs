@@ -90,7 +90,12 @@ pub async fn layer(State(cookies): State<Arc<IdentityCookies>>, mut req: Request
     };
     req.extensions_mut().insert(identity.clone());
     let mut response = next.run(req).await;
-    if issued {
+    let already_set = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.starts_with(&format!("{COOKIE_NAME}="))));
+    if issued && !already_set {
         if let Ok(v) = HeaderValue::from_str(&cookies.set_cookie_header(&identity)) {
             response.headers_mut().append(SET_COOKIE, v);
         }

@@ -133,10 +133,7 @@ fn spawn_lease(state: &AppState) {
 
 /// The HTTP routes.
 pub fn router(state: &AppState) -> Router {
-    let ports = Ports {
-        rooms: state.rooms.clone() as Arc<dyn RoomService>,
-        identity: state.identity.clone(),
-    };
+    let ports = Ports { rooms: state.rooms.clone() as Arc<dyn RoomService>, identity: state.identity.clone() };
     let routes = generate_route_list(app::App);
     let mut router = Router::new()
         .route("/healthz", get(ops::healthz))
@@ -145,7 +142,9 @@ pub fn router(state: &AppState) -> Router {
         .route("/api/beacon/leave", post(ops::leave_beacon))
         .route("/ws/{code}", get(signal::ws_handler));
     if state.debug_api {
-        router = router.route("/api/debug/resources", get(ops::debug_resources));
+        router = router
+            .route("/api/debug/resources", get(ops::debug_resources))
+            .route("/api/debug/sessions/{session}", get(ops::debug_session));
     }
     let options = state.leptos.clone();
     router

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use app::error::AppError;
-use app::model::{LeaveReason, RoomCode, SessionId};
+use app::model::{LeaveReason, RoomCode, SessionId, UserId};
 use app::ports::{Identity, RoomService};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -31,11 +31,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let db = tokio::time::timeout(PROBE_TIMEOUT, state.rooms.db().ping()).await;
     let store = tokio::time::timeout(PROBE_TIMEOUT, state.rooms.store().ping()).await;
     let verdict = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let body = Readiness {
-        database: verdict(matches!(db, Ok(Ok(())))),
-        store: verdict(matches!(store, Ok(Ok(())))),
-    };
-    let status = if body.database == "ok" && body.store == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Readiness { database: verdict(matches!(db, Ok(Ok(())))), store: verdict(matches!(store, Ok(Ok(())))) };
+    let status =
+        if body.database == "ok" && body.store == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
@@ -120,6 +118,49 @@ pub async fn debug_resources(State(state): State<AppState>, Query(q): Query<Debu
         rooms: out,
     })
     .into_response()
+}
+
+#[derive(Serialize)]
+struct SessionResources {
+    session: String,
+    /// A live session object exists on this node.
+    live: bool,
+    /// Store entries that still name the session.
+    store_entries: Vec<String>,
+    /// The `participants` row exists.
+    db_row: bool,
+    joined_at_ms: Option<i64>,
+    left_at_ms: Option<i64>,
+    leave_reason: Option<String>,
+}
+
+/// `/api/debug/sessions/{session}`: what is left of one session, counted
+/// from the registry, the store and the database (history included).
+pub async fn debug_session(State(state): State<AppState>, Path(session): Path<String>) -> Response {
+    let rooms = &state.rooms;
+    let id = SessionId::new(session);
+    let gathered = async {
+        let history = rooms.db().history(id.as_str()).await.map_err(|e| e.to_string())?;
+        let Some(history) = history else { return Ok(None) };
+        let room = RoomCode::parse(&history.room_code).map_err(|e| e.to_string())?;
+        let user = UserId::new(history.user_id.clone());
+        let store_entries = rooms.store().session_entries(&room, &id, &user).await.map_err(|e| e.to_string())?;
+        let db_row = rooms.db().participant(id.as_str()).await.map_err(|e| e.to_string())?.is_some();
+        Ok::<_, String>(Some(SessionResources {
+            session: id.to_string(),
+            live: rooms.sessions().get(&id).is_some(),
+            store_entries,
+            db_row,
+            joined_at_ms: Some(history.joined_at_ms),
+            left_at_ms: history.left_at_ms,
+            leave_reason: history.leave_reason,
+        }))
+    };
+    match gathered.await {
+        Ok(Some(r)) => Json(r).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such session").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
 }
 
 /// Maps a domain error to an HTTP status for non-Leptos endpoints.

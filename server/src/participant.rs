@@ -26,7 +26,13 @@ pub struct LiveSession {
 }
 
 impl LiveSession {
-    pub fn new(id: SessionId, room: RoomCode, user: UserId, participant: ParticipantId, cancel: CancellationToken) -> Self {
+    pub fn new(
+        id: SessionId,
+        room: RoomCode,
+        user: UserId,
+        participant: ParticipantId,
+        cancel: CancellationToken,
+    ) -> Self {
         Self { id, room, user, participant, cancel, closed: AtomicBool::new(false), reason: OnceLock::new() }
     }
 

@@ -175,7 +175,8 @@ impl RoomService for Rooms {
             return Err(AppError::RoomEnded);
         }
         let role = if room.created_by == who.user_id.as_str() { Role::Admin } else { Role::Member };
-        let state = if room.private && role == Role::Member { ParticipantState::Pending } else { ParticipantState::Active };
+        let state =
+            if room.private && role == Role::Member { ParticipantState::Pending } else { ParticipantState::Active };
         let (session, participant) = Self::new_ids();
         let entry = MemberEntry {
             session: session.clone(),
@@ -236,7 +237,9 @@ impl RoomService for Rooms {
         let (room, owner) = match self.sessions.get(session) {
             Some(live) => (live.room.clone(), live.user.clone()),
             None => match self.db.participant(session.as_str()).await.map_err(db_down)? {
-                Some(row) => (RoomCode::parse(&row.room_code).map_err(|_| AppError::Internal)?, UserId::new(row.user_id)),
+                Some(row) => {
+                    (RoomCode::parse(&row.room_code).map_err(|_| AppError::Internal)?, UserId::new(row.user_id))
+                }
                 // Already gone: leaving twice is fine.
                 None => return Ok(()),
             },

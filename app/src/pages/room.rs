@@ -5,7 +5,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use crate::api::{get_room_page, join_room, leave_room};
 use crate::call::CallStore;
 use crate::error::AppError;
-use crate::model::{validate_display_name, RoomCode, RoomPageData, Role};
+use crate::model::{validate_display_name, Role, RoomCode, RoomPageData};
 use crate::pages::not_found::NotFound;
 
 /// `/r/{code}`: the pre-join screen, then the call.
@@ -152,7 +152,7 @@ fn Prejoin(
     notice: Signal<Option<String>>,
     on_join: Callback<String>,
 ) -> impl IntoView {
-    let name = RwSignal::new(remembered_name);
+    let name = RwSignal::new(remembered_name.clone());
     let video = NodeRef::<leptos::html::Video>::new();
     let preview_note = RwSignal::new(None::<String>);
     #[cfg(feature = "hydrate")]
@@ -179,6 +179,7 @@ fn Prejoin(
                         id="prejoin-name"
                         data-testid="display-name"
                         autocomplete="nickname"
+                        value=remembered_name
                         prop:value=move || name.get()
                         on:input=move |ev| name.set(event_target_value(&ev))
                     />

@@ -51,8 +51,13 @@ enum ParticipantSessions {
     LeaveReason,
 }
 
-#[derive(DeriveMigrationName)]
 struct M0001Init;
+
+impl MigrationName for M0001Init {
+    fn name(&self) -> &str {
+        "m0001_init"
+    }
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Init {

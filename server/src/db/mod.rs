@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -65,9 +65,7 @@ impl Db {
             return Err(DbError::BadUrl);
         }
         let mut opts = ConnectOptions::new(url.to_owned());
-        opts.connect_timeout(Duration::from_secs(3))
-            .acquire_timeout(Duration::from_secs(3))
-            .sqlx_logging(false);
+        opts.connect_timeout(Duration::from_secs(3)).acquire_timeout(Duration::from_secs(3)).sqlx_logging(false);
         if url.starts_with("sqlite:") {
             opts.max_connections(1).min_connections(1);
         } else {
@@ -164,18 +162,12 @@ impl Db {
     }
 
     pub async fn count_participants(&self, room: &str) -> Result<u64, DbError> {
-        Ok(participant::Entity::find()
-            .filter(participant::Column::RoomCode.eq(room))
-            .count(&self.conn)
-            .await?)
+        Ok(participant::Entity::find().filter(participant::Column::RoomCode.eq(room)).count(&self.conn).await?)
     }
 
     /// Live rows owned by `node` (shutdown and the reconciler use this).
     pub async fn participants_on_node(&self, node: &str) -> Result<Vec<participant::Model>, DbError> {
-        Ok(participant::Entity::find()
-            .filter(participant::Column::NodeId.eq(node))
-            .all(&self.conn)
-            .await?)
+        Ok(participant::Entity::find().filter(participant::Column::NodeId.eq(node)).all(&self.conn).await?)
     }
 
     pub async fn history(&self, session: &str) -> Result<Option<participant_session::Model>, DbError> {

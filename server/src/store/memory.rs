@@ -142,24 +142,36 @@ impl LiveStore for MemoryStore {
         Ok(self.with(|m| get_str(m, &key)).map(SessionId::new))
     }
 
-    async fn add_resource(&self, room: &RoomCode, session: &SessionId, kind: ResourceKind, id: &str) -> Result<(), StoreError> {
+    async fn add_resource(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<(), StoreError> {
         let key = self.keys.session(room, session);
         self.with(|m| hash_mut(m, &key).insert(kind.field(id), "1".into()));
         Ok(())
     }
 
-    async fn remove_resource(&self, room: &RoomCode, session: &SessionId, kind: ResourceKind, id: &str) -> Result<bool, StoreError> {
+    async fn remove_resource(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<bool, StoreError> {
         let key = self.keys.session(room, session);
         Ok(self.with(|m| hdel(m, &key, &kind.field(id))))
     }
 
     async fn resources(&self, room: &RoomCode, session: &SessionId) -> Result<Vec<(ResourceKind, String)>, StoreError> {
         let key = self.keys.session(room, session);
-        Ok(self.with(|m| {
-            hash(m, &key)
-                .map(|h| h.keys().filter_map(|f| ResourceKind::parse_field(f)).collect())
-                .unwrap_or_default()
-        }))
+        let mut out: Vec<(ResourceKind, String)> = self.with(|m| {
+            hash(m, &key).map(|h| h.keys().filter_map(|f| ResourceKind::parse_field(f)).collect()).unwrap_or_default()
+        });
+        out.sort();
+        Ok(out)
     }
 
     async fn raise_hand(&self, room: &RoomCode, session: &SessionId, at_ms: i64) -> Result<(), StoreError> {
@@ -239,7 +251,12 @@ impl LiveStore for MemoryStore {
         }))
     }
 
-    async fn session_entries(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<Vec<String>, StoreError> {
+    async fn session_entries(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        user: &UserId,
+    ) -> Result<Vec<String>, StoreError> {
         let sid = session.as_str();
         let (members, pending, session_key, user_key, hands, speaker) = (
             self.keys.members(room),

@@ -174,9 +174,21 @@ pub trait LiveStore: Send + Sync + 'static {
     /// The session the user's pointer names in this room.
     async fn current_session(&self, room: &RoomCode, user: &UserId) -> Result<Option<SessionId>, StoreError>;
 
-    async fn add_resource(&self, room: &RoomCode, session: &SessionId, kind: ResourceKind, id: &str) -> Result<(), StoreError>;
+    async fn add_resource(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<(), StoreError>;
     /// Returns whether it was there.
-    async fn remove_resource(&self, room: &RoomCode, session: &SessionId, kind: ResourceKind, id: &str) -> Result<bool, StoreError>;
+    async fn remove_resource(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<bool, StoreError>;
     async fn resources(&self, room: &RoomCode, session: &SessionId) -> Result<Vec<(ResourceKind, String)>, StoreError>;
 
     async fn raise_hand(&self, room: &RoomCode, session: &SessionId, at_ms: i64) -> Result<(), StoreError>;
@@ -197,7 +209,12 @@ pub trait LiveStore: Send + Sync + 'static {
 
     /// Every entry that names `session` (keys, and `key#field` for hash and
     /// set members). Empty once the session is fully removed.
-    async fn session_entries(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<Vec<String>, StoreError>;
+    async fn session_entries(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        user: &UserId,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Renews this node's lease for `ttl`.
     async fn renew_lease(&self, node: &str, ttl: Duration) -> Result<(), StoreError>;

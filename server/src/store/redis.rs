@@ -99,7 +99,13 @@ impl RedisStore {
         let _ = self.client.quit().await;
     }
 
-    async fn put(&self, room: &RoomCode, member: &MemberEntry, list: String, other: String) -> Result<Option<SessionId>, StoreError> {
+    async fn put(
+        &self,
+        room: &RoomCode,
+        member: &MemberEntry,
+        list: String,
+        other: String,
+    ) -> Result<Option<SessionId>, StoreError> {
         let keys = vec![list, other, self.keys.session(room, &member.session), self.keys.user(room, &member.user)];
         let args = vec![member.session.to_string(), member.to_json()?, member.user.to_string()];
         let prev: Option<String> = self.client.eval(PUT_SCRIPT, keys, args).await.map_err(unavailable)?;
@@ -124,7 +130,8 @@ impl RedisStore {
 
     async fn scan(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let pattern = format!("{prefix}*");
-        let keys: Vec<Key> = self.client.scan_buffered(pattern, Some(200), None).try_collect().await.map_err(unavailable)?;
+        let keys: Vec<Key> =
+            self.client.scan_buffered(pattern, Some(200), None).try_collect().await.map_err(unavailable)?;
         let mut out: Vec<String> = keys.into_iter().filter_map(Key::into_string).collect();
         out.sort();
         Ok(out)
@@ -164,7 +171,13 @@ impl LiveStore for RedisStore {
         Ok(v.map(SessionId::new))
     }
 
-    async fn add_resource(&self, room: &RoomCode, session: &SessionId, kind: ResourceKind, id: &str) -> Result<(), StoreError> {
+    async fn add_resource(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<(), StoreError> {
         let _: Value = self
             .client
             .hset(self.keys.session(room, session), vec![(kind.field(id), "1".to_owned())])
@@ -173,13 +186,20 @@ impl LiveStore for RedisStore {
         Ok(())
     }
 
-    async fn remove_resource(&self, room: &RoomCode, session: &SessionId, kind: ResourceKind, id: &str) -> Result<bool, StoreError> {
+    async fn remove_resource(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        kind: ResourceKind,
+        id: &str,
+    ) -> Result<bool, StoreError> {
         let n: u32 = self.client.hdel(self.keys.session(room, session), kind.field(id)).await.map_err(unavailable)?;
         Ok(n > 0)
     }
 
     async fn resources(&self, room: &RoomCode, session: &SessionId) -> Result<Vec<(ResourceKind, String)>, StoreError> {
-        let raw: HashMap<String, String> = self.client.hgetall(self.keys.session(room, session)).await.map_err(unavailable)?;
+        let raw: HashMap<String, String> =
+            self.client.hgetall(self.keys.session(room, session)).await.map_err(unavailable)?;
         let mut out: Vec<(ResourceKind, String)> = raw.keys().filter_map(|f| ResourceKind::parse_field(f)).collect();
         out.sort();
         Ok(out)
@@ -200,11 +220,8 @@ impl LiveStore for RedisStore {
     }
 
     async fn hands(&self, room: &RoomCode) -> Result<Vec<SessionId>, StoreError> {
-        let v: Vec<String> = self
-            .client
-            .zrange(self.keys.hands(room), 0, -1, None, false, None, false)
-            .await
-            .map_err(unavailable)?;
+        let v: Vec<String> =
+            self.client.zrange(self.keys.hands(room), 0, -1, None, false, None, false).await.map_err(unavailable)?;
         Ok(v.into_iter().map(SessionId::new).collect())
     }
 
@@ -233,7 +250,12 @@ impl LiveStore for RedisStore {
         self.scan(&self.keys.room_prefix(room)).await
     }
 
-    async fn session_entries(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<Vec<String>, StoreError> {
+    async fn session_entries(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        user: &UserId,
+    ) -> Result<Vec<String>, StoreError> {
         self.client
             .eval(ENTRIES_SCRIPT, self.session_keys(room, session, user), vec![session.to_string()])
             .await

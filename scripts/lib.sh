@@ -1,0 +1,51 @@
+# Shared steps of scripts/run.sh and scripts/test.sh: install what is
+# missing, start what is not running. Sourced, not executed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CARGO_LEPTOS_VERSION="0.3.10"
+
+log() { printf '\033[1;36m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+apt_install() {
+  have apt-get || die "apt-get not found: install $* by hand"
+  if [ -z "${CLEANROOM_APT_UPDATED:-}" ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    export CLEANROOM_APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_rust_tools() {
+  have cargo || die "cargo not found: install Rust with rustup first"
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    log "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+  if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
+    log "installing cargo-leptos $CARGO_LEPTOS_VERSION (takes a while on a small machine)"
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+      cargo install cargo-leptos --locked --version "$CARGO_LEPTOS_VERSION"
+  fi
+  local wbg
+  wbg="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock")"
+  [ -n "$wbg" ] || die "wasm-bindgen not found in Cargo.lock"
+  if ! wasm-bindgen --version 2>/dev/null | grep -q " $wbg\$"; then
+    log "installing wasm-bindgen-cli $wbg (must match Cargo.lock)"
+    cargo install wasm-bindgen-cli --version "=$wbg"
+  fi
+}
+
+ensure_node_packages() {
+  have npm || apt_install nodejs npm
+  if [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ] || [ ! -x "$ROOT/node_modules/.bin/playwright" ] \
+     || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
+    log "installing npm packages (binaryen for wasm-opt, Playwright)"
+    (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  export PATH="$ROOT/node_modules/.bin:$PATH"
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Test: every test (format and lints, unit and integration tests against real
+# PostgreSQL and Redis, the browser suite against both deployments). Installs
+# or starts what it needs; exits non-zero on any failure.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+
+ensure_services() {
+  have redis-server || apt_install redis-server
+  if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    log "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  fi
+  have pg_ctlcluster || apt_install postgresql
+  if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
+    log "starting PostgreSQL"
+    local version
+    version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  fi
+  for _ in $(seq 1 60); do
+    pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  die "PostgreSQL or Redis did not come up"
+}
+
+ensure_chromium() {
+  [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || apt_install chromium
+}
+
+ensure_rust_tools
+ensure_node_packages
+ensure_services
+ensure_chromium
+
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "clippy (ssr: app + server)"
+cargo clippy -p app -p server --all-targets --features app/ssr -- -D warnings
+log "clippy (hydrate: app + frontend, wasm32)"
+cargo clippy -p app -p frontend --target wasm32-unknown-unknown --features app/hydrate -- -D warnings
+
+log "unit and integration tests"
+cargo test -p app -p server --features app/ssr
+
+log "building the site for the browser suite"
+cargo leptos build
+
+SERVER_PID=""
+E2E_DB=""
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID"
+    wait "$SERVER_PID" || true
+  fi
+  SERVER_PID=""
+  if [ -n "$E2E_DB" ]; then
+    psql "$TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS \"$E2E_DB\" WITH (FORCE)" >/dev/null || true
+    E2E_DB=""
+  fi
+}
+trap stop_server EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Runs the Playwright suite against one deployment: $1 = label, then env assignments.
+e2e() {
+  local label="$1"; shift
+  local port log
+  port="$(free_port)"
+  log="$ROOT/target/e2e-$label.log"
+  mkdir -p "$ROOT/target"
+  log "browser suite against $label (port $port)"
+  env "$@" CLEANROOM_ADDR="127.0.0.1:$port" CLEANROOM_DEBUG_API=1 \
+    "$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/cleanroom" \
+    >"$log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$log"; die "server for $label exited"; }
+    sleep 0.2
+  done
+  BASE_URL="http://127.0.0.1:$port" npx playwright test -c end2end/playwright.config.ts \
+    || { tail -n 50 "$log"; die "browser suite failed against $label"; }
+  stop_server
+}
+
+SQLITE_DIR="$(mktemp -d)"
+e2e sqlite-memory DATABASE_URL="sqlite://$SQLITE_DIR/cleanroom.db?mode=rwc"
+rm -rf "$SQLITE_DIR"
+
+E2E_DB="cleanroom_e2e_$$"
+psql "$TEST_POSTGRES_URL" -qc "CREATE DATABASE \"$E2E_DB\"" >/dev/null
+e2e postgres-redis DATABASE_URL="${TEST_POSTGRES_URL%/*}/$E2E_DB" REDIS_URL="$TEST_REDIS_URL"
+
+log "all tests passed"

@@ -1,0 +1,305 @@
+//! Shared test harness: real servers on `127.0.0.1:0`, fresh databases,
+//! unique Redis prefixes, and a guest client that speaks the app's HTTP and
+//! WebSocket protocols like the browser does.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::error::AppError;
+use app::model::{JoinOutcome, RoomCode, SessionId};
+use app::signal::ServerMsg;
+use futures::{SinkExt, StreamExt};
+use leptos::prelude::LeptosOptions;
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database};
+use server::config::Config;
+use server::AppState;
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A database made for one test, dropped by [`TestDb::drop_db`].
+pub struct TestDb {
+    pub url: String,
+    name: Option<String>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let path = std::env::temp_dir().join(format!("{}.db", unique("cleanroom-test-")));
+        Self { url: format!("sqlite://{}?mode=rwc", path.display()), name: None }
+    }
+
+    /// A fresh PostgreSQL database; fails the test when PostgreSQL is away.
+    pub async fn postgres() -> Self {
+        let admin = postgres_admin_url();
+        let name = unique("cleanroom_test_");
+        let conn = Database::connect(&admin).await.expect("PostgreSQL reachable at TEST_POSTGRES_URL");
+        conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+        let _ = conn.close().await;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        Self { url: format!("{base}/{name}"), name: Some(name) }
+    }
+
+    pub async fn drop_db(self) {
+        match self.name {
+            Some(name) => {
+                if let Ok(conn) = Database::connect(&postgres_admin_url()).await {
+                    let _ = conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                    let _ = conn.close().await;
+                }
+            }
+            None => {
+                if let Some(path) = self.url.strip_prefix("sqlite://").and_then(|p| p.split('?').next()) {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+/// The two deployments every behaviour is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The defaults: SQLite and the in-process store.
+    SqliteMemory,
+    /// Production: PostgreSQL and Redis.
+    PostgresRedis,
+}
+
+/// A running server on a free loopback port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub db: Option<TestDb>,
+    serve: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        let db = match backend {
+            Backend::SqliteMemory => TestDb::sqlite(),
+            Backend::PostgresRedis => TestDb::postgres().await,
+        };
+        let mut args = vec!["cleanroom".to_owned(), "--debug-api".into(), "--database-url".into(), db.url.clone()];
+        if backend == Backend::PostgresRedis {
+            args.extend(["--redis-url".into(), redis_url()]);
+        }
+        let mut server = Self::with_args(&args).await;
+        server.db = Some(db);
+        server
+    }
+
+    /// Starts with explicit flags (the store prefix is always unique).
+    pub async fn with_args(args: &[String]) -> Self {
+        let config = match Config::from_args(args) {
+            Ok(c) => c,
+            Err(e) => panic!("test config refused: {e:?}"),
+        };
+        let leptos = LeptosOptions::builder().output_name("cleanroom").build();
+        let state = server::start(&config, leptos, &unique("cleanroom-test-")).await.expect("server starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = server::router(&state);
+        let serve = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { addr, state, db: None, serve }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn guest(&self) -> Guest {
+        Guest::new(self.addr)
+    }
+
+    /// `/api/debug/resources?room=…` as JSON.
+    pub async fn resources(&self, room: &RoomCode) -> serde_json::Value {
+        reqwest::get(self.url(&format!("/api/debug/resources?room={room}")))
+            .await
+            .expect("debug api answers")
+            .json()
+            .await
+            .expect("debug api json")
+    }
+
+    /// Shuts the server down and drops its database.
+    pub async fn stop(mut self) {
+        server::shutdown(&self.state).await;
+        self.serve.abort();
+        if let Some(db) = self.db.take() {
+            db.drop_db().await;
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One guest: a cookie jar and the app's endpoints.
+pub struct Guest {
+    addr: SocketAddr,
+    jar: Arc<Jar>,
+    http: reqwest::Client,
+}
+
+/// An error answer of a server function.
+#[derive(Debug)]
+pub struct FnError {
+    pub status: StatusCode,
+    pub error: Option<AppError>,
+}
+
+impl Guest {
+    pub fn new(addr: SocketAddr) -> Self {
+        let jar = Arc::new(Jar::default());
+        let http = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self { addr, jar, http }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    async fn call(&self, endpoint: &str, form: &[(&str, &str)]) -> Result<reqwest::Response, FnError> {
+        let resp = self.http.post(self.url(endpoint)).form(form).send().await.expect("server answers");
+        if resp.status().is_success() || resp.status().is_redirection() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        Err(FnError { status, error: serde_json::from_str(&body).ok() })
+    }
+
+    /// Creates a room through the lobby's server function; returns its code.
+    pub async fn create_room(&self, name: &str, private: bool) -> Result<RoomCode, FnError> {
+        let mut form = vec![("display_name", name)];
+        if private {
+            form.push(("private", "on"));
+        }
+        let resp = self.call("/api/create-room", &form).await?;
+        let location = resp
+            .headers()
+            .get("location")
+            .or_else(|| resp.headers().get("serverfnredirect"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .expect("create-room redirects to the room");
+        let code = location.trim_start_matches("/r/");
+        Ok(RoomCode::parse(code).expect("a room code in the redirect"))
+    }
+
+    pub async fn join(&self, room: &RoomCode, name: &str) -> Result<JoinOutcome, FnError> {
+        let resp = self.call("/api/join", &[("code", room.as_str()), ("display_name", name)]).await?;
+        Ok(resp.json().await.expect("join outcome json"))
+    }
+
+    pub async fn leave(&self, session: &SessionId) -> Result<(), FnError> {
+        self.call("/api/leave", &[("session_id", session.as_str())]).await.map(|_| ())
+    }
+
+    /// The leave beacon, as `navigator.sendBeacon` sends it (text/plain).
+    pub async fn beacon(&self, session: &SessionId) -> StatusCode {
+        self.http
+            .post(self.url("/api/beacon/leave"))
+            .header("content-type", "text/plain;charset=UTF-8")
+            .body(format!("session={session}"))
+            .send()
+            .await
+            .expect("beacon answered")
+            .status()
+    }
+
+    /// Opens the room's signalling socket with this guest's cookie.
+    pub async fn socket(&self, room: &RoomCode, session: &SessionId) -> Socket {
+        let url = format!("ws://{}/ws/{room}?session={session}", self.addr);
+        let mut req = url.into_client_request().expect("ws request");
+        let base: reqwest::Url = self.url("/").parse().expect("url");
+        if let Some(cookies) = self.jar.cookies(&base) {
+            req.headers_mut().insert("cookie", cookies);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("socket opens");
+        Socket { ws }
+    }
+}
+
+/// A signalling socket seen from the client side.
+pub struct Socket {
+    pub ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// What the client saw next on a socket.
+#[derive(Debug)]
+pub enum Seen {
+    Msg(ServerMsg),
+    Closed(Option<u16>),
+}
+
+impl Socket {
+    pub async fn next(&mut self, limit: Duration) -> Seen {
+        loop {
+            let item = tokio::time::timeout(limit, self.ws.next()).await.expect("socket quiet for too long");
+            match item {
+                Some(Ok(Message::Text(t))) => return Seen::Msg(serde_json::from_str(&t).expect("server message json")),
+                Some(Ok(Message::Close(frame))) => return Seen::Closed(frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Seen::Closed(None),
+            }
+        }
+    }
+
+    /// Waits for a roster with exactly `n` participants.
+    pub async fn roster_of(&mut self, n: usize, limit: Duration) -> Vec<app::model::ParticipantView> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Seen::Msg(ServerMsg::Roster { participants }) if participants.len() == n => return participants,
+                Seen::Msg(_) => continue,
+                Seen::Closed(code) => panic!("socket closed ({code:?}) while waiting for a roster of {n}"),
+            }
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.expect("send");
+    }
+}
