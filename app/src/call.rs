@@ -55,6 +55,12 @@ pub struct CallStore {
     pub connection: RwSignal<ConnectionState>,
     /// A message for the person that outlives the call (e.g. why it ended).
     pub notice: RwSignal<Option<String>>,
+    /// Remote media by stream id (= the publisher's participant id).
+    #[cfg(feature = "hydrate")]
+    pub streams: RwSignal<std::collections::HashMap<String, web_sys::MediaStream>, LocalStorage>,
+    /// Our own camera and microphone while in the call.
+    #[cfg(feature = "hydrate")]
+    pub local: RwSignal<Option<web_sys::MediaStream>, LocalStorage>,
 }
 
 impl Default for CallStore {
@@ -70,6 +76,10 @@ impl CallStore {
             participants: RwSignal::new(Vec::new()),
             connection: RwSignal::new(ConnectionState::Disconnected),
             notice: RwSignal::new(None),
+            #[cfg(feature = "hydrate")]
+            streams: RwSignal::new_local(std::collections::HashMap::new()),
+            #[cfg(feature = "hydrate")]
+            local: RwSignal::new_local(None),
         }
     }
 
@@ -96,7 +106,8 @@ impl CallStore {
                 self.reset();
                 let _ = self.notice.try_set(Some(format!("You left the meeting ({}).", reason.as_str())));
             }
-            ServerMsg::Pong => {}
+            // Media negotiation belongs to the peer connection, not the store.
+            ServerMsg::Pong | ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. } => {}
         }
     }
 
@@ -106,6 +117,11 @@ impl CallStore {
         let _ = self.me.try_set(None);
         let _ = self.participants.try_set(Vec::new());
         let _ = self.connection.try_set(ConnectionState::Disconnected);
+        #[cfg(feature = "hydrate")]
+        {
+            let _ = self.streams.try_set(std::collections::HashMap::new());
+            let _ = self.local.try_set(None);
+        }
     }
 
     /// Whether a participant id is the caller's own.

@@ -5,6 +5,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{LeaveReason, ParticipantView};
 
+/// One trickled ICE candidate, as `RTCIceCandidateInit` carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_m_line_index: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
 /// Largest frame either side accepts; a larger one closes the socket.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
@@ -21,6 +33,14 @@ pub enum ServerMsg {
     SessionEnded { reason: LeaveReason },
     /// Answer to [`ClientMsg::Ping`].
     Pong,
+    /// The server is the only offerer: the first offer carries two receive
+    /// transceivers (audio, video) for the caller's own media plus one send
+    /// transceiver per track of everyone else; later offers renegotiate as
+    /// people arrive and leave. Each forwarded track's stream id is its
+    /// publisher's `ParticipantId`, so the page knows whose tile it feeds.
+    Offer { sdp: String },
+    /// A server ICE candidate.
+    IceCandidate { candidate: IceCandidate },
 }
 
 /// Browser → server.
@@ -29,6 +49,10 @@ pub enum ServerMsg {
 pub enum ClientMsg {
     /// Heartbeat.
     Ping,
+    /// The answer to the latest [`ServerMsg::Offer`].
+    Answer { sdp: String },
+    /// A browser ICE candidate.
+    IceCandidate { candidate: IceCandidate },
 }
 
 /// WebSocket close codes the server uses (4000–4999 is the application range).

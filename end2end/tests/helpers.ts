@@ -1,4 +1,25 @@
-import { expect, type APIRequestContext, type Page } from '@playwright/test';
+import { test as base, expect, type APIRequestContext, type BrowserContext, type Page } from '@playwright/test';
+
+/**
+ * The suite's `test`: `newContext()` opens an isolated browser profile (one
+ * person) that is closed after the test, so no test leaves a participant
+ * behind for the next one.
+ */
+export const test = base.extend<{ newContext: () => Promise<BrowserContext>; newPage: () => Promise<Page> }>({
+  newContext: async ({ browser }, use) => {
+    const contexts: BrowserContext[] = [];
+    await use(async () => {
+      const context = await browser.newContext();
+      contexts.push(context);
+      return context;
+    });
+    for (const context of contexts) await context.close();
+  },
+  newPage: async ({ newContext }, use) => {
+    await use(async () => (await newContext()).newPage());
+  },
+});
+export { expect };
 
 /** What the join server function answered. */
 export interface Joined {
@@ -38,6 +59,14 @@ export async function join(page: Page, name?: string): Promise<Joined> {
   return joined;
 }
 
+/** Node-wide live counts from `/api/debug/resources`. */
+export async function liveCounts(request: APIRequestContext) {
+  const res = await request.get('/api/debug/resources?room=aaa-aaaa-aaa');
+  expect(res.status()).toBe(200);
+  const { sessions, peer_connections, tracks, forwarders, websockets } = await res.json();
+  return { sessions, peer_connections, tracks, forwarders, websockets };
+}
+
 /** `/api/debug/resources` for one room. */
 export async function roomResources(request: APIRequestContext, code: string) {
   const res = await request.get(`/api/debug/resources?room=${code}`);
@@ -51,4 +80,65 @@ export async function sessionResources(request: APIRequestContext, session: stri
   const res = await request.get(`/api/debug/sessions/${session}`);
   expect(res.status()).toBe(200);
   return res.json();
+}
+
+/**
+ * Records every camera/microphone stream and peer connection the page
+ * creates, without test code in the app: wraps getUserMedia and
+ * RTCPeerConnection before any page script runs.
+ */
+export async function recordMedia(context: BrowserContext): Promise<void> {
+  await context.addInitScript(() => {
+    const w = window as unknown as { __media: { streams: MediaStream[]; pcs: RTCPeerConnection[] } };
+    w.__media = { streams: [], pcs: [] };
+    const devices = navigator.mediaDevices;
+    const original = devices.getUserMedia.bind(devices);
+    devices.getUserMedia = async (constraints?: MediaStreamConstraints) => {
+      const stream = await original(constraints);
+      w.__media.streams.push(stream);
+      return stream;
+    };
+    const Native = window.RTCPeerConnection;
+    window.RTCPeerConnection = class extends Native {
+      constructor(config?: RTCConfiguration) {
+        super(config);
+        w.__media.pcs.push(this);
+      }
+    } as typeof RTCPeerConnection;
+  });
+}
+
+/** What the page still holds: track states, peer connection states, videos with a stream. */
+export async function mediaState(page: Page) {
+  return page.evaluate(() => {
+    const m = (window as unknown as { __media: { streams: MediaStream[]; pcs: RTCPeerConnection[] } }).__media;
+    return {
+      streams: m.streams.length,
+      liveTracks: m.streams.flatMap((s) => s.getTracks()).filter((t) => t.readyState !== 'ended').length,
+      tracks: m.streams.flatMap((s) => s.getTracks()).length,
+      openPeerConnections: m.pcs.filter((pc) => pc.connectionState !== 'closed').length,
+      peerConnections: m.pcs.length,
+      videosWithStream: [...document.querySelectorAll('video')].filter((v) => v.srcObject !== null).length,
+    };
+  });
+}
+
+/** The tile of one participant (CONTRACT.md: `participant-tile` with `data-participant-id`). */
+export function tile(page: Page, participantId: string) {
+  return page.locator(`[data-testid="participant-tile"][data-participant-id="${participantId}"]`);
+}
+
+/** Whether the video in a participant's tile is decoding new frames (and carries audio). */
+export async function mediaFlowing(page: Page, participantId: string): Promise<{ frames: boolean; audio: boolean }> {
+  return page.evaluate(async (id) => {
+    const video = document.querySelector<HTMLVideoElement>(
+      `[data-testid="participant-tile"][data-participant-id="${id}"] video`,
+    );
+    const stream = video?.srcObject as MediaStream | null;
+    if (!video || !stream) return { frames: false, audio: false };
+    const audio = stream.getAudioTracks().some((t) => t.readyState === 'live');
+    const before = video.getVideoPlaybackQuality().totalVideoFrames;
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    return { frames: video.getVideoPlaybackQuality().totalVideoFrames > before, audio };
+  }, participantId);
 }

@@ -1,9 +1,8 @@
-import { expect, test } from '@playwright/test';
-import { createRoom, join, open, roomResources, sessionResources } from './helpers';
+import { createRoom, expect, join, open, roomResources, sessionResources, test, tile } from './helpers';
 
-test('two people join one room, see each other, and leaving removes every trace', async ({ browser, request }) => {
-  const ada = await (await browser.newContext()).newPage();
-  const bob = await (await browser.newContext()).newPage();
+test('two people join one room, see each other, and leaving removes every trace', async ({ newPage, request }) => {
+  const ada = await newPage();
+  const bob = await newPage();
 
   const code = await createRoom(ada, 'Ada');
   const a = await join(ada);
@@ -23,12 +22,13 @@ test('two people join one room, see each other, and leaving removes every trace'
     await expect(list).toContainText('Ada');
     await expect(list).toContainText('Bob');
     await expect(page.getByTestId('connection-status')).toHaveAttribute('data-state', 'connected');
+    await expect(page.getByTestId('participant-tile')).toHaveCount(2);
   }
-  await expect(ada.locator(`[data-participant-id="${a.participant_id}"]`)).toHaveAttribute('data-self', 'true');
+  await expect(tile(ada, a.participant_id)).toHaveAttribute('data-self', 'true');
 
   // Bob clicks Leave: within 1 s Ada's list no longer shows him.
   await bob.getByTestId('leave-button').click();
-  await expect(ada.locator(`[data-participant-id="${b.participant_id}"]`)).toHaveCount(0, { timeout: 1_000 });
+  await expect(tile(ada, b.participant_id)).toHaveCount(0, { timeout: 1_000 });
   await expect(ada.getByTestId('participant-list').getByTestId('participant')).toHaveCount(1);
   await bob.waitForURL((url) => url.pathname === '/');
 
@@ -48,9 +48,9 @@ test('two people join one room, see each other, and leaving removes every trace'
   expect(adaLeft).toMatchObject({ live: false, store_entries: [], db_row: false, leave_reason: 'left' });
 });
 
-test('closing the tab leaves through the beacon', async ({ browser, request }) => {
-  const ada = await (await browser.newContext()).newPage();
-  const bobContext = await browser.newContext();
+test('closing the tab leaves through the beacon', async ({ newContext, newPage, request }) => {
+  const ada = await newPage();
+  const bobContext = await newContext();
   const bob = await bobContext.newPage();
   const code = await createRoom(ada, 'Ada');
   await join(ada);
@@ -59,11 +59,10 @@ test('closing the tab leaves through the beacon', async ({ browser, request }) =
   await expect(ada.getByTestId('participant-list').getByTestId('participant')).toHaveCount(2);
 
   await bob.close({ runBeforeUnload: true });
-  await expect(ada.locator(`[data-participant-id="${b.participant_id}"]`)).toHaveCount(0, { timeout: 1_000 });
+  await expect(tile(ada, b.participant_id)).toHaveCount(0, { timeout: 1_000 });
   await expect
     .poll(async () => sessionResources(request, b.session_id))
     .toMatchObject({ live: false, store_entries: [], db_row: false, leave_reason: 'page-hidden' });
-  await bobContext.close();
 });
 
 test('the lobby refuses bad input with a clear message and writes nothing', async ({ page }) => {

@@ -51,6 +51,10 @@ pub struct Config {
     #[arg(long = "remove-ms", env = "CLEANROOM_REMOVE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub remove_ms: u64,
 
+    /// Media: an SDP offer unanswered this long (ms) is rolled back and sent again.
+    #[arg(long = "offer-timeout-ms", env = "CLEANROOM_OFFER_TIMEOUT_MS", default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub offer_timeout_ms: u64,
+
     /// Secret for signing identity cookies (at least 32 bytes). When unset a
     /// random key is made at start, so identities last as long as the process.
     #[arg(long = "secret", env = "CLEANROOM_SECRET", hide_env_values = true, value_parser = parse_secret)]

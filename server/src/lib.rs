@@ -11,6 +11,8 @@
 //! - [`room`]: the room domain service, home of the single close path.
 //! - [`participant`]: live sessions of this node and their registry.
 //! - [`hub`]: per-room fan-out to sockets.
+//! - [`media`]: the SFU (peer connections, published tracks, forwarders).
+//! - [`loadgen`]: a headless WebRTC client (tests, load generation).
 //! - [`signal`]: the WebSocket adapter.
 //! - [`ops`]: health, readiness, metrics, debug API, leave beacon.
 //! - [`metrics`]: metric names and the Prometheus recorder.
@@ -21,11 +23,17 @@
 //! - Every task belongs to a [`TaskTracker`] of [`AppState`] under the
 //!   process's [`CancellationToken`]; shutdown is cancel, close, wait.
 //! - Deletes are keyed by session id, never by user.
+//! - A session's media (peer connection, published tracks, forwarders from
+//!   and to it) is closed by `end_session` before its store entries go; the
+//!   media counts in `/api/debug/resources` and the gauges are counted from
+//!   the live objects (`Weak` registries), never from counters.
 
 pub mod config;
 pub mod db;
 pub mod hub;
 pub mod identity;
+pub mod loadgen;
+pub mod media;
 pub mod metrics;
 pub mod ops;
 pub mod participant;
@@ -98,7 +106,8 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     let node_id = config.node_id_or_random();
     tracing::info!(node = %node_id, database = db.backend(), store = store.backend(), "starting");
     let shutdown = CancellationToken::new();
-    let rooms = Arc::new(Rooms::new(db, store, node_id, shutdown.child_token()));
+    let (sfu, end_requests) = media::Sfu::new(media::MediaConfig::from_config(config), store.clone());
+    let rooms = Arc::new(Rooms::new(db, store, node_id, shutdown.child_token(), Arc::new(sfu)));
     let state = AppState {
         leptos,
         rooms,
@@ -110,7 +119,29 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
         shutdown,
     };
     spawn_lease(&state);
+    spawn_media_ends(&state, end_requests);
     Ok(state)
+}
+
+/// Ends the sessions whose media failed (ICE failure) through the single
+/// close path.
+fn spawn_media_ends(state: &AppState, mut requests: tokio::sync::mpsc::UnboundedReceiver<media::EndRequest>) {
+    let rooms = state.rooms.clone();
+    let stop = state.shutdown.clone();
+    state.tasks.spawn(async move {
+        loop {
+            let request = tokio::select! {
+                () = stop.cancelled() => break,
+                request = requests.recv() => match request {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            if let Err(e) = rooms.end_session(&request.room, &request.session, &request.user, request.reason).await {
+                tracing::warn!(room = %request.room, session = %request.session, error = %e, "session not fully ended");
+            }
+        }
+    });
 }
 
 fn spawn_lease(state: &AppState) {
@@ -164,6 +195,7 @@ pub fn router(state: &AppState) -> Router {
 pub async fn shutdown(state: &AppState) {
     state.rooms.shutdown().await;
     state.shutdown.cancel();
+    state.rooms.media().shutdown(Duration::from_secs(5)).await;
     state.tasks.close();
     state.sockets.close();
     if tokio::time::timeout(Duration::from_secs(5), async {

@@ -38,7 +38,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 fn live_counts(state: &AppState) -> LiveCounts {
-    LiveCounts { sessions: state.rooms.sessions().len(), ..LiveCounts::default() }
+    let media = state.rooms.media().counts();
+    LiveCounts {
+        sessions: state.rooms.sessions().len(),
+        peer_connections: media.peer_connections,
+        tracks: media.tracks,
+        forwarders: media.forwarders,
+    }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
@@ -114,7 +120,7 @@ pub async fn debug_resources(State(state): State<AppState>, Query(q): Query<Debu
         tracks: counts.tracks,
         forwarders: counts.forwarders,
         websockets: state.sockets.len(),
-        tasks: state.tasks.len() + state.sockets.len(),
+        tasks: state.tasks.len() + state.sockets.len() + state.rooms.media().counts().tasks,
         rooms: out,
     })
     .into_response()

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Db, DbError};
 use crate::hub::Hub;
+use crate::media::Sfu;
 use crate::metrics as m;
 use crate::participant::{LiveSession, SessionRegistry};
 use crate::store::{LiveStore, MemberEntry, StoreError};
@@ -48,11 +49,17 @@ pub struct Rooms {
     hub: Hub,
     /// Parent of every session's token; cancelled at shutdown.
     root: CancellationToken,
+    /// The SFU: each session's media, closed by [`Rooms::end_session`].
+    media: Arc<Sfu>,
 }
 
 impl Rooms {
-    pub fn new(db: Db, store: Arc<dyn LiveStore>, node_id: String, root: CancellationToken) -> Self {
-        Self { db, store, node_id, sessions: SessionRegistry::default(), hub: Hub::default(), root }
+    pub fn new(db: Db, store: Arc<dyn LiveStore>, node_id: String, root: CancellationToken, media: Arc<Sfu>) -> Self {
+        Self { db, store, node_id, sessions: SessionRegistry::default(), hub: Hub::default(), root, media }
+    }
+
+    pub fn media(&self) -> &Sfu {
+        &self.media
     }
 
     pub fn db(&self) -> &Db {
@@ -95,6 +102,10 @@ impl Rooms {
         let started = Instant::now();
         // 1. Live part, exactly once: the registry hands it to one caller.
         let closed_here = self.sessions.take(session).is_some_and(|live| live.close(reason));
+        // Its media (peer connection, tracks, forwarders from and to it),
+        // before the store entries so no late resource write outlives them;
+        // the others renegotiate without its tracks.
+        self.media.close_session(room, session, reason).await;
         // 2. Store entries (compare-and-delete), then tell the room at once.
         let store_result = self.store.remove_session(room, session, user).await;
         if store_result.is_ok() {

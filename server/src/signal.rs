@@ -1,6 +1,12 @@
 //! The signalling WebSocket, `/ws/{code}?session=…`: authenticated by the
 //! identity cookie and the session id issued at join. The socket task runs
 //! under the session's token: closing the session closes the socket.
+//!
+//! For an admitted session the socket also opens (or re-attaches to) the
+//! session's media ([`crate::media::Sfu::open`]): the server's `offer` and
+//! `ice-candidate` messages go out here; the browser's `answer` and
+//! `ice-candidate` are handed to the media session. The socket closing does
+//! not close the media: only `Rooms::end_session` does.
 
 use std::sync::Arc;
 
@@ -14,6 +20,7 @@ use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 use crate::participant::LiveSession;
 use crate::room::Rooms;
@@ -63,6 +70,23 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
     if let Ok(participants) = rooms.roster(&live.room).await {
         let _ = tx.send(text(&ServerMsg::Roster { participants })).await;
     }
+    // Media for admitted sessions: the server's offers and candidates come
+    // back on `from_media`.
+    let (to_socket, mut from_media) = mpsc::unbounded_channel();
+    let media = match rooms.store().members(&live.room).await {
+        Ok(members) if members.iter().any(|m| m.session == live.id) => match rooms.media().open(&live, to_socket) {
+            Ok(media) => Some(media),
+            Err(e) => {
+                tracing::warn!(session = %live.id, room = %live.room, error = %e, "media not opened");
+                None
+            }
+        },
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(session = %live.id, room = %live.room, error = %e, "media not opened: store unavailable");
+            None
+        }
+    };
     loop {
         tokio::select! {
             () = ended.cancelled() => {
@@ -86,11 +110,26 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
                 }
                 Err(RecvError::Closed) => break,
             },
+            Some(msg) = from_media.recv() => {
+                if tx.send(text(&msg)).await.is_err() {
+                    break;
+                }
+            }
             incoming = rx.next() => match incoming {
                 Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientMsg>(&t) {
                     Ok(ClientMsg::Ping) => {
                         if tx.send(text(&ServerMsg::Pong)).await.is_err() {
                             break;
+                        }
+                    }
+                    Ok(ClientMsg::Answer { sdp }) => {
+                        if let Some(media) = &media {
+                            media.answer(sdp);
+                        }
+                    }
+                    Ok(ClientMsg::IceCandidate { candidate }) => {
+                        if let Some(media) = &media {
+                            media.candidate(candidate);
                         }
                     }
                     Err(_) => {

@@ -215,13 +215,13 @@ async fn malformed_or_oversized_frames_close_only_that_socket() {
     sb.roster_of(2, WAIT).await;
 
     sa.send_text(r#"{"type":"ping"}"#).await;
-    assert!(matches!(sa.next(WAIT).await, Seen::Msg(ServerMsg::Pong)));
+    assert!(matches!(sa.next_non_media(WAIT).await, Seen::Msg(ServerMsg::Pong)));
     sa.send_text("{not json").await;
-    assert!(matches!(sa.next(WAIT).await, Seen::Closed(Some(close_code::BAD_FRAME))));
+    assert!(matches!(sa.next_non_media(WAIT).await, Seen::Closed(Some(close_code::BAD_FRAME))));
 
     let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(70 * 1024));
     sb.send_text(&big).await;
-    assert!(matches!(sb.next(WAIT).await, Seen::Closed(_)), "oversized frame closes the socket");
+    assert!(matches!(sb.next_non_media(WAIT).await, Seen::Closed(_)), "oversized frame closes the socket");
 
     // Nothing else was affected: both are still in the room.
     let r = server.resources(&room).await;

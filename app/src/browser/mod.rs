@@ -1,6 +1,11 @@
 //! Browser-only pieces of the call (feature `hydrate`): the signalling
-//! socket, the leave beacon and camera/microphone streams. Each owner
-//! releases what it holds in `Drop`, so dropping the value is the cleanup.
+//! socket, the peer connection, the leave beacon and camera/microphone
+//! streams. Each owner releases what it holds in `Drop`, so dropping the
+//! value is the cleanup; [`Call`] owns them all.
+
+pub mod peer;
+
+use std::rc::Rc;
 
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -20,9 +25,11 @@ fn window() -> Result<web_sys::Window, JsValue> {
     web_sys::window().ok_or_else(|| JsValue::from_str("no window"))
 }
 
-/// The room's signalling socket with its handlers and heartbeat.
+/// The room's signalling socket with its handlers and heartbeat, and the
+/// peer connection it negotiates.
 pub struct Connection {
     ws: WebSocket,
+    peer: Option<Rc<peer::Peer>>,
     heartbeat: Option<i32>,
     _on_open: Closure<dyn FnMut()>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
@@ -31,13 +38,26 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn open(code: &RoomCode, session: &SessionId, store: CallStore) -> Result<Self, JsValue> {
+    pub fn open(
+        code: &RoomCode,
+        session: &SessionId,
+        store: CallStore,
+        local: Option<MediaStream>,
+    ) -> Result<Self, JsValue> {
         let window = window()?;
         let location = window.location();
         let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
         let url = format!("{scheme}://{}/ws/{code}?session={session}", location.host()?);
         let ws = WebSocket::new(&url)?;
         store.connection.set(ConnectionState::Connecting);
+        let peer = match peer::Peer::new(ws.clone(), local, store) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                leptos::logging::warn!("no media connection: {e:?}");
+                None
+            }
+        };
+        let media = peer.clone();
 
         let on_open = Closure::<dyn FnMut()>::new(move || {
             let _ = store.connection.try_set(ConnectionState::Connected);
@@ -45,7 +65,15 @@ impl Connection {
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
             let Some(text) = ev.data().as_string() else { return };
             match serde_json::from_str::<ServerMsg>(&text) {
-                Ok(msg) => store.apply(msg),
+                Ok(msg @ (ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. })) => {
+                    if let Some(peer) = &media {
+                        peer.handle(msg);
+                    }
+                }
+                Ok(msg) => {
+                    store.apply(msg);
+                    peer::Peer::prune(store);
+                }
                 Err(e) => leptos::logging::warn!("ignoring a malformed signalling message: {e}"),
             }
         });
@@ -69,7 +97,7 @@ impl Connection {
                 HEARTBEAT_INTERVAL_MS as i32,
             )
             .ok();
-        Ok(Self { ws, heartbeat, _on_open: on_open, _on_message: on_message, _on_close: on_close, _tick: tick })
+        Ok(Self { ws, peer, heartbeat, _on_open: on_open, _on_message: on_message, _on_close: on_close, _tick: tick })
     }
 }
 
@@ -82,6 +110,41 @@ impl Drop for Connection {
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
         let _ = self.ws.close_with_code_and_reason(1000, "leave");
+        if let Some(peer) = self.peer.take() {
+            peer.close();
+        }
+    }
+}
+
+/// Everything the page holds for one call: socket, peer connection, own
+/// camera and microphone, the pagehide beacon. Dropping it releases all of
+/// it; [`CallStore::reset`] clears the state that pointed at it.
+pub struct Call {
+    connection: Option<Connection>,
+    local: Option<MediaStream>,
+    _pagehide: Option<PageHideGuard>,
+}
+
+impl Call {
+    pub fn start(code: &RoomCode, session: &SessionId, store: CallStore, local: Option<MediaStream>) -> Self {
+        let connection = match Connection::open(code, session, store, local.clone()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                leptos::logging::warn!("signalling socket not opened: {e:?}");
+                store.connection.set(ConnectionState::Disconnected);
+                None
+            }
+        };
+        Self { connection, local, _pagehide: PageHideGuard::install(store) }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        drop(self.connection.take());
+        if let Some(local) = self.local.take() {
+            stop_stream(&local);
+        }
     }
 }
 

@@ -41,18 +41,13 @@ fn Room(data: RoomPageData) -> impl IntoView {
     let store = CallStore::new();
     let code = data.room.code.clone();
     #[cfg(feature = "hydrate")]
-    let connection = StoredValue::new_local(None::<crate::browser::Connection>);
-    #[cfg(feature = "hydrate")]
-    let pagehide = StoredValue::new_local(None::<crate::browser::PageHideGuard>);
+    let call = StoredValue::new_local(None::<crate::browser::Call>);
 
     // The one local leave: release browser resources, reset the store, tell the server.
     let leave = move || {
         let session = store.me.try_get_untracked().flatten().map(|m| m.session_id);
         #[cfg(feature = "hydrate")]
-        {
-            let _ = connection.try_set_value(None);
-            let _ = pagehide.try_set_value(None);
-        }
+        let _ = call.try_set_value(None);
         store.reset();
         if let Some(session) = session {
             spawn_local(async move {
@@ -65,12 +60,11 @@ fn Room(data: RoomPageData) -> impl IntoView {
     // Leaving the route in-app runs the same leave.
     on_cleanup(leave);
 
-    // When the server ends the session, drop the socket and the beacon too.
+    // When the server ends the session, release the call's browser resources too.
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         if store.me.with(Option::is_none) {
-            let _ = connection.try_set_value(None);
-            let _ = pagehide.try_set_value(None);
+            let _ = call.try_set_value(None);
         }
     });
 
@@ -95,11 +89,16 @@ fn Room(data: RoomPageData) -> impl IntoView {
                     {
                         let session = outcome.session_id.clone();
                         store.enter(outcome);
-                        match crate::browser::Connection::open(&code, &session, store) {
-                            Ok(c) => connection.set_value(Some(c)),
-                            Err(_) => store.connection.set(crate::call::ConnectionState::Disconnected),
+                        let local = crate::browser::open_camera_and_microphone().await.ok();
+                        let still_here =
+                            store.me.try_with_untracked(|m| m.as_ref().is_some_and(|m| m.session_id == session));
+                        if still_here == Some(true) {
+                            store.local.set(local.clone());
+                            call.set_value(Some(crate::browser::Call::start(&code, &session, store, local)));
+                        } else if let Some(stream) = local {
+                            // Left while the browser was asking for the camera.
+                            crate::browser::stop_stream(&stream);
                         }
-                        pagehide.set_value(crate::browser::PageHideGuard::install(store));
                     }
                     #[cfg(not(feature = "hydrate"))]
                     store.enter(outcome);
@@ -246,6 +245,13 @@ fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl In
                     {move || connection().label()}
                 </span>
             </header>
+            <section class="tiles" aria-label="Video tiles">
+                <For
+                    each=move || store.participants.get()
+                    key=|p| p.id.clone()
+                    children=move |p| view! { <Tile participant=p store=store/> }
+                />
+            </section>
             <section class="roster" aria-label="Participants">
                 <h2>{move || format!("In the call ({})", store.participants.with(Vec::len))}</h2>
                 <ul data-testid="participant-list">
@@ -275,5 +281,43 @@ fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl In
                 </button>
             </footer>
         </main>
+    }
+}
+
+/// One participant's tile: name and video. The `<video>` shows the remote
+/// stream filed under the participant's id (or our own camera), and lets go
+/// of it when the tile unmounts.
+#[component]
+fn Tile(participant: crate::model::ParticipantView, store: CallStore) -> impl IntoView {
+    let me = store.is_me(&participant.id);
+    let video = NodeRef::<leptos::html::Video>::new();
+    #[cfg(feature = "hydrate")]
+    {
+        let id = participant.id.to_string();
+        Effect::new(move |_| {
+            let stream = if me { store.local.get() } else { store.streams.with(|m| m.get(&id).cloned()) };
+            if let Some(v) = video.get() {
+                v.set_src_object(stream.as_ref());
+            }
+        });
+        on_cleanup(move || {
+            if let Some(v) = video.get_untracked() {
+                v.set_src_object(None);
+            }
+        });
+    }
+    view! {
+        <div
+            class="tile"
+            data-testid="participant-tile"
+            data-participant-id=participant.id.to_string()
+            data-self=me.to_string()
+            data-state="connected"
+            data-speaking="false"
+            data-hand="false"
+        >
+            <video node_ref=video autoplay=true playsinline=true muted=me aria-label=format!("Video of {}", participant.name)></video>
+            <span class="tile-name">{participant.name.clone()}{me.then_some(" (you)")}</span>
+        </div>
     }
 }

@@ -215,14 +215,7 @@ impl LiveStore for MemoryStore {
 
     async fn remove_session(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<u32, StoreError> {
         let sid = session.as_str();
-        let (members, pending, session_key, user_key, hands, speaker) = (
-            self.keys.members(room),
-            self.keys.pending(room),
-            self.keys.session(room, session),
-            self.keys.user(room, user),
-            self.keys.hands(room),
-            self.keys.speaker(room),
-        );
+        let [members, pending, session_key, user_key, hands, speaker] = self.keys.session_scope(room, session, user);
         Ok(self.with(|m| {
             let mut n = 0;
             n += u32::from(hdel(m, &members, sid));
@@ -258,14 +251,7 @@ impl LiveStore for MemoryStore {
         user: &UserId,
     ) -> Result<Vec<String>, StoreError> {
         let sid = session.as_str();
-        let (members, pending, session_key, user_key, hands, speaker) = (
-            self.keys.members(room),
-            self.keys.pending(room),
-            self.keys.session(room, session),
-            self.keys.user(room, user),
-            self.keys.hands(room),
-            self.keys.speaker(room),
-        );
+        let [members, pending, session_key, user_key, hands, speaker] = self.keys.session_scope(room, session, user);
         Ok(self.with(|m| {
             let mut out = Vec::new();
             for key in [&members, &pending] {

@@ -141,6 +141,18 @@ impl Keys {
     pub fn room_prefix(&self, room: &RoomCode) -> String {
         format!("{}:{{{room}}}:", self.prefix)
     }
+    /// The keys that may name a session, in a fixed order: members,
+    /// pending, session, user, hands, speaker (the Redis scripts rely on it).
+    pub fn session_scope(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> [String; 6] {
+        [
+            self.members(room),
+            self.pending(room),
+            self.session(room, session),
+            self.user(room, user),
+            self.hands(room),
+            self.speaker(room),
+        ]
+    }
     pub fn lease(&self, node: &str) -> String {
         format!("{}:node:{node}", self.prefix)
     }

@@ -117,17 +117,6 @@ impl RedisStore {
         raw.values().map(|s| MemberEntry::from_json(s)).collect::<Result<Vec<_>, _>>().map(by_arrival)
     }
 
-    fn session_keys(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Vec<String> {
-        vec![
-            self.keys.members(room),
-            self.keys.pending(room),
-            self.keys.session(room, session),
-            self.keys.user(room, user),
-            self.keys.hands(room),
-            self.keys.speaker(room),
-        ]
-    }
-
     async fn scan(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let pattern = format!("{prefix}*");
         let keys: Vec<Key> =
@@ -241,7 +230,7 @@ impl LiveStore for RedisStore {
 
     async fn remove_session(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<u32, StoreError> {
         self.client
-            .eval(REMOVE_SCRIPT, self.session_keys(room, session, user), vec![session.to_string()])
+            .eval(REMOVE_SCRIPT, self.keys.session_scope(room, session, user).to_vec(), vec![session.to_string()])
             .await
             .map_err(unavailable)
     }
@@ -257,7 +246,7 @@ impl LiveStore for RedisStore {
         user: &UserId,
     ) -> Result<Vec<String>, StoreError> {
         self.client
-            .eval(ENTRIES_SCRIPT, self.session_keys(room, session, user), vec![session.to_string()])
+            .eval(ENTRIES_SCRIPT, self.keys.session_scope(room, session, user).to_vec(), vec![session.to_string()])
             .await
             .map_err(unavailable)
     }

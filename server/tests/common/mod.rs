@@ -19,6 +19,8 @@ use server::config::Config;
 use server::AppState;
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
+pub mod rtc_client;
+
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
@@ -282,6 +284,17 @@ impl Socket {
                 Some(Ok(Message::Close(frame))) => return Seen::Closed(frame.map(|f| u16::from(f.code))),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Seen::Closed(None),
+            }
+        }
+    }
+
+    /// The next message that is not media signalling (the server's offers
+    /// and ICE candidates, sent to every admitted session's socket).
+    pub async fn next_non_media(&mut self, limit: Duration) -> Seen {
+        loop {
+            match self.next(limit).await {
+                Seen::Msg(ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. }) => continue,
+                seen => return seen,
             }
         }
     }

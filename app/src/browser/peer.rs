@@ -1,0 +1,222 @@
+//! The browser's one `RTCPeerConnection` to the SFU. The server is the only
+//! offerer: each offer is applied in arrival order; the receive-only
+//! m-lines the server opens for our own media get the camera and microphone
+//! tracks; every remote stream is filed under its id, which is the
+//! publisher's participant id.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
+
+use leptos::prelude::{Update, WithUntracked};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    Event, MediaStream, MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit, RtcPeerConnection,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiver, RtcRtpTransceiverDirection, RtcSdpType,
+    RtcSessionDescriptionInit, RtcTrackEvent, WebSocket,
+};
+
+use crate::call::CallStore;
+use crate::signal::{ClientMsg, IceCandidate, ServerMsg};
+
+/// One m-line of an SDP: its mid, media kind and direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MLine {
+    pub mid: String,
+    pub kind: String,
+    pub direction: String,
+}
+
+/// Reads the m-lines of an SDP (enough of it to route our own tracks).
+pub fn m_lines(sdp: &str) -> Vec<MLine> {
+    let mut out: Vec<MLine> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            let kind = rest.split_whitespace().next().unwrap_or_default().to_owned();
+            out.push(MLine { mid: String::new(), kind, direction: "sendrecv".into() });
+        } else if let Some(current) = out.last_mut() {
+            if let Some(mid) = line.strip_prefix("a=mid:") {
+                current.mid = mid.to_owned();
+            } else if let Some(dir) =
+                ["a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"].iter().find(|d| line == **d)
+            {
+                current.direction = dir[2..].to_owned();
+            }
+        }
+    }
+    out
+}
+
+fn send(ws: &WebSocket, msg: &ClientMsg) {
+    if ws.ready_state() == WebSocket::OPEN {
+        if let Ok(text) = serde_json::to_string(msg) {
+            let _ = ws.send_with_str(&text);
+        }
+    }
+}
+
+/// The peer connection and what it needs to answer offers.
+pub struct Peer {
+    pc: RtcPeerConnection,
+    ws: WebSocket,
+    local: Option<MediaStream>,
+    /// Mids whose sender already carries our track.
+    attached: RefCell<HashSet<String>>,
+    /// Offers and candidates waiting to be applied, in arrival order.
+    queue: RefCell<VecDeque<ServerMsg>>,
+    busy: Cell<bool>,
+    closed: Cell<bool>,
+    _on_track: Closure<dyn FnMut(RtcTrackEvent)>,
+    _on_ice: Closure<dyn FnMut(RtcPeerConnectionIceEvent)>,
+    _on_state: Closure<dyn FnMut(Event)>,
+}
+
+impl Peer {
+    pub fn new(ws: WebSocket, local: Option<MediaStream>, store: CallStore) -> Result<Rc<Self>, JsValue> {
+        let pc = RtcPeerConnection::new_with_configuration(&RtcConfiguration::new())?;
+        let on_track = Closure::<dyn FnMut(RtcTrackEvent)>::new(move |ev: RtcTrackEvent| {
+            let Ok(stream) = ev.streams().get(0).dyn_into::<MediaStream>() else { return };
+            let id = stream.id();
+            store.streams.update(|m| {
+                m.insert(id, stream);
+            });
+        });
+        let ice_ws = ws.clone();
+        let on_ice = Closure::<dyn FnMut(RtcPeerConnectionIceEvent)>::new(move |ev: RtcPeerConnectionIceEvent| {
+            let Some(c) = ev.candidate() else { return };
+            if c.candidate().is_empty() {
+                return;
+            }
+            let candidate = IceCandidate {
+                candidate: c.candidate(),
+                sdp_mid: c.sdp_mid(),
+                sdp_m_line_index: c.sdp_m_line_index(),
+                username_fragment: None,
+            };
+            send(&ice_ws, &ClientMsg::IceCandidate { candidate });
+        });
+        let state_pc = pc.clone();
+        let on_state = Closure::<dyn FnMut(Event)>::new(move |_ev: Event| {
+            if state_pc.connection_state() == RtcPeerConnectionState::Failed {
+                leptos::logging::warn!("media connection failed");
+            }
+        });
+        pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
+        pc.set_onicecandidate(Some(on_ice.as_ref().unchecked_ref()));
+        pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+        Ok(Rc::new(Self {
+            pc,
+            ws,
+            local,
+            attached: RefCell::new(HashSet::new()),
+            queue: RefCell::new(VecDeque::new()),
+            busy: Cell::new(false),
+            closed: Cell::new(false),
+            _on_track: on_track,
+            _on_ice: on_ice,
+            _on_state: on_state,
+        }))
+    }
+
+    /// Queues an offer or candidate; they are applied one at a time, in order.
+    pub fn handle(self: &Rc<Self>, msg: ServerMsg) {
+        self.queue.borrow_mut().push_back(msg);
+        if self.busy.replace(true) {
+            return;
+        }
+        let this = self.clone();
+        leptos::task::spawn_local(async move {
+            loop {
+                let next = this.queue.borrow_mut().pop_front();
+                let Some(msg) = next else { break };
+                if this.closed.get() {
+                    break;
+                }
+                if let Err(e) = this.apply(msg).await {
+                    leptos::logging::warn!("signalling step failed: {e:?}");
+                }
+            }
+            this.busy.set(false);
+        });
+    }
+
+    async fn apply(&self, msg: ServerMsg) -> Result<(), JsValue> {
+        match msg {
+            ServerMsg::Offer { sdp } => self.answer(&sdp).await,
+            ServerMsg::IceCandidate { candidate } => {
+                let init = RtcIceCandidateInit::new(&candidate.candidate);
+                init.set_sdp_mid(candidate.sdp_mid.as_deref());
+                init.set_sdp_m_line_index(candidate.sdp_m_line_index);
+                JsFuture::from(self.pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init))).await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn answer(&self, sdp: &str) -> Result<(), JsValue> {
+        let offer = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+        offer.set_sdp(sdp);
+        JsFuture::from(self.pc.set_remote_description(&offer)).await?;
+        self.attach_local_tracks(sdp).await?;
+        let answer = JsFuture::from(self.pc.create_answer()).await?;
+        let answer: RtcSessionDescriptionInit = answer.unchecked_into();
+        JsFuture::from(self.pc.set_local_description(&answer)).await?;
+        let sdp = self.pc.local_description().map(|d| d.sdp()).unwrap_or_default();
+        send(&self.ws, &ClientMsg::Answer { sdp });
+        Ok(())
+    }
+
+    /// Puts our camera/microphone on the m-lines where the server receives.
+    async fn attach_local_tracks(&self, sdp: &str) -> Result<(), JsValue> {
+        let Some(local) = &self.local else { return Ok(()) };
+        let wanted: Vec<MLine> = m_lines(sdp).into_iter().filter(|m| m.direction == "recvonly").collect();
+        for item in self.pc.get_transceivers().iter() {
+            let t: RtcRtpTransceiver = item.unchecked_into();
+            let Some(mid) = t.mid() else { continue };
+            let Some(line) = wanted.iter().find(|m| m.mid == mid) else { continue };
+            if self.attached.borrow().contains(&mid) {
+                continue;
+            }
+            let tracks = if line.kind == "audio" { local.get_audio_tracks() } else { local.get_video_tracks() };
+            let Ok(track) = tracks.get(0).dyn_into::<MediaStreamTrack>() else { continue };
+            t.set_direction(RtcRtpTransceiverDirection::Sendonly);
+            JsFuture::from(t.sender().replace_track(Some(&track))).await?;
+            self.attached.borrow_mut().insert(mid);
+        }
+        Ok(())
+    }
+
+    /// Stops every received track and closes the connection. Idempotent.
+    pub fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        for item in self.pc.get_transceivers().iter() {
+            let t: RtcRtpTransceiver = item.unchecked_into();
+            t.receiver().track().stop();
+        }
+        self.pc.set_ontrack(None);
+        self.pc.set_onicecandidate(None);
+        self.pc.set_onconnectionstatechange(None);
+        self.pc.close();
+    }
+
+    /// Forgets remote streams of people no longer in the roster. Their
+    /// tracks are not stopped here: the server reuses freed m-lines, so a
+    /// receiver's track may soon carry someone else (it ends when the
+    /// connection closes).
+    pub fn prune(store: CallStore) {
+        let live: HashSet<String> =
+            store.participants.with_untracked(|ps| ps.iter().map(|p| p.id.to_string()).collect());
+        store.streams.update(|m| m.retain(|id, _| live.contains(id)));
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

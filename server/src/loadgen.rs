@@ -1,0 +1,504 @@
+//! # A headless WebRTC participant
+//!
+//! [`RtcClient`] is what a browser tab does for media, without a browser:
+//! it answers the server's offers with its own webrtc peer connection,
+//! publishes synthetic Opus (50 packets/s) and VP8 (~33 packets/s) RTP, and
+//! counts the RTP it receives per remote publisher (the stream id of each
+//! incoming track, which the SFU sets to the publisher's `ParticipantId`).
+//!
+//! It speaks the app's wire types ([`ServerMsg`] in, [`ClientMsg`] out) but
+//! not the transport: the caller carries the messages over the room's
+//! WebSocket (the integration tests do; a load generator would too).
+//!
+//! Ownership mirrors the server's: one task owns the peer connection and
+//! receives everything as messages; callbacks only send events to it;
+//! [`RtcClient::close`] cancels, closes the connection and waits.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use app::signal::{ClientMsg, IceCandidate, ServerMsg};
+use bytes::Bytes;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription,
+};
+
+use crate::media::{build_peer_connection, is_keyframe_request, IceSettings, MediaError, PortCursor, PT_OPUS, PT_VP8};
+
+/// What the client has seen so far.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// RTP packets received, by remote stream id (= publisher).
+    received: Mutex<HashMap<String, u64>>,
+    /// Remote tracks not ended yet: track id → stream id.
+    live_tracks: Mutex<HashMap<String, String>>,
+    /// RTP packets handed to the connection for sending.
+    pub sent: AtomicU64,
+    /// Offers received and answers sent.
+    pub offers: AtomicU64,
+    pub answers: AtomicU64,
+    /// The first and the latest offer's SDP.
+    first_offer: Mutex<String>,
+    last_offer: Mutex<String>,
+    /// The connection reached `connected`.
+    pub connected: AtomicBool,
+    /// PLI/FIR received for the video this client publishes.
+    pub keyframe_requests: AtomicU64,
+}
+
+impl ClientStats {
+    /// RTP packets received from one publisher.
+    pub fn received_from(&self, publisher: &str) -> u64 {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).get(publisher).copied().unwrap_or(0)
+    }
+
+    /// Every publisher heard from, with its packet count.
+    pub fn received(&self) -> HashMap<String, u64> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Remote tracks of one publisher that have not ended.
+    pub fn live_tracks_from(&self, publisher: &str) -> usize {
+        self.live_tracks.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|s| *s == publisher).count()
+    }
+
+    /// The first offer's SDP.
+    pub fn first_offer(&self) -> String {
+        self.first_offer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The latest offer's SDP.
+    pub fn last_offer(&self) -> String {
+        self.last_offer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+}
+
+/// What the owner task is asked to do.
+enum Input {
+    /// A message from the server.
+    Server(ServerMsg),
+    /// Send a PLI for every video track received from this publisher.
+    RequestKeyframe(String),
+}
+
+enum Event {
+    Candidate(RTCIceCandidateInit),
+    Track(Arc<dyn TrackRemote>),
+    State(RTCPeerConnectionState),
+}
+
+struct Events(mpsc::UnboundedSender<Event>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.0.send(Event::Candidate(init));
+        }
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.0.send(Event::Track(track));
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.send(Event::State(state));
+    }
+}
+
+/// One headless participant's media.
+pub struct RtcClient {
+    inbound: mpsc::UnboundedSender<Input>,
+    stats: Arc<ClientStats>,
+    token: CancellationToken,
+    tasks: TaskTracker,
+}
+
+fn local_track(kind: RtpCodecKind, mime: &str, clock_rate: u32, channels: u16, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    let name = if kind == RtpCodecKind::Audio { "audio" } else { "video" };
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "loadgen".to_owned(),
+        format!("loadgen-{name}"),
+        format!("loadgen-{name}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        }],
+    )))
+}
+
+impl RtcClient {
+    /// Builds the connection (bound as `ice` says), adds the audio and
+    /// video tracks it will publish and starts its tasks. Messages for the
+    /// server come out of `outbound`.
+    pub async fn start(ice: &IceSettings, outbound: mpsc::UnboundedSender<ClientMsg>) -> Result<Self, MediaError> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let pc = build_peer_connection(ice, &PortCursor::default(), Arc::new(Events(events_tx))).await?;
+        let audio_ssrc = rand::random::<u32>();
+        let video_ssrc = rand::random::<u32>();
+        let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2, audio_ssrc);
+        let video = local_track(RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0, video_ssrc);
+        let added = async {
+            pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await?;
+            pc.add_track(video.clone() as Arc<dyn TrackLocal>).await?;
+            Ok::<_, MediaError>(())
+        }
+        .await;
+        if let Err(e) = added {
+            let _ = pc.close().await;
+            return Err(e);
+        }
+        let (inbound, inbound_rx) = mpsc::unbounded_channel();
+        let client = Self {
+            inbound,
+            stats: Arc::new(ClientStats::default()),
+            token: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        let owner = Owner {
+            pc,
+            outbound,
+            stats: client.stats.clone(),
+            token: client.token.clone(),
+            tasks: client.tasks.clone(),
+            remote_tracks: HashMap::new(),
+        };
+        client.tasks.spawn(owner.run(inbound_rx, events));
+        client.tasks.spawn(count_keyframe_requests(client.token.clone(), client.stats.clone(), video.clone()));
+        client.tasks.spawn(pump(client.token.clone(), client.stats.clone(), audio, audio_ssrc, video, video_ssrc));
+        Ok(client)
+    }
+
+    /// A message from the server (offers and candidates; others are ignored).
+    pub fn deliver(&self, msg: ServerMsg) {
+        let _ = self.inbound.send(Input::Server(msg));
+    }
+
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// Sends a keyframe request (PLI) for the video received from `publisher`,
+    /// as a browser's decoder does after loss.
+    pub fn request_keyframe(&self, publisher: &str) {
+        let _ = self.inbound.send(Input::RequestKeyframe(publisher.to_owned()));
+    }
+
+    /// Closes the connection and waits for every task of the client.
+    pub async fn close(&self) {
+        self.token.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for RtcClient {
+    fn drop(&mut self) {
+        // Backstop: the owner task closes the connection on cancel.
+        self.token.cancel();
+    }
+}
+
+/// The task that owns the client's peer connection.
+struct Owner {
+    pc: Arc<dyn PeerConnection>,
+    outbound: mpsc::UnboundedSender<ClientMsg>,
+    stats: Arc<ClientStats>,
+    token: CancellationToken,
+    tasks: TaskTracker,
+    /// The counting task of each remote track, by track id. webrtc 0.21.1
+    /// never ends a remote track the remote side stopped sending (only a
+    /// closed connection ends them), so, as a browser does on `removetrack`,
+    /// a track missing from the latest offer is ended here.
+    remote_tracks: HashMap<String, RemoteTrack>,
+}
+
+/// A received track and the token of its counting task.
+struct RemoteTrack {
+    track: Arc<dyn TrackRemote>,
+    stream: String,
+    token: CancellationToken,
+}
+
+/// Track ids the remote side sends on, from an SDP's `a=msid` lines of
+/// sending m-sections.
+fn sending_track_ids(sdp: &str) -> std::collections::HashSet<String> {
+    let mut ids = std::collections::HashSet::new();
+    let mut section_msids = Vec::new();
+    let mut sending = false;
+    let mut flush = |msids: &mut Vec<String>, sending: bool| {
+        if sending {
+            ids.extend(msids.drain(..));
+        }
+        msids.clear();
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.starts_with("m=") {
+            flush(&mut section_msids, sending);
+            sending = false;
+        } else if line == "a=sendonly" || line == "a=sendrecv" {
+            sending = true;
+        } else if let Some(msid) = line.strip_prefix("a=msid:") {
+            if let Some((_, track)) = msid.split_once(' ') {
+                section_msids.push(track.to_owned());
+            }
+        }
+    }
+    flush(&mut section_msids, sending);
+    ids
+}
+
+impl Owner {
+    async fn run(mut self, mut inbound: mpsc::UnboundedReceiver<Input>, mut events: mpsc::UnboundedReceiver<Event>) {
+        loop {
+            tokio::select! {
+                () = self.token.cancelled() => break,
+                Some(input) = inbound.recv() => match input {
+                    Input::Server(msg) => self.on_message(msg).await,
+                    Input::RequestKeyframe(publisher) => self.request_keyframe(&publisher).await,
+                },
+                Some(event) = events.recv() => self.on_event(event).await,
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pc.close()).await;
+    }
+
+    async fn request_keyframe(&self, publisher: &str) {
+        for remote in self.remote_tracks.values().filter(|r| r.stream == publisher) {
+            if remote.track.kind().await != RtpCodecKind::Video {
+                continue;
+            }
+            for media_ssrc in remote.track.ssrcs().await {
+                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+                if let Err(e) = remote.track.write_rtcp(vec![Box::new(pli)]).await {
+                    tracing::debug!(error = %e, "loadgen: PLI not sent");
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, msg: ServerMsg) {
+        match msg {
+            ServerMsg::Offer { sdp } => {
+                if self.stats.offers.fetch_add(1, Ordering::AcqRel) == 0 {
+                    *self.stats.first_offer.lock().unwrap_or_else(|p| p.into_inner()) = sdp.clone();
+                }
+                *self.stats.last_offer.lock().unwrap_or_else(|p| p.into_inner()) = sdp.clone();
+                let sending = sending_track_ids(&sdp);
+                self.remote_tracks.retain(|id, remote| {
+                    let keep = sending.contains(id);
+                    if !keep {
+                        remote.token.cancel();
+                    }
+                    keep
+                });
+                let answered = async {
+                    self.pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                    let answer = self.pc.create_answer(None).await?;
+                    self.pc.set_local_description(answer).await?;
+                    Ok::<_, webrtc::error::Error>(self.pc.local_description().await.map(|d| d.sdp).unwrap_or_default())
+                }
+                .await;
+                match answered {
+                    Ok(sdp) => {
+                        self.stats.answers.fetch_add(1, Ordering::AcqRel);
+                        let _ = self.outbound.send(ClientMsg::Answer { sdp });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "loadgen: offer not answered"),
+                }
+            }
+            ServerMsg::IceCandidate { candidate } => {
+                let init = RTCIceCandidateInit {
+                    candidate: candidate.candidate,
+                    sdp_mid: candidate.sdp_mid,
+                    sdp_mline_index: candidate.sdp_m_line_index,
+                    username_fragment: candidate.username_fragment,
+                    ..Default::default()
+                };
+                if let Err(e) = self.pc.add_ice_candidate(init).await {
+                    tracing::debug!(error = %e, "loadgen: server candidate refused");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Candidate(init) => {
+                let candidate = IceCandidate {
+                    candidate: init.candidate,
+                    sdp_mid: Some("0".to_owned()),
+                    sdp_m_line_index: Some(0),
+                    username_fragment: None,
+                };
+                let _ = self.outbound.send(ClientMsg::IceCandidate { candidate });
+            }
+            Event::State(state) => {
+                if state == RTCPeerConnectionState::Connected {
+                    self.stats.connected.store(true, Ordering::Release);
+                }
+            }
+            Event::Track(track) => {
+                let token = self.token.child_token();
+                let id = track.track_id().await;
+                let stream = track.stream_id().await;
+                let remote = RemoteTrack { track: track.clone(), stream, token: token.clone() };
+                if let Some(old) = self.remote_tracks.insert(id, remote) {
+                    old.token.cancel();
+                }
+                self.tasks.spawn(count_packets(track, self.stats.clone(), token));
+            }
+        }
+    }
+}
+
+async fn count_packets(track: Arc<dyn TrackRemote>, stats: Arc<ClientStats>, token: CancellationToken) {
+    let stream = track.stream_id().await;
+    let id = track.track_id().await;
+    stats.live_tracks.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), stream.clone());
+    loop {
+        let event = tokio::select! {
+            () = token.cancelled() => break,
+            event = track.poll() => event,
+        };
+        match event {
+            Some(TrackRemoteEvent::OnRtpPacket(_)) => {
+                *stats.received.lock().unwrap_or_else(|p| p.into_inner()).entry(stream.clone()).or_default() += 1;
+            }
+            Some(TrackRemoteEvent::OnEnded) | None => break,
+            Some(_) => {}
+        }
+    }
+    stats.live_tracks.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+}
+
+/// Counts the keyframe requests the server sends for our video.
+async fn count_keyframe_requests(token: CancellationToken, stats: Arc<ClientStats>, video: Arc<TrackLocalStaticRTP>) {
+    loop {
+        let event = tokio::select! {
+            () = token.cancelled() => break,
+            event = video.poll() => event,
+        };
+        match event {
+            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                let n = packets.iter().filter(|p| is_keyframe_request(p.as_ref())).count();
+                stats.keyframe_requests.fetch_add(n as u64, Ordering::AcqRel);
+            }
+            Some(_) => {}
+            // Not bound yet: look again shortly.
+            None => tokio::select! {
+                () = token.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            },
+        }
+    }
+}
+
+/// Synthetic media: Opus every 20 ms (960 samples), VP8 every 30 ms
+/// (one-packet frames, 2700 ticks). Writes fail until the tracks are bound
+/// (after the first answer); those packets are simply not sent.
+async fn pump(
+    token: CancellationToken,
+    stats: Arc<ClientStats>,
+    audio: Arc<TrackLocalStaticRTP>,
+    audio_ssrc: u32,
+    video: Arc<TrackLocalStaticRTP>,
+    video_ssrc: u32,
+) {
+    let opus = Bytes::from_static(&[0xfc; 60]);
+    // A VP8 payload descriptor (start of partition) and a keyframe-looking header.
+    let vp8 = {
+        let mut v = vec![0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+        v.resize(400, 0x55);
+        Bytes::from(v)
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (mut n, mut audio_seq, mut video_seq) = (0u64, 0u16, 0u16);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if !stats.is_connected() {
+            continue;
+        }
+        n += 1;
+        if n % 2 == 0 {
+            audio_seq = audio_seq.wrapping_add(1);
+            let packet = packet(PT_OPUS, audio_seq, (n / 2) as u32 * 960, audio_ssrc, true, opus.clone());
+            if audio.write_rtp(packet).await.is_ok() {
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if n % 3 == 0 {
+            video_seq = video_seq.wrapping_add(1);
+            let packet = packet(PT_VP8, video_seq, (n / 3) as u32 * 2700, video_ssrc, true, vp8.clone());
+            if video.write_rtp(packet).await.is_ok() {
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn packet(
+    payload_type: u8,
+    sequence_number: u16,
+    timestamp: u32,
+    ssrc: u32,
+    marker: bool,
+    payload: Bytes,
+) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            marker,
+            payload_type,
+            sequence_number,
+            timestamp,
+            ssrc,
+            ..Default::default()
+        },
+        payload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sending_sections_name_remote_tracks() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\na=msid:- self-audio\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:p1 p1-video-1\r\na=sendonly\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=inactive\r\na=msid:p2 p2-audio-1\r\n";
+        let ids = sending_track_ids(sdp);
+        assert_eq!(ids.into_iter().collect::<Vec<_>>(), vec!["p1-video-1".to_owned()]);
+    }
+}

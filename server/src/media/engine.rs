@@ -1,0 +1,251 @@
+//! How every peer connection of the SFU (and of the headless client) is
+//! built: codecs, interceptors, ICE settings. One place, so the server and
+//! the test client negotiate the same payload types.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::sansio::Protocol;
+use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, Registry};
+
+use crate::config::PortRange;
+
+use super::MediaError;
+
+/// Payload types of the codecs we offer; the server is always the offerer,
+/// so every connection uses exactly these.
+pub const PT_OPUS: u8 = 111;
+pub const PT_VP8: u8 = 96;
+pub const PT_H264: u8 = 102;
+
+/// Where and how peer connections bind and time out.
+#[derive(Debug, Clone)]
+pub struct IceSettings {
+    /// Addresses to bind (and so to announce); never a wildcard.
+    pub addrs: Vec<IpAddr>,
+    /// UDP ports to pick from; `None` = an ephemeral port.
+    pub ports: Option<PortRange>,
+    /// ICE `disconnected` after this long without traffic.
+    pub disconnected: Duration,
+    /// ICE `failed` this long after `disconnected`.
+    pub failed: Duration,
+    /// Keepalive interval.
+    pub keepalive: Duration,
+}
+
+impl IceSettings {
+    /// Loopback on an ephemeral port, with the library's default timeouts.
+    pub fn loopback() -> Self {
+        Self {
+            addrs: vec![IpAddr::from([127, 0, 0, 1])],
+            ports: None,
+            disconnected: Duration::from_secs(3),
+            failed: Duration::from_secs(7),
+            keepalive: Duration::from_secs(1),
+        }
+    }
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
+        .into_iter()
+        .map(|(typ, parameter)| RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() })
+        .collect()
+}
+
+/// Opus, VP8 and H.264 (constrained baseline, packetization-mode 1).
+fn media_engine() -> Result<MediaEngine, MediaError> {
+    let mut engine = MediaEngine::default();
+    let codec = |mime: &str, clock_rate, channels, fmtp: &str, rtcp_feedback| RTCRtpCodec {
+        mime_type: mime.to_owned(),
+        clock_rate,
+        channels,
+        sdp_fmtp_line: fmtp.to_owned(),
+        rtcp_feedback,
+    };
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", vec![]),
+            payload_type: PT_OPUS,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: codec(MIME_TYPE_VP8, 90_000, 0, "", video_feedback()),
+            payload_type: PT_VP8,
+        },
+        RtpCodecKind::Video,
+    )?;
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: codec(
+                MIME_TYPE_H264,
+                90_000,
+                0,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                video_feedback(),
+            ),
+            payload_type: PT_H264,
+        },
+        RtpCodecKind::Video,
+    )?;
+    Ok(engine)
+}
+
+/// Ports of a configured range are handed out round-robin; a port found
+/// busy is skipped.
+#[derive(Debug, Default)]
+pub struct PortCursor(AtomicUsize);
+
+impl PortCursor {
+    fn pick(&self, addrs: &[IpAddr], range: PortRange) -> Option<u16> {
+        let span = usize::from(range.max - range.min) + 1;
+        for _ in 0..span {
+            let offset = self.0.fetch_add(1, Ordering::Relaxed) % span;
+            let port = range.min + offset as u16;
+            // Probe every address; the sockets close again at once.
+            let free = addrs.iter().all(|ip| UdpSocket::bind(SocketAddr::new(*ip, port)).is_ok());
+            if free {
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
+/// Builds one peer connection bound to the configured addresses.
+pub async fn build_peer_connection(
+    ice: &IceSettings,
+    ports: &PortCursor,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+) -> Result<Arc<dyn PeerConnection>, MediaError> {
+    let Some(range) = ice.ports else {
+        return build_on(ice, 0, handler).await;
+    };
+    // A port probed free may be taken before we bind it: try a few.
+    let mut last = MediaError::NoPort(format!("{}-{}", range.min, range.max));
+    for _ in 0..3 {
+        let Some(port) = ports.pick(&ice.addrs, range) else { break };
+        match build_on(ice, port, handler.clone()).await {
+            Ok(pc) => return Ok(pc),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn build_on(
+    ice: &IceSettings,
+    port: u16,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+) -> Result<Arc<dyn PeerConnection>, MediaError> {
+    let addrs: Vec<SocketAddr> = ice.addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    let mut engine = media_engine()?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?
+        .with(Slot::from(14_000), KeyframeRequests::default());
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_include_loopback_candidate(true)
+        .with_ice_timeouts(Some(ice.disconnected), Some(ice.failed), Some(ice.keepalive))
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(engine)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_udp_addrs(addrs)
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}
+
+/// Whether an RTCP packet asks for a keyframe.
+pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Hands inbound PLI/FIR to the application (the SFU relays them to the
+/// publisher); every other inbound RTCP stops at the end of the chain as
+/// usual. Outbound traffic passes untouched.
+#[derive(Default)]
+struct KeyframeRequests {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> =
+                packets.iter().filter(|p| is_keyframe_request(p.as_ref())).cloned().collect();
+            if !requests.is_empty() {
+                msg.message.packet = Packet::Rtcp(requests);
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_come_from_the_range_and_skip_busy_ones() {
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        let busy = UdpSocket::bind(SocketAddr::new(lo, 0)).expect("bind");
+        let port = busy.local_addr().expect("addr").port();
+        let range = PortRange { min: port, max: port.saturating_add(1) };
+        let cursor = PortCursor::default();
+        for _ in 0..4 {
+            let picked = cursor.pick(&[lo], range);
+            assert_ne!(picked, Some(port), "a busy port is skipped");
+            assert!(picked.is_none_or(|p| range.range().contains(&p)));
+        }
+        let only_busy = PortRange { min: port, max: port };
+        assert_eq!(cursor.pick(&[lo], only_busy), None);
+    }
+}

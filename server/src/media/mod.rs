@@ -1,0 +1,362 @@
+//! # The SFU
+//!
+//! Media of this node: one [`session::MediaSession`] per joined (admitted)
+//! session whose signalling socket connected, grouped per room. The server
+//! is the only offerer; browsers answer.
+//!
+//! Ownership (no cycles: registries hold `Arc` downwards only, callbacks
+//! send events to the owning task):
+//! - [`Sfu`] owns the rooms' media ([`RoomMedia`]); a room's media owns its
+//!   sessions.
+//! - A media session's task owns its peer connection, its published tracks
+//!   ([`track::PublishedTrack`]) and the forwarders feeding it
+//!   ([`forwarder::Forwarder`], one per (published track, subscriber)).
+//! - A forwarder's token is a child of its published track's token, which
+//!   is a child of the publisher session's token, which is a child of the
+//!   `LiveSession` token: a close cascades down.
+//!
+//! Close paths: [`session::MediaSession::close`] (exactly once, atomic swap;
+//! `Drop` as backstop) cancels the session's token; its task then closes the
+//! forwarders and tracks, detaches from the room (the other sessions drop
+//! their forwarders of its tracks and renegotiate), closes the peer
+//! connection and removes its store resources. [`Sfu::close_session`] is
+//! what `Rooms::end_session` calls: close, then wait for the task.
+//!
+//! Counting: [`Sfu::counts`] counts live objects through `Weak` registries
+//! (`retain(alive)`), so anything leaked stays visible.
+
+mod engine;
+pub mod forwarder;
+pub mod session;
+pub mod track;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use app::model::{LeaveReason, RoomCode, SessionId, UserId};
+use app::signal::ServerMsg;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+use webrtc::peer_connection::PeerConnection;
+
+pub use engine::{build_peer_connection, is_keyframe_request, IceSettings, PortCursor, PT_H264, PT_OPUS, PT_VP8};
+
+use crate::config::Config;
+use crate::participant::LiveSession;
+use crate::store::LiveStore;
+use forwarder::Forwarder;
+use session::MediaSession;
+use track::PublishedTrack;
+
+/// Media failures.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The WebRTC stack refused an operation.
+    #[error("webrtc: {0}")]
+    Rtc(#[from] webrtc::error::Error),
+    /// No UDP port of the configured range was free.
+    #[error("no free media port in {0}")]
+    NoPort(String),
+    /// The session is closed or closing.
+    #[error("media session closed")]
+    Closed,
+}
+
+/// Media settings.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    pub ice: IceSettings,
+    /// An offer unanswered this long is rolled back and sent again.
+    pub offer_timeout: Duration,
+    /// How long a close waits for a session's tasks.
+    pub close_timeout: Duration,
+}
+
+impl MediaConfig {
+    pub fn from_config(c: &Config) -> Self {
+        let suspect = Duration::from_millis(c.suspect_ms);
+        let remove = Duration::from_millis(c.remove_ms);
+        Self {
+            ice: IceSettings {
+                addrs: c.ice_addrs.clone(),
+                ports: c.ice_ports,
+                disconnected: suspect,
+                failed: remove.saturating_sub(suspect).max(Duration::from_secs(1)),
+                keepalive: Duration::from_secs(1),
+            },
+            offer_timeout: Duration::from_millis(c.offer_timeout_ms),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The media layer asks the room service to end a session (ICE failure)
+/// through the single close path, `Rooms::end_session`.
+#[derive(Debug, Clone)]
+pub struct EndRequest {
+    pub room: RoomCode,
+    pub session: SessionId,
+    pub user: UserId,
+    pub reason: LeaveReason,
+}
+
+/// Live-object counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaCounts {
+    pub sessions: usize,
+    pub peer_connections: usize,
+    pub tracks: usize,
+    pub forwarders: usize,
+    pub tasks: usize,
+}
+
+/// `Weak` handles of every media object ever made; counting drops the dead.
+#[derive(Default)]
+pub(crate) struct LiveObjects {
+    peer_connections: Mutex<Vec<Weak<dyn PeerConnection>>>,
+    tracks: Mutex<Vec<Weak<PublishedTrack>>>,
+    forwarders: Mutex<Vec<Weak<Forwarder>>>,
+    sessions: Mutex<Vec<Weak<MediaSession>>>,
+}
+
+fn alive<T: ?Sized>(list: &Mutex<Vec<Weak<T>>>) -> usize {
+    let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+    list.retain(|w| w.strong_count() > 0);
+    list.len()
+}
+
+fn remember<T: ?Sized>(list: &Mutex<Vec<Weak<T>>>, item: Weak<T>) {
+    let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+    if list.len() >= 64 && list.len().is_power_of_two() {
+        list.retain(|w| w.strong_count() > 0);
+    }
+    list.push(item);
+}
+
+impl LiveObjects {
+    pub(crate) fn peer_connection(&self, pc: &Arc<dyn PeerConnection>) {
+        remember(&self.peer_connections, Arc::downgrade(pc));
+    }
+    pub(crate) fn track(&self, t: &Arc<PublishedTrack>) {
+        remember(&self.tracks, Arc::downgrade(t));
+    }
+    pub(crate) fn forwarder(&self, f: &Arc<Forwarder>) {
+        remember(&self.forwarders, Arc::downgrade(f));
+    }
+    fn session(&self, s: &Arc<MediaSession>) {
+        remember(&self.sessions, Arc::downgrade(s));
+    }
+    fn find_session(&self, id: &SessionId) -> Option<Arc<MediaSession>> {
+        let list = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        list.iter().filter_map(Weak::upgrade).find(|s| &s.id == id)
+    }
+}
+
+/// What sessions share: settings, the store, counters, the task tracker.
+pub(crate) struct Shared {
+    pub(crate) config: MediaConfig,
+    pub(crate) store: Arc<dyn LiveStore>,
+    pub(crate) live: LiveObjects,
+    /// Every media task of the node (each also tracked by its session).
+    pub(crate) tasks: TaskTracker,
+    pub(crate) ports: PortCursor,
+    pub(crate) end: mpsc::UnboundedSender<EndRequest>,
+    rooms: Mutex<HashMap<RoomCode, Arc<RoomMedia>>>,
+}
+
+impl Shared {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomCode, Arc<RoomMedia>>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the room's entry if it has no session left.
+    pub(crate) fn forget_room_if_empty(&self, code: &RoomCode) {
+        let mut rooms = self.rooms();
+        if rooms.get(code).is_some_and(|r| r.is_empty()) {
+            rooms.remove(code);
+        }
+    }
+}
+
+/// The media of one room: its sessions, by id.
+pub(crate) struct RoomMedia {
+    code: RoomCode,
+    sessions: Mutex<HashMap<SessionId, Arc<MediaSession>>>,
+}
+
+impl RoomMedia {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<MediaSession>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Publishes a track: under the room lock (so a session arriving at the
+    /// same time sees it exactly once), then every other session subscribes.
+    pub(crate) fn publish(&self, owner: &MediaSession, track: Arc<PublishedTrack>) {
+        let others: Vec<Arc<MediaSession>> = {
+            let sessions = self.lock();
+            if !sessions.contains_key(&owner.id) {
+                // The owner already left the room: the track dies with it.
+                track.close();
+                return;
+            }
+            owner.add_published(track.clone());
+            sessions.values().filter(|s| s.id != owner.id).cloned().collect()
+        };
+        for other in others {
+            other.subscribe(track.clone());
+        }
+    }
+
+    /// Withdraws one track of `owner` from every other session.
+    pub(crate) fn unpublish(&self, owner: &MediaSession, track_id: &str) {
+        let others: Vec<Arc<MediaSession>> = {
+            let sessions = self.lock();
+            owner.remove_published(track_id);
+            sessions.values().filter(|s| s.id != owner.id).cloned().collect()
+        };
+        for other in others {
+            other.unsubscribe(track_id.to_owned());
+        }
+    }
+
+    /// Removes `owner` from the room: its tracks are withdrawn from the
+    /// others, who renegotiate. Idempotent.
+    pub(crate) fn detach(&self, owner: &MediaSession) {
+        let (tracks, others) = {
+            let mut sessions = self.lock();
+            if sessions.remove(&owner.id).is_none() {
+                return;
+            }
+            let tracks = owner.take_published();
+            (tracks, sessions.values().cloned().collect::<Vec<_>>())
+        };
+        for track in &tracks {
+            track.close();
+        }
+        for other in others {
+            for track in &tracks {
+                other.unsubscribe(track.id.clone());
+            }
+        }
+        tracing::debug!(room = %self.code, session = %owner.id, "media detached from room");
+    }
+}
+
+/// The SFU of this node.
+pub struct Sfu {
+    shared: Arc<Shared>,
+}
+
+impl Sfu {
+    /// The SFU and the stream of its requests to end sessions (to be served
+    /// by the room service).
+    pub fn new(config: MediaConfig, store: Arc<dyn LiveStore>) -> (Self, mpsc::UnboundedReceiver<EndRequest>) {
+        let (end, end_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            live: LiveObjects::default(),
+            tasks: TaskTracker::new(),
+            ports: PortCursor::default(),
+            end,
+            rooms: Mutex::new(HashMap::new()),
+        });
+        (Self { shared }, end_rx)
+    }
+
+    /// Opens the media of a live session, or re-attaches its signalling
+    /// channel when it is already open (a reconnecting socket): the server's
+    /// offers and candidates go to `signal`.
+    pub fn open(
+        &self,
+        live: &LiveSession,
+        signal: mpsc::UnboundedSender<ServerMsg>,
+    ) -> Result<Arc<MediaSession>, MediaError> {
+        if live.is_closed() {
+            return Err(MediaError::Closed);
+        }
+        // Lock order everywhere: the room map, then one room.
+        let mut rooms = self.shared.rooms();
+        let room = rooms
+            .entry(live.room.clone())
+            .or_insert_with(|| Arc::new(RoomMedia { code: live.room.clone(), sessions: Mutex::new(HashMap::new()) }))
+            .clone();
+        let mut sessions = room.lock();
+        if let Some(existing) = sessions.get(&live.id) {
+            existing.attach(signal);
+            return Ok(existing.clone());
+        }
+        // Every track already published in the room, seen under the room lock.
+        let existing: Vec<Arc<PublishedTrack>> = sessions.values().flat_map(|s| s.published()).collect();
+        let session = MediaSession::spawn(&self.shared, &room, live, signal, existing);
+        self.shared.live.session(&session);
+        sessions.insert(live.id.clone(), session.clone());
+        drop(sessions);
+        drop(rooms);
+        Ok(session)
+    }
+
+    /// The media session of `session`, if open.
+    pub fn session(&self, room: &RoomCode, session: &SessionId) -> Option<Arc<MediaSession>> {
+        let room = self.shared.rooms().get(room).cloned()?;
+        let found = room.lock().get(session).cloned();
+        found
+    }
+
+    /// Closes the media of a session (if any) and waits for its task to
+    /// release everything. Idempotent.
+    pub async fn close_session(&self, room: &RoomCode, session: &SessionId, reason: LeaveReason) {
+        // Also a session already detached from its room but still closing.
+        let Some(media) = self.session(room, session).or_else(|| self.shared.live.find_session(session)) else {
+            return;
+        };
+        media.close(reason);
+        if tokio::time::timeout(self.shared.config.close_timeout, media.closed()).await.is_err() {
+            tracing::warn!(room = %room, session = %session, "media session still closing after the close timeout");
+        }
+    }
+
+    /// Counts from the live objects.
+    pub fn counts(&self) -> MediaCounts {
+        let live = &self.shared.live;
+        MediaCounts {
+            sessions: alive(&live.sessions),
+            peer_connections: alive(&live.peer_connections),
+            tracks: alive(&live.tracks),
+            forwarders: alive(&live.forwarders),
+            tasks: self.shared.tasks.len(),
+        }
+    }
+
+    /// Shutdown: waits (bounded) for every media task to end. Sessions are
+    /// closed before, by the room service.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.shared.tasks.close();
+        if tokio::time::timeout(limit, self.shared.tasks.wait()).await.is_err() {
+            tracing::warn!(tasks = self.shared.tasks.len(), "media tasks still running after shutdown");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_follow_the_live_objects() {
+        let list: Mutex<Vec<Weak<u32>>> = Mutex::default();
+        let kept = Arc::new(1);
+        for _ in 0..100 {
+            remember(&list, Arc::downgrade(&Arc::new(0)));
+        }
+        remember(&list, Arc::downgrade(&kept));
+        assert_eq!(alive(&list), 1);
+        drop(kept);
+        assert_eq!(alive(&list), 0);
+    }
+}

@@ -1,0 +1,113 @@
+//! A headless participant with media: joins through the same HTTP and
+//! WebSocket path as the browser ([`Guest::join`], [`Guest::socket`]) and
+//! carries the signalling of a [`server::loadgen::RtcClient`] over the socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::model::{JoinOutcome, RoomCode};
+use app::signal::{ClientMsg, ServerMsg};
+use futures::{SinkExt, StreamExt};
+use server::loadgen::{ClientStats, RtcClient};
+use server::media::IceSettings;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::{Guest, TestServer};
+
+/// A joined guest whose media runs.
+pub struct MediaGuest {
+    pub guest: Guest,
+    pub outcome: JoinOutcome,
+    pub room: RoomCode,
+    client: Arc<RtcClient>,
+    stop: CancellationToken,
+    socket: tokio::task::JoinHandle<()>,
+}
+
+impl MediaGuest {
+    /// A new guest joins `room` and starts media.
+    pub async fn join(server: &TestServer, room: &RoomCode, name: &str) -> Self {
+        Self::join_as(server.guest(), room, name).await
+    }
+
+    /// `guest` joins `room`, opens the socket and answers the server's offers.
+    pub async fn join_as(guest: Guest, room: &RoomCode, name: &str) -> Self {
+        Self::join_with(guest, room, name, 0).await
+    }
+
+    /// Like [`MediaGuest::join_as`], but the first `ignore_offers` offers
+    /// are dropped unanswered (a browser that never answers).
+    pub async fn join_with(guest: Guest, room: &RoomCode, name: &str, ignore_offers: usize) -> Self {
+        let outcome = guest.join(room, name).await.expect("join");
+        let socket = guest.socket(room, &outcome.session_id).await;
+        let (to_server, mut from_client) = mpsc::unbounded_channel::<ClientMsg>();
+        let client =
+            Arc::new(RtcClient::start(&IceSettings::loopback(), to_server).await.expect("client media starts"));
+        let stop = CancellationToken::new();
+        let (pump_client, pump_stop) = (client.clone(), stop.clone());
+        let mut ws = socket.ws;
+        let mut ignore = ignore_offers;
+        let socket = tokio::spawn(async move {
+            let mut heartbeat =
+                tokio::time::interval(Duration::from_millis(u64::from(app::signal::HEARTBEAT_INTERVAL_MS)));
+            loop {
+                tokio::select! {
+                    () = pump_stop.cancelled() => break,
+                    _ = heartbeat.tick() => {
+                        let ping = serde_json::to_string(&ClientMsg::Ping).expect("json");
+                        if ws.send(Message::Text(ping.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(msg) = from_client.recv() => {
+                        let text = serde_json::to_string(&msg).expect("json");
+                        if ws.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    frame = ws.next() => match frame {
+                        Some(Ok(Message::Text(t))) => {
+                            match serde_json::from_str::<ServerMsg>(&t) {
+                                Ok(ServerMsg::Offer { .. }) if ignore > 0 => ignore -= 1,
+                                Ok(msg) => pump_client.deliver(msg),
+                                Err(_) => {}
+                            }
+                        }
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                        Some(Ok(_)) => {}
+                    },
+                }
+            }
+            let _ = ws.close(None).await;
+        });
+        Self { guest, outcome, room: room.clone(), client, stop, socket }
+    }
+
+    pub fn participant(&self) -> &str {
+        self.outcome.participant_id.as_str()
+    }
+
+    pub fn stats(&self) -> &ClientStats {
+        self.client.stats()
+    }
+
+    pub fn client(&self) -> &RtcClient {
+        &self.client
+    }
+
+    /// Leaves with the Leave button's path, then closes the socket and the
+    /// client's media.
+    pub async fn leave(self) {
+        self.guest.leave(&self.outcome.session_id).await.expect("leave");
+        self.close().await;
+    }
+
+    /// Closes the socket and the media without telling the server.
+    pub async fn close(self) {
+        self.stop.cancel();
+        let _ = self.socket.await;
+        self.client.close().await;
+    }
+}
