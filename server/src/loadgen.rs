@@ -4,7 +4,9 @@
 //! it answers the server's offers with its own webrtc peer connection,
 //! publishes synthetic Opus (50 packets/s) and VP8 (~33 packets/s) RTP, and
 //! counts the RTP it receives per remote publisher (the stream id of each
-//! incoming track, which the SFU sets to the publisher's `ParticipantId`).
+//! incoming track, which the SFU sets to the publisher's `ParticipantId`),
+//! noting when the first packet of each publisher arrived. A receive-only
+//! client ([`RtcClient::start_receive_only`]) publishes nothing.
 //!
 //! It speaks the app's wire types ([`ServerMsg`] in, [`ClientMsg`] out) but
 //! not the transport: the caller carries the messages over the room's
@@ -17,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use app::signal::{ClientMsg, IceCandidate, ServerMsg};
 use bytes::Bytes;
@@ -44,6 +46,8 @@ use crate::media::{build_peer_connection, is_keyframe_request, IceSettings, Medi
 pub struct ClientStats {
     /// RTP packets received, by remote stream id (= publisher).
     received: Mutex<HashMap<String, u64>>,
+    /// When the first RTP packet of each remote stream id arrived.
+    first_packet: Mutex<HashMap<String, Instant>>,
     /// Remote tracks not ended yet: track id → stream id.
     live_tracks: Mutex<HashMap<String, String>>,
     /// RTP packets handed to the connection for sending.
@@ -64,6 +68,11 @@ impl ClientStats {
     /// RTP packets received from one publisher.
     pub fn received_from(&self, publisher: &str) -> u64 {
         self.received.lock().unwrap_or_else(|p| p.into_inner()).get(publisher).copied().unwrap_or(0)
+    }
+
+    /// When the first RTP packet from one publisher arrived, if any has.
+    pub fn first_packet_from(&self, publisher: &str) -> Option<Instant> {
+        self.first_packet.lock().unwrap_or_else(|p| p.into_inner()).get(publisher).copied()
     }
 
     /// Every publisher heard from, with its packet count.
@@ -156,21 +165,40 @@ impl RtcClient {
     /// video tracks it will publish and starts its tasks. Messages for the
     /// server come out of `outbound`.
     pub async fn start(ice: &IceSettings, outbound: mpsc::UnboundedSender<ClientMsg>) -> Result<Self, MediaError> {
+        Self::start_with(ice, outbound, true).await
+    }
+
+    /// Like [`RtcClient::start`], but publishes nothing: it only receives
+    /// (a viewer whose camera and microphone are off).
+    pub async fn start_receive_only(
+        ice: &IceSettings,
+        outbound: mpsc::UnboundedSender<ClientMsg>,
+    ) -> Result<Self, MediaError> {
+        Self::start_with(ice, outbound, false).await
+    }
+
+    async fn start_with(
+        ice: &IceSettings,
+        outbound: mpsc::UnboundedSender<ClientMsg>,
+        publish: bool,
+    ) -> Result<Self, MediaError> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let pc = build_peer_connection(ice, &PortCursor::default(), Arc::new(Events(events_tx))).await?;
         let audio_ssrc = rand::random::<u32>();
         let video_ssrc = rand::random::<u32>();
         let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2, audio_ssrc);
         let video = local_track(RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0, video_ssrc);
-        let added = async {
-            pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await?;
-            pc.add_track(video.clone() as Arc<dyn TrackLocal>).await?;
-            Ok::<_, MediaError>(())
-        }
-        .await;
-        if let Err(e) = added {
-            let _ = pc.close().await;
-            return Err(e);
+        if publish {
+            let added = async {
+                pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await?;
+                pc.add_track(video.clone() as Arc<dyn TrackLocal>).await?;
+                Ok::<_, MediaError>(())
+            }
+            .await;
+            if let Err(e) = added {
+                let _ = pc.close().await;
+                return Err(e);
+            }
         }
         let (inbound, inbound_rx) = mpsc::unbounded_channel();
         let client = Self {
@@ -188,8 +216,10 @@ impl RtcClient {
             remote_tracks: HashMap::new(),
         };
         client.tasks.spawn(owner.run(inbound_rx, events));
-        client.tasks.spawn(count_keyframe_requests(client.token.clone(), client.stats.clone(), video.clone()));
-        client.tasks.spawn(pump(client.token.clone(), client.stats.clone(), audio, audio_ssrc, video, video_ssrc));
+        if publish {
+            client.tasks.spawn(count_keyframe_requests(client.token.clone(), client.stats.clone(), video.clone()));
+            client.tasks.spawn(pump(client.token.clone(), client.stats.clone(), audio, audio_ssrc, video, video_ssrc));
+        }
         Ok(client)
     }
 
@@ -389,7 +419,16 @@ async fn count_packets(track: Arc<dyn TrackRemote>, stats: Arc<ClientStats>, tok
         };
         match event {
             Some(TrackRemoteEvent::OnRtpPacket(_)) => {
-                *stats.received.lock().unwrap_or_else(|p| p.into_inner()).entry(stream.clone()).or_default() += 1;
+                let first = {
+                    let mut received = stats.received.lock().unwrap_or_else(|p| p.into_inner());
+                    let count = received.entry(stream.clone()).or_default();
+                    *count += 1;
+                    *count == 1
+                };
+                if first {
+                    let now = Instant::now();
+                    stats.first_packet.lock().unwrap_or_else(|p| p.into_inner()).entry(stream.clone()).or_insert(now);
+                }
             }
             Some(TrackRemoteEvent::OnEnded) | None => break,
             Some(_) => {}

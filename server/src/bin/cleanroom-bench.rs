@@ -1,0 +1,779 @@
+//! # `cleanroom-bench`: the SFU under load, on loopback
+//!
+//! A command, not a test (HOUSE_STYLE 15: benchmarks measure and print;
+//! tests assert). It starts the real `cleanroom` binary as a child process
+//! (a free loopback port, a temporary SQLite database, the in-process
+//! store, `CLEANROOM_DEBUG_API=1`, `RUST_LOG=warn`), so the CPU and memory
+//! read from `/proc/<pid>` are the server's alone. Then, per room, N
+//! publishers and M subscribers join through the same HTTP and WebSocket
+//! path as the browser (`/api/create-room`, `/api/join`, `/ws/{code}`) and
+//! run a headless WebRTC client each ([`server::loadgen::RtcClient`]);
+//! publishers send synthetic Opus (50 packets/s) and VP8 (~33 packets/s),
+//! subscribers only receive. The SFU forwards every published track to
+//! every other participant of the room, publishers included.
+//!
+//! Sequence of one run: server up (`/readyz`), RSS noted; all publishers
+//! join (one at a time) and connect; then the subscribers join one at a
+//! time without waiting for media; once every subscriber heard every
+//! publisher of its room (or `--join-timeout` passed) and a one-second
+//! warm-up, a steady window of `--seconds` is measured:
+//!
+//! - forwarded packets/s: RTP packets received by all clients in the window,
+//!   divided by the window length (what the SFU delivered, not what it
+//!   tried to send);
+//! - server CPU seconds per 1 000 forwarded packets: utime + stime of the
+//!   server process in the window (from `/proc/<pid>/stat`, in clock ticks
+//!   of `getconf CLK_TCK`) over packets / 1 000; its inverse, forwarded
+//!   packets per server CPU-second, is comparable with "packets/s per core";
+//! - server RSS per participant: (VmRSS with everyone joined − VmRSS before
+//!   anyone joined) / participants;
+//! - join-to-first-packet: for each (subscriber, publisher) pair of a room,
+//!   from the moment the subscriber's join call starts to its first RTP
+//!   packet from that publisher; p50 and p95 over all pairs (nearest rank).
+//!
+//! The clients run in this process and share the machine's cores with the
+//! server; their CPU (this process's `/proc/self/stat`) is printed too so
+//! the split is visible. With `--runs K` the whole run (fresh server
+//! included) is repeated and the median of each figure is printed.
+//!
+//! Invariants: the child server is stopped (SIGTERM, then wait; SIGKILL
+//! after 10 s or on drop) and its database and log files are removed on
+//! every exit path of a run; every client is closed before the server stops.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use app::model::{JoinOutcome, RoomCode};
+use app::signal::{ClientMsg, ServerMsg};
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use server::loadgen::RtcClient;
+use server::media::IceSettings;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// The targets the figures are compared with.
+const TARGET_PPS_PER_CORE: f64 = 60_000.0;
+const TARGET_BYTES_PER_PARTICIPANT: f64 = 3_000_000.0;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "cleanroom-bench",
+    about = "SFU benchmark: N publishers and M subscribers per room against a real server."
+)]
+struct Args {
+    /// Rooms running at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    rooms: u32,
+    /// Publishers (audio + video) per room.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    publishers: u32,
+    /// Receive-only subscribers per room.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=64))]
+    subscribers: u32,
+    /// Length of the measured window, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    seconds: u64,
+    /// Runs (each with a fresh server); the median of each figure is printed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    runs: u32,
+    /// The `cleanroom` binary (default: next to this executable).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// How long to wait for every subscriber to hear every publisher.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=300))]
+    join_timeout: u64,
+}
+
+/// What can stop a run.
+#[derive(Debug, thiserror::Error)]
+enum BenchError {
+    /// The server binary did not start or did not become ready.
+    #[error("server: {0}")]
+    Server(String),
+    /// A socket or `/proc` read failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server's answer was not what the browser would get.
+    #[error("{0}")]
+    Protocol(String),
+    /// The headless client's media did not start.
+    #[error("media: {0}")]
+    Media(#[from] server::media::MediaError),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+// ---------------------------------------------------------------- /proc
+
+/// Process CPU time (utime + stime) in clock ticks; `None` = this process.
+fn cpu_ticks(pid: Option<u32>) -> Result<u64, BenchError> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(&path).map_err(io_err(path.clone()))?;
+    // Fields after the command name `(…)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (field(11), field(12)) {
+        (Some(utime), Some(stime)) => Ok(utime + stime),
+        _ => Err(BenchError::Protocol(format!("unexpected {path}"))),
+    }
+}
+
+/// Resident set size (VmRSS) in bytes.
+fn rss_bytes(pid: u32) -> Result<u64, BenchError> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(io_err(path.clone()))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| BenchError::Protocol(format!("no VmRSS in {path}")))
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, else the usual 100).
+fn clock_tick() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!("{cpus} CPUs ({model}), load average {}", load.join(" "))
+}
+
+// ---------------------------------------------------------------- HTTP
+
+/// A plain HTTP/1.1 reply (`Connection: close`).
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+fn form_encode(form: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b' ' => "+".to_owned(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    form.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = end + 2;
+        let stop = (start + size).min(body.len());
+        out.extend_from_slice(&body[start..stop]);
+        body = body.get(stop + 2..).unwrap_or_default();
+    }
+    out
+}
+
+/// One request on a fresh connection: what the bench needs of HTTP
+/// (a form POST or a GET, one cookie), without an HTTP client dependency.
+async fn request(
+    addr: SocketAddr,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&[(&str, &str)]>,
+) -> Result<Reply, BenchError> {
+    let what = format!("HTTP {path}");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io_err(what.clone()))?;
+    let mut head = format!(
+        "{} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n",
+        if form.is_some() { "POST" } else { "GET" }
+    );
+    if let Some(cookie) = cookie {
+        head.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    let body = form.map(form_encode).unwrap_or_default();
+    if form.is_some() {
+        head.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    stream.write_all(head.as_bytes()).await.map_err(io_err(what.clone()))?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.map_err(io_err(what.clone()))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| BenchError::Protocol(format!("{what}: no header end")))?;
+    let text = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| BenchError::Protocol(format!("{what}: no status line")))?;
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
+    let mut reply = Reply { status, headers, body: raw[split + 4..].to_vec() };
+    if reply.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        reply.body = dechunk(&reply.body);
+    }
+    Ok(reply)
+}
+
+/// A guest: one identity cookie, the lobby's and the room's calls.
+struct Guest {
+    addr: SocketAddr,
+    cookie: Option<String>,
+}
+
+impl Guest {
+    fn new(addr: SocketAddr) -> Self {
+        Self { addr, cookie: None }
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Result<Reply, BenchError> {
+        let reply = request(self.addr, path, self.cookie.as_deref(), Some(form)).await?;
+        for (k, v) in &reply.headers {
+            if k.eq_ignore_ascii_case("set-cookie") && v.starts_with("cleanroom_id=") {
+                self.cookie = v.split(';').next().map(str::to_owned);
+            }
+        }
+        if !(200..400).contains(&reply.status) {
+            let body = String::from_utf8_lossy(&reply.body);
+            return Err(BenchError::Protocol(format!("{path} answered {}: {body}", reply.status)));
+        }
+        Ok(reply)
+    }
+
+    async fn create_room(&mut self, name: &str) -> Result<RoomCode, BenchError> {
+        let reply = self.post("/api/create-room", &[("display_name", name)]).await?;
+        let location = reply.header("location").or_else(|| reply.header("serverfnredirect")).unwrap_or_default();
+        RoomCode::parse(location.trim_start_matches("/r/"))
+            .map_err(|_| BenchError::Protocol(format!("create-room redirected to `{location}`")))
+    }
+
+    async fn join(&mut self, room: &RoomCode, name: &str) -> Result<JoinOutcome, BenchError> {
+        let reply = self.post("/api/join", &[("code", room.as_str()), ("display_name", name)]).await?;
+        serde_json::from_slice(&reply.body).map_err(|e| BenchError::Protocol(format!("join outcome: {e}")))
+    }
+}
+
+// ---------------------------------------------------------------- server
+
+/// The `cleanroom` child process and its temporary files.
+struct ServerProcess {
+    child: tokio::process::Child,
+    pid: u32,
+    addr: SocketAddr,
+    /// The SQLite database and the server's log, removed at stop.
+    files: Vec<PathBuf>,
+}
+
+impl ServerProcess {
+    async fn start(bin: &Path) -> Result<Self, BenchError> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(io_err("a free loopback port"))?;
+        let tag = format!("cleanroom-bench-{}", uuid::Uuid::new_v4().simple());
+        let dir = std::env::temp_dir();
+        let db = dir.join(format!("{tag}.db"));
+        let log = dir.join(format!("{tag}.log"));
+        let log_file = std::fs::File::create(&log).map_err(io_err(log.display().to_string()))?;
+        let log_err = log_file.try_clone().map_err(io_err(log.display().to_string()))?;
+        let mut files = vec![log.clone(), db.clone()];
+        files.extend(["-wal", "-shm", "-journal"].map(|s| dir.join(format!("{tag}.db{s}"))));
+        let child = tokio::process::Command::new(bin)
+            .env_remove("REDIS_URL")
+            .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
+            .env("CLEANROOM_DEBUG_API", "1")
+            .env("CLEANROOM_ADDR", addr.to_string())
+            .env("CLEANROOM_ICE_ADDRS", "127.0.0.1")
+            .env_remove("CLEANROOM_ICE_PORTS")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BenchError::Server(format!("cannot start {}: {e}", bin.display())))?;
+        let pid = child.id().ok_or_else(|| BenchError::Server("no pid".into()))?;
+        let mut server = Self { child, pid, addr, files };
+        if let Err(e) = server.wait_ready().await {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            server.stop().await;
+            return Err(BenchError::Server(format!("{e}; its log:\n{tail}")));
+        }
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), BenchError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(BenchError::Server(format!("exited at start ({status})")));
+            }
+            if let Ok(reply) = request(self.addr, "/readyz", None, None).await {
+                if reply.status == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Server("not ready after 30 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, wait (10 s at most, then SIGKILL), remove the files.
+    async fn stop(mut self) {
+        let _ = tokio::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status().await;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            eprintln!("cleanroom-bench: server {} ignored SIGTERM for 10 s; killing it", self.pid);
+            let _ = self.child.kill().await;
+        }
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- clients
+
+/// One joined participant: its socket pump and its headless client.
+struct Participant {
+    id: String,
+    room: usize,
+    publisher: bool,
+    /// When its join call started.
+    joined_at: Instant,
+    client: Arc<RtcClient>,
+    stop: CancellationToken,
+    socket: tokio::task::JoinHandle<()>,
+}
+
+impl Participant {
+    async fn join(
+        mut guest: Guest,
+        room: usize,
+        code: &RoomCode,
+        name: &str,
+        publisher: bool,
+    ) -> Result<Self, BenchError> {
+        let joined_at = Instant::now();
+        let outcome = guest.join(code, name).await?;
+        let url = format!("ws://{}/ws/{code}?session={}", guest.addr, outcome.session_id);
+        let mut req = url.into_client_request().map_err(|e| BenchError::Protocol(format!("ws request: {e}")))?;
+        if let Some(cookie) = guest.cookie.as_deref().and_then(|c| c.parse::<HeaderValue>().ok()) {
+            req.headers_mut().insert("cookie", cookie);
+        }
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| BenchError::Protocol(format!("socket did not open: {e}")))?;
+        let (to_server, mut from_client) = mpsc::unbounded_channel::<ClientMsg>();
+        let ice = IceSettings::loopback();
+        let client = Arc::new(if publisher {
+            RtcClient::start(&ice, to_server).await?
+        } else {
+            RtcClient::start_receive_only(&ice, to_server).await?
+        });
+        let stop = CancellationToken::new();
+        let (pump_client, pump_stop) = (client.clone(), stop.clone());
+        // The browser's socket loop: heartbeat, client messages out, server messages in.
+        let socket = tokio::spawn(async move {
+            let mut heartbeat =
+                tokio::time::interval(Duration::from_millis(u64::from(app::signal::HEARTBEAT_INTERVAL_MS)));
+            loop {
+                let out = tokio::select! {
+                    () = pump_stop.cancelled() => break,
+                    _ = heartbeat.tick() => ClientMsg::Ping,
+                    Some(msg) = from_client.recv() => msg,
+                    frame = ws.next() => match frame {
+                        Some(Ok(Message::Text(t))) => {
+                            if let Ok(msg) = serde_json::from_str::<ServerMsg>(&t) {
+                                pump_client.deliver(msg);
+                            }
+                            continue;
+                        }
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                        Some(Ok(_)) => continue,
+                    },
+                };
+                let Ok(text) = serde_json::to_string(&out) else { continue };
+                if ws.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = ws.close(None).await;
+        });
+        Ok(Self { id: outcome.participant_id.as_str().to_owned(), room, publisher, joined_at, client, stop, socket })
+    }
+
+    fn received_total(&self) -> u64 {
+        self.client.stats().received().values().sum()
+    }
+
+    async fn close(self) {
+        self.stop.cancel();
+        let _ = self.socket.await;
+        self.client.close().await;
+    }
+}
+
+async fn close_all(people: Vec<Participant>) {
+    let closing = futures::future::join_all(people.into_iter().map(Participant::close));
+    if tokio::time::timeout(Duration::from_secs(15), closing).await.is_err() {
+        eprintln!("cleanroom-bench: some clients still closing after 15 s");
+    }
+}
+
+// ---------------------------------------------------------------- one run
+
+/// The figures of one run.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    window_s: f64,
+    egress_pps: f64,
+    expected_pps: f64,
+    ingress_pps: f64,
+    server_cores: f64,
+    cpu_s_per_1k: f64,
+    pkts_per_cpu_s: f64,
+    client_cores: f64,
+    rss_before: f64,
+    rss_joined: f64,
+    rss_per_participant: f64,
+    join_p50_ms: f64,
+    join_p95_ms: f64,
+    pairs_heard: f64,
+    pairs_total: f64,
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+async fn run_once(args: &Args, bin: &Path, tick: f64) -> Result<Figures, BenchError> {
+    let server = ServerProcess::start(bin).await?;
+    let mut people = Vec::new();
+    let result = measure(args, &server, tick, &mut people).await;
+    close_all(people).await;
+    server.stop().await;
+    result
+}
+
+/// Polls `done` every 20 ms for at most `limit`; whether it became true.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+async fn measure(
+    args: &Args,
+    server: &ServerProcess,
+    tick: f64,
+    people: &mut Vec<Participant>,
+) -> Result<Figures, BenchError> {
+    let rss_before = rss_bytes(server.pid)?;
+    let mut rooms = Vec::new();
+    for r in 0..args.rooms as usize {
+        let mut host = Guest::new(server.addr);
+        let code = host.create_room(&format!("host {r}")).await?;
+        rooms.push((code, Some(host)));
+    }
+    // Publishers first (the room creator is the first), then subscribers.
+    for (r, (code, host)) in rooms.iter_mut().enumerate() {
+        for p in 0..args.publishers {
+            let guest = host.take().unwrap_or_else(|| Guest::new(server.addr));
+            people.push(Participant::join(guest, r, code, &format!("pub {r}-{p}"), true).await?);
+        }
+    }
+    let limit = Duration::from_secs(args.join_timeout);
+    if !wait_until(limit, || people.iter().all(|p| p.client.stats().is_connected())).await {
+        eprintln!("cleanroom-bench: not every publisher connected within {limit:?}");
+    }
+    for (r, (code, _)) in rooms.iter().enumerate() {
+        for s in 0..args.subscribers {
+            let guest = Guest::new(server.addr);
+            people.push(Participant::join(guest, r, code, &format!("sub {r}-{s}"), false).await?);
+        }
+    }
+    let everyone: &[Participant] = people;
+    // Every (subscriber, publisher) pair of a room.
+    let pairs: Vec<(usize, usize)> = (0..everyone.len())
+        .filter(|&s| !everyone[s].publisher)
+        .flat_map(|s| {
+            (0..everyone.len())
+                .filter(move |&p| everyone[p].publisher && everyone[p].room == everyone[s].room)
+                .map(move |p| (s, p))
+        })
+        .collect();
+    let heard = || {
+        pairs.iter().filter(|&&(s, p)| everyone[s].client.stats().first_packet_from(&everyone[p].id).is_some()).count()
+    };
+    if !wait_until(limit, || heard() == pairs.len()).await {
+        eprintln!("cleanroom-bench: {} of {} pairs heard within {limit:?}", heard(), pairs.len());
+    }
+    let mut join_ms: Vec<f64> = pairs
+        .iter()
+        .filter_map(|&(s, p)| {
+            let first = everyone[s].client.stats().first_packet_from(&everyone[p].id)?;
+            Some(first.saturating_duration_since(everyone[s].joined_at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    join_ms.sort_by(f64::total_cmp);
+    // Warm-up, then the steady window.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = || everyone.iter().map(Participant::received_total).sum::<u64>();
+    let sent =
+        || everyone.iter().map(|p| p.client.stats().sent.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>();
+    let (rx0, tx0) = (received(), sent());
+    let (srv0, own0) = (cpu_ticks(Some(server.pid))?, cpu_ticks(None)?);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let (rx1, tx1) = (received(), sent());
+    let (srv1, own1) = (cpu_ticks(Some(server.pid))?, cpu_ticks(None)?);
+    let window_s = t0.elapsed().as_secs_f64();
+    let rss_joined = rss_bytes(server.pid)?;
+
+    let packets = (rx1 - rx0) as f64;
+    // Every packet a publisher sent should reach the room's other participants.
+    let ingress_pps = (tx1 - tx0) as f64 / window_s;
+    let server_cpu_s = (srv1 - srv0) as f64 / tick;
+    let participants = f64::from(args.rooms * (args.publishers + args.subscribers));
+    let (n, m) = (f64::from(args.publishers), f64::from(args.subscribers));
+    Ok(Figures {
+        window_s,
+        egress_pps: packets / window_s,
+        expected_pps: ingress_pps * (n - 1.0 + m),
+        ingress_pps,
+        server_cores: server_cpu_s / window_s,
+        cpu_s_per_1k: if packets > 0.0 { server_cpu_s / (packets / 1000.0) } else { f64::NAN },
+        pkts_per_cpu_s: if server_cpu_s > 0.0 { packets / server_cpu_s } else { f64::NAN },
+        client_cores: (own1 - own0) as f64 / tick / window_s,
+        rss_before: rss_before as f64,
+        rss_joined: rss_joined as f64,
+        rss_per_participant: (rss_joined as f64 - rss_before as f64) / participants,
+        join_p50_ms: percentile(&join_ms, 50.0),
+        join_p95_ms: percentile(&join_ms, 95.0),
+        pairs_heard: join_ms.len() as f64,
+        pairs_total: pairs.len() as f64,
+    })
+}
+
+// ---------------------------------------------------------------- report
+
+fn fmt_num(v: f64, decimals: usize) -> String {
+    if v.is_nan() {
+        return "n/a".to_owned();
+    }
+    let s = format!("{v:.decimals$}");
+    // Thousands separators for the integer part.
+    let (int, frac) = s.split_once('.').map_or((s.as_str(), None), |(i, f)| (i, Some(f)));
+    let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(' ');
+        }
+        grouped.push(c);
+    }
+    match frac {
+        Some(f) => format!("{sign}{grouped}.{f}"),
+        None => format!("{sign}{grouped}"),
+    }
+}
+
+/// One printed row: a label and how to show a figure.
+struct Row {
+    label: &'static str,
+    value: fn(&Figures) -> f64,
+    decimals: usize,
+}
+
+const MB: f64 = 1_000_000.0;
+
+const ROWS: &[Row] = &[
+    Row { label: "window (s)", value: |f| f.window_s, decimals: 2 },
+    Row { label: "ingress packets/s (sent by publishers)", value: |f| f.ingress_pps, decimals: 0 },
+    Row { label: "forwarded packets/s (received by all clients)", value: |f| f.egress_pps, decimals: 0 },
+    Row { label: "  expected (sent × other participants of the room)", value: |f| f.expected_pps, decimals: 0 },
+    Row { label: "  delivered / expected", value: |f| f.egress_pps / f.expected_pps, decimals: 3 },
+    Row { label: "server CPU (cores busy)", value: |f| f.server_cores, decimals: 3 },
+    Row { label: "server CPU s per 1 000 forwarded packets", value: |f| f.cpu_s_per_1k, decimals: 4 },
+    Row { label: "forwarded packets per server CPU-second", value: |f| f.pkts_per_cpu_s, decimals: 0 },
+    Row {
+        label: "  ratio to target 60 000 pkt/s per core",
+        value: |f| f.pkts_per_cpu_s / TARGET_PPS_PER_CORE,
+        decimals: 3,
+    },
+    Row { label: "clients CPU (cores busy, bench process)", value: |f| f.client_cores, decimals: 3 },
+    Row { label: "server RSS before anyone joined (MB)", value: |f| f.rss_before / MB, decimals: 1 },
+    Row { label: "server RSS with everyone joined (MB)", value: |f| f.rss_joined / MB, decimals: 1 },
+    Row { label: "server RSS per participant (MB)", value: |f| f.rss_per_participant / MB, decimals: 2 },
+    Row {
+        label: "  ratio to target 3 MB",
+        value: |f| f.rss_per_participant / TARGET_BYTES_PER_PARTICIPANT,
+        decimals: 2,
+    },
+    Row { label: "join-to-first-packet p50 (ms)", value: |f| f.join_p50_ms, decimals: 0 },
+    Row { label: "join-to-first-packet p95 (ms)", value: |f| f.join_p95_ms, decimals: 0 },
+    Row { label: "(subscriber, publisher) pairs heard", value: |f| f.pairs_heard, decimals: 0 },
+    Row { label: "  of pairs", value: |f| f.pairs_total, decimals: 0 },
+];
+
+fn report(args: &Args, runs: &[Figures]) {
+    let width = ROWS.iter().map(|r| r.label.chars().count()).max().unwrap_or(0);
+    let mut header = format!("{:width$}", "");
+    for i in 1..=runs.len() {
+        header.push_str(&format!("{:>12}", format!("run {i}")));
+    }
+    if runs.len() > 1 {
+        header.push_str(&format!("{:>12}", "median"));
+    }
+    println!("{header}");
+    for row in ROWS {
+        let values: Vec<f64> = runs.iter().map(row.value).collect();
+        let mut line = format!("{:width$}", row.label);
+        for v in &values {
+            line.push_str(&format!("{:>12}", fmt_num(*v, row.decimals)));
+        }
+        if runs.len() > 1 {
+            line.push_str(&format!("{:>12}", fmt_num(median(values), row.decimals)));
+        }
+        println!("{line}");
+    }
+    let med = |f: fn(&Figures) -> f64| median(runs.iter().map(f).collect());
+    println!(
+        "summary columns: | rooms × publishers×subscribers | forwarded pkt/s | delivered/expected | server cores busy \
+         | server CPU s per 1 000 pkt | pkt per server CPU-s | server RSS per participant (MB) \
+         | join-to-first-packet p50 / p95 (ms) | clients cores busy | pairs not heard |"
+    );
+    println!(
+        "summary ({} of {} runs): | {} × {}×{} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+        if runs.len() > 1 { "median" } else { "single" },
+        runs.len(),
+        args.rooms,
+        args.publishers,
+        args.subscribers,
+        fmt_num(med(|f| f.egress_pps), 0),
+        fmt_num(med(|f| f.egress_pps / f.expected_pps), 3),
+        fmt_num(med(|f| f.server_cores), 2),
+        fmt_num(med(|f| f.cpu_s_per_1k), 4),
+        fmt_num(med(|f| f.pkts_per_cpu_s), 0),
+        fmt_num(med(|f| f.rss_per_participant / MB), 2),
+        fmt_num(med(|f| f.join_p50_ms), 0),
+        fmt_num(med(|f| f.join_p95_ms), 0),
+        fmt_num(med(|f| f.client_cores), 2),
+        fmt_num(med(|f| f.pairs_total - f.pairs_heard), 0),
+    );
+}
+
+fn default_server() -> Option<PathBuf> {
+    let me = std::env::current_exe().ok()?;
+    Some(me.with_file_name("cleanroom"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let Some(bin) = args.server.clone().or_else(default_server) else {
+        eprintln!("cleanroom-bench: no --server given and no `cleanroom` next to this executable");
+        return ExitCode::from(2);
+    };
+    if !bin.is_file() {
+        eprintln!(
+            "cleanroom-bench: {} not found; build it with `cargo build --release -p server --bin cleanroom` or pass --server",
+            bin.display()
+        );
+        return ExitCode::from(2);
+    }
+    let tick = clock_tick();
+    let participants = args.rooms * (args.publishers + args.subscribers);
+    println!(
+        "cleanroom-bench: {} room(s) × ({} publishers + {} subscribers) = {participants} participants, \
+         {} s window, {} run(s)",
+        args.rooms, args.publishers, args.subscribers, args.seconds, args.runs
+    );
+    println!("machine: {}; the server and the clients share these CPUs", machine());
+    println!("server: {} (SQLite temp DB, in-process store, RUST_LOG=warn); CLK_TCK {tick}", bin.display());
+    let mut runs = Vec::new();
+    for i in 1..=args.runs {
+        match run_once(&args, &bin, tick).await {
+            Ok(f) => runs.push(f),
+            Err(e) => {
+                eprintln!("cleanroom-bench: run {i} failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    report(&args, &runs);
+    ExitCode::SUCCESS
+}
