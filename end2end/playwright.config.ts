@@ -2,6 +2,8 @@ import { defineConfig } from '@playwright/test';
 
 // The server is started by scripts/test.sh (once per deployment) and its
 // address handed over in BASE_URL. Chromium is Debian's, never a download.
+const BASE_URL = process.env.BASE_URL ?? 'http://127.0.0.1:3000';
+
 export default defineConfig({
   testDir: './tests',
   timeout: 60_000,
@@ -12,7 +14,7 @@ export default defineConfig({
   reporter: [['list']],
   outputDir: './test-results',
   use: {
-    baseURL: process.env.BASE_URL ?? 'http://127.0.0.1:3000',
+    baseURL: BASE_URL,
     viewport: { width: 1280, height: 720 },
     trace: 'retain-on-failure',
     launchOptions: {

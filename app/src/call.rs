@@ -55,6 +55,9 @@ pub struct CallStore {
     pub connection: RwSignal<ConnectionState>,
     /// A message for the person that outlives the call (e.g. why it ended).
     pub notice: RwSignal<Option<String>>,
+    /// The last call ended because the connection was lost (shown as
+    /// `disconnected`, with a way to rejoin).
+    pub lost: RwSignal<bool>,
     /// Remote media by stream id (= the publisher's participant id).
     #[cfg(feature = "hydrate")]
     pub streams: RwSignal<std::collections::HashMap<String, web_sys::MediaStream>, LocalStorage>,
@@ -76,6 +79,7 @@ impl CallStore {
             participants: RwSignal::new(Vec::new()),
             connection: RwSignal::new(ConnectionState::Disconnected),
             notice: RwSignal::new(None),
+            lost: RwSignal::new(false),
             #[cfg(feature = "hydrate")]
             streams: RwSignal::new_local(std::collections::HashMap::new()),
             #[cfg(feature = "hydrate")]
@@ -86,6 +90,7 @@ impl CallStore {
     /// Takes the server's answer to a join.
     pub fn enter(&self, outcome: JoinOutcome) {
         self.notice.set(None);
+        self.lost.set(false);
         self.participants.set(outcome.roster);
         self.connection.set(ConnectionState::Connecting);
         self.me.set(Some(Me {

@@ -216,6 +216,27 @@ impl LeaveReason {
     }
 }
 
+/// Whether a participant's connection is answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Presence {
+    /// Heartbeats arrive.
+    #[default]
+    Connected,
+    /// Silent for longer than the suspect time, or the socket dropped; removed
+    /// unless it comes back within the grace window.
+    Reconnecting,
+}
+
+impl Presence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Presence::Connected => "connected",
+            Presence::Reconnecting => "reconnecting",
+        }
+    }
+}
+
 /// What the room page needs before joining.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoomInfo {
@@ -240,6 +261,8 @@ pub struct ParticipantView {
     pub state: ParticipantState,
     /// Milliseconds since the Unix epoch; orders the roster by arrival.
     pub joined_at_ms: i64,
+    #[serde(default)]
+    pub presence: Presence,
 }
 
 /// The answer to a join: the caller's session and the room as it stands.

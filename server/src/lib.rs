@@ -120,6 +120,7 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     };
     spawn_lease(&state);
     spawn_media_ends(&state, end_requests);
+    spawn_liveness(&state, Duration::from_millis(config.suspect_ms), Duration::from_millis(config.remove_ms));
     Ok(state)
 }
 
@@ -139,6 +140,26 @@ fn spawn_media_ends(state: &AppState, mut requests: tokio::sync::mpsc::Unbounded
             };
             if let Err(e) = rooms.end_session(&request.room, &request.session, &request.user, request.reason).await {
                 tracing::warn!(room = %request.room, session = %request.session, error = %e, "session not fully ended");
+            }
+        }
+    });
+}
+
+/// Abrupt-loss detection: sweeps often enough that a session is shown as
+/// reconnecting within `suspect` of its last sign of life and removed within
+/// `remove` (each threshold is lowered by one tick to keep that promise).
+fn spawn_liveness(state: &AppState, suspect: Duration, remove: Duration) {
+    let tick = (suspect / 10).clamp(Duration::from_millis(20), Duration::from_millis(100));
+    let (suspect, remove) = (suspect.saturating_sub(tick), remove.saturating_sub(tick));
+    let rooms = state.rooms.clone();
+    let stop = state.shutdown.clone();
+    state.tasks.spawn(async move {
+        let mut every = tokio::time::interval(tick);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = every.tick() => rooms.sweep(suspect, remove).await,
             }
         }
     });

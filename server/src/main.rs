@@ -39,16 +39,21 @@ fn main() -> ExitCode {
 fn leptos_options(config: &Config) -> LeptosOptions {
     let file = std::path::Path::new("Leptos.toml");
     let loaded = if file.exists() {
-        leptos::config::get_configuration(Some("Leptos.toml"))
+        Some(leptos::config::get_configuration(Some("Leptos.toml")))
+    } else if std::env::var_os("LEPTOS_OUTPUT_NAME").is_some() {
+        Some(leptos::config::get_configuration(None))
     } else {
-        leptos::config::get_configuration(None)
+        None
     };
+    let defaults =
+        || LeptosOptions::builder().output_name("cleanroom").site_root("target/site").site_pkg_dir("pkg").build();
     let mut options = match loaded {
-        Ok(conf) => conf.leptos_options,
-        Err(e) => {
+        Some(Ok(conf)) => conf.leptos_options,
+        Some(Err(e)) => {
             tracing::warn!(error = %e, "Leptos settings not read; using defaults");
-            LeptosOptions::builder().output_name("cleanroom").build()
+            defaults()
         }
+        None => defaults(),
     };
     options.site_addr = config.addr;
     options

@@ -4,8 +4,9 @@
 //! the session cancels them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use app::model::{LeaveReason, ParticipantId, RoomCode, SessionId, UserId};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,35 @@ pub struct LiveSession {
     closed: AtomicBool,
     /// Why the session closed (set with `closed`).
     reason: OnceLock<LeaveReason>,
+    /// Process-clock milliseconds of the last sign of life (join, any frame).
+    last_seen_ms: AtomicU64,
+    /// Signalling sockets attached right now (a reconnect may briefly overlap the old one).
+    sockets: AtomicUsize,
+    /// Whether a socket was ever attached.
+    connected_once: AtomicBool,
+    /// Whether peers are shown this session as reconnecting.
+    suspect: AtomicBool,
+}
+
+/// Milliseconds since the first call in this process (monotonic).
+fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the liveness sweep should do with a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Answering; nothing to do.
+    Alive,
+    /// Just turned silent or lost its socket: show it as reconnecting.
+    TurnedSuspect,
+    /// Came back: show it as connected again.
+    Recovered,
+    /// Still suspect, inside the grace window.
+    StillSuspect,
+    /// Silent for the whole grace window: remove it for this reason.
+    Lost(LeaveReason),
 }
 
 impl LiveSession {
@@ -33,7 +63,59 @@ impl LiveSession {
         participant: ParticipantId,
         cancel: CancellationToken,
     ) -> Self {
-        Self { id, room, user, participant, cancel, closed: AtomicBool::new(false), reason: OnceLock::new() }
+        Self {
+            id,
+            room,
+            user,
+            participant,
+            cancel,
+            closed: AtomicBool::new(false),
+            reason: OnceLock::new(),
+            last_seen_ms: AtomicU64::new(clock_ms()),
+            sockets: AtomicUsize::new(0),
+            connected_once: AtomicBool::new(false),
+            suspect: AtomicBool::new(false),
+        }
+    }
+
+    /// Records a sign of life (a frame from the client).
+    pub fn touch(&self) {
+        self.last_seen_ms.store(clock_ms(), Ordering::Release);
+    }
+
+    /// How long the session has been silent.
+    pub fn silent_for(&self) -> Duration {
+        Duration::from_millis(clock_ms().saturating_sub(self.last_seen_ms.load(Ordering::Acquire)))
+    }
+
+    /// Attaches a signalling socket until the guard drops.
+    pub fn attach_socket(self: &Arc<Self>) -> SocketGuard {
+        self.sockets.fetch_add(1, Ordering::AcqRel);
+        self.connected_once.store(true, Ordering::Release);
+        self.touch();
+        SocketGuard { session: self.clone() }
+    }
+
+    /// Decides the session's liveness: suspect once silent for `suspect_after`
+    /// or when its socket is gone; lost once silent for `remove_after`.
+    pub fn assess(&self, suspect_after: Duration, remove_after: Duration) -> Liveness {
+        let silent = self.silent_for();
+        let detached = self.sockets.load(Ordering::Acquire) == 0;
+        let connected_once = self.connected_once.load(Ordering::Acquire);
+        if silent >= remove_after {
+            return Liveness::Lost(if detached && connected_once {
+                LeaveReason::SocketClosed
+            } else {
+                LeaveReason::HeartbeatLost
+            });
+        }
+        let suspect = silent >= suspect_after || (detached && connected_once);
+        match (suspect, self.suspect.swap(suspect, Ordering::AcqRel)) {
+            (true, false) => Liveness::TurnedSuspect,
+            (true, true) => Liveness::StillSuspect,
+            (false, true) => Liveness::Recovered,
+            (false, false) => Liveness::Alive,
+        }
     }
 
     /// Closes the live part of the session: records the reason and cancels
@@ -59,6 +141,18 @@ impl LiveSession {
     /// A token cancelled when the session closes.
     pub fn token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+}
+
+/// A socket's attachment to its session; detaches on drop.
+#[derive(Debug)]
+pub struct SocketGuard {
+    session: Arc<LiveSession>,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.session.sockets.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -154,6 +248,33 @@ mod tests {
         );
         parent.cancel();
         assert!(s.token().is_cancelled());
+    }
+
+    #[test]
+    fn liveness_goes_suspect_then_lost_and_recovers_on_a_frame() {
+        let s = Arc::new(session());
+        let (suspect, remove) = (Duration::from_millis(40), Duration::from_millis(120));
+        assert_eq!(s.assess(suspect, remove), Liveness::Alive);
+        let guard = s.attach_socket();
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(s.assess(suspect, remove), Liveness::TurnedSuspect);
+        assert_eq!(s.assess(suspect, remove), Liveness::StillSuspect);
+        s.touch();
+        assert_eq!(s.assess(suspect, remove), Liveness::Recovered);
+        drop(guard);
+        assert_eq!(s.assess(suspect, remove), Liveness::TurnedSuspect, "a dropped socket is suspect at once");
+        std::thread::sleep(Duration::from_millis(130));
+        assert_eq!(s.assess(suspect, remove), Liveness::Lost(LeaveReason::SocketClosed));
+        s.close(LeaveReason::SocketClosed);
+    }
+
+    #[test]
+    fn a_session_that_never_connects_is_lost_as_silent() {
+        let s = session();
+        std::thread::sleep(Duration::from_millis(30));
+        let lost = s.assess(Duration::from_millis(10), Duration::from_millis(20));
+        assert_eq!(lost, Liveness::Lost(LeaveReason::HeartbeatLost));
+        s.close(LeaveReason::HeartbeatLost);
     }
 
     #[test]

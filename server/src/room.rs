@@ -7,12 +7,12 @@
 //! the history row) is removed keyed by session id.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use app::error::AppError;
 use app::model::{
-    JoinOutcome, LeaveReason, ParticipantId, ParticipantState, ParticipantView, Role, RoomCode, RoomInfo, SessionId,
-    UserId,
+    JoinOutcome, LeaveReason, ParticipantId, ParticipantState, ParticipantView, Presence, Role, RoomCode, RoomInfo,
+    SessionId, UserId,
 };
 use app::ports::{Identity, RoomService};
 use app::signal::ServerMsg;
@@ -23,7 +23,7 @@ use crate::db::{self, Db, DbError};
 use crate::hub::Hub;
 use crate::media::Sfu;
 use crate::metrics as m;
-use crate::participant::{LiveSession, SessionRegistry};
+use crate::participant::{LiveSession, Liveness, SessionRegistry};
 use crate::store::{LiveStore, MemberEntry, StoreError};
 
 fn now_ms() -> i64 {
@@ -124,6 +124,31 @@ impl Rooms {
         Ok(())
     }
 
+    /// One pass of abrupt-loss detection over this node's sessions: shows
+    /// silent ones as reconnecting, recovers those that came back, and ends
+    /// those silent for the whole grace window.
+    pub async fn sweep(&self, suspect_after: Duration, remove_after: Duration) {
+        for live in self.sessions.all() {
+            let presence = match live.assess(suspect_after, remove_after) {
+                Liveness::Alive | Liveness::StillSuspect => continue,
+                Liveness::TurnedSuspect => Presence::Reconnecting,
+                Liveness::Recovered => Presence::Connected,
+                Liveness::Lost(reason) => {
+                    if let Err(e) = self.end_session(&live.room, &live.id, &live.user, reason).await {
+                        tracing::warn!(session = %live.id, error = %e, "lost session not fully ended");
+                    }
+                    continue;
+                }
+            };
+            tracing::info!(room = %live.room, session = %live.id, presence = presence.as_str(), "presence");
+            match self.store.set_presence(&live.room, &live.id, presence).await {
+                Ok(true) => self.broadcast_roster(&live.room).await,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(session = %live.id, error = %e, "presence not recorded"),
+            }
+        }
+    }
+
     /// Ends every live session of this node (process shutdown).
     pub async fn shutdown(&self) {
         for live in self.sessions.all() {
@@ -198,6 +223,7 @@ impl RoomService for Rooms {
             state,
             node: self.node_id.clone(),
             joined_at_ms: now_ms(),
+            presence: Presence::Connected,
         };
 
         // Store first; if the database then fails, undo the store write so

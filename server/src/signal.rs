@@ -66,6 +66,7 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let mut updates = rooms.hub().subscribe(&live.room);
     let ended = live.token();
+    let _attached = live.attach_socket();
     tracing::debug!(session = %live.id, room = %live.room, "socket open");
     if let Ok(participants) = rooms.roster(&live.room).await {
         let _ = tx.send(text(&ServerMsg::Roster { participants })).await;
@@ -115,7 +116,7 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
                     break;
                 }
             }
-            incoming = rx.next() => match incoming {
+            incoming = rx.next() => match incoming.inspect(|frame| if frame.is_ok() { live.touch() }) {
                 Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientMsg>(&t) {
                     Ok(ClientMsg::Ping) => {
                         if tx.send(text(&ServerMsg::Pong)).await.is_err() {

@@ -13,7 +13,7 @@
 use std::panic::{resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use app::model::{ParticipantId, ParticipantState, Role, RoomCode, SessionId, UserId};
+use app::model::{ParticipantId, ParticipantState, Presence, Role, RoomCode, SessionId, UserId};
 use futures::TryStreamExt;
 use server::store::memory::MemoryStore;
 use server::store::redis::RedisStore;
@@ -46,6 +46,7 @@ fn member(session: &str, user: &str, joined_at_ms: i64) -> MemberEntry {
         state: ParticipantState::Active,
         node: "node-1".into(),
         joined_at_ms,
+        presence: Presence::Connected,
     }
 }
 
@@ -430,6 +431,26 @@ async fn room_keys_layout_and_isolation(store: &dyn LiveStore, prefix: &str) {
 }
 
 /// Node leases: renew, drop, expiry.
+/// Presence changes only touch a session that is still a member.
+async fn presence_only_for_members(store: &dyn LiveStore, _prefix: &str) {
+    let room = RoomCode::parse("abc-defg-hij").unwrap();
+    let ada = member("s1", "u1", 1);
+    store.put_member(&room, &ada).await.unwrap();
+    assert!(store.set_presence(&room, &ada.session, Presence::Reconnecting).await.unwrap());
+    assert!(!store.set_presence(&room, &ada.session, Presence::Reconnecting).await.unwrap(), "no change, no write");
+    assert_eq!(store.members(&room).await.unwrap()[0].presence, Presence::Reconnecting);
+    assert!(store.set_presence(&room, &ada.session, Presence::Connected).await.unwrap());
+    assert_eq!(store.members(&room).await.unwrap()[0].view().presence, Presence::Connected);
+    store.remove_session(&room, &ada.session, &ada.user).await.unwrap();
+    assert!(!store.set_presence(&room, &ada.session, Presence::Reconnecting).await.unwrap());
+    assert!(store.members(&room).await.unwrap().is_empty(), "a late presence write never re-creates a member");
+    let pending = waiting("s2", "u2", 2);
+    store.put_pending(&room, &pending).await.unwrap();
+    assert!(!store.set_presence(&room, &pending.session, Presence::Reconnecting).await.unwrap());
+    store.remove_session(&room, &pending.session, &pending.user).await.unwrap();
+    assert_room_empty(store, &room).await;
+}
+
 async fn leases(store: &dyn LiveStore, _prefix: &str) {
     assert!(store.live_nodes().await.unwrap().is_empty());
 
@@ -544,5 +565,6 @@ conformance!(
     remove_session_removes_everything,
     remove_old_session_spares_new_one,
     room_keys_layout_and_isolation,
+    presence_only_for_members,
     leases,
 );

@@ -12,11 +12,11 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{CloseEvent, Event, MediaStream, MediaStreamConstraints, MediaStreamTrack, MessageEvent, WebSocket};
 
-use leptos::prelude::{GetUntracked, Set};
+use leptos::prelude::{GetUntracked, Set, WithUntracked};
 
 use crate::call::{CallStore, ConnectionState};
 use crate::model::{RoomCode, SessionId};
-use crate::signal::{ClientMsg, ServerMsg, HEARTBEAT_INTERVAL_MS};
+use crate::signal::{close_code, ClientMsg, ServerMsg, HEARTBEAT_INTERVAL_MS};
 
 /// Where `navigator.sendBeacon` posts a leave.
 pub const LEAVE_BEACON_PATH: &str = "/api/beacon/leave";
@@ -25,15 +25,205 @@ fn window() -> Result<web_sys::Window, JsValue> {
     web_sys::window().ok_or_else(|| JsValue::from_str("no window"))
 }
 
-/// The room's signalling socket with its handlers and heartbeat, and the
-/// peer connection it negotiates.
-pub struct Connection {
+/// Silence after which the page treats its socket as dead (the server's
+/// default suspect time), and how long it keeps trying to resume before it
+/// gives up (the server's default removal time).
+const DEAD_AFTER_MS: f64 = 3_000.0;
+const GIVE_UP_AFTER_MS: f64 = 10_000.0;
+/// The watchdog's period.
+const TICK_MS: i32 = 250;
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// Reconnect delay after `attempts` failed tries: 250 ms doubling to 2 s.
+fn backoff_ms(attempts: u32) -> f64 {
+    f64::from(250u32.saturating_mul(1 << attempts.min(3)))
+}
+
+/// The socket currently in use, shared with the peer connection (which
+/// sends its answers and candidates through it).
+pub type SocketSlot = Rc<std::cell::RefCell<Option<WebSocket>>>;
+
+/// One attempt's socket and its handlers; detaches and closes on drop.
+struct Attempt {
     ws: WebSocket,
-    peer: Option<Rc<peer::Peer>>,
-    heartbeat: Option<i32>,
     _on_open: Closure<dyn FnMut()>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Attempt {
+    fn detach(&self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close_with_code_and_reason(1000, "leave");
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Connection state shared by the handlers (which hold it weakly).
+struct Link {
+    url: String,
+    store: CallStore,
+    peer: Option<Rc<peer::Peer>>,
+    slot: SocketSlot,
+    attempt: std::cell::RefCell<Option<Attempt>>,
+    /// Attempts replaced from inside their own handlers, dropped on the next tick.
+    retired: std::cell::RefCell<Vec<Attempt>>,
+    last_heard: std::cell::Cell<f64>,
+    last_ping: std::cell::Cell<f64>,
+    lost_since: std::cell::Cell<Option<f64>>,
+    next_try: std::cell::Cell<f64>,
+    failures: std::cell::Cell<u32>,
+    finished: std::cell::Cell<bool>,
+}
+
+impl Link {
+    fn connect(self: &Rc<Self>) -> Result<(), JsValue> {
+        let ws = WebSocket::new(&self.url)?;
+        let link = Rc::downgrade(self);
+        let on_open = Closure::<dyn FnMut()>::new(move || {
+            let Some(link) = link.upgrade() else { return };
+            link.failures.set(0);
+            link.lost_since.set(None);
+            link.last_heard.set(now_ms());
+            let _ = link.store.connection.try_set(ConnectionState::Connected);
+        });
+        let link = Rc::downgrade(self);
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            let Some(link) = link.upgrade() else { return };
+            link.last_heard.set(now_ms());
+            let Some(text) = ev.data().as_string() else { return };
+            match serde_json::from_str::<ServerMsg>(&text) {
+                Ok(msg @ (ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. })) => {
+                    if let Some(peer) = &link.peer {
+                        peer.handle(msg);
+                    }
+                }
+                Ok(msg) => {
+                    link.store.apply(msg);
+                    peer::Peer::prune(link.store);
+                }
+                Err(e) => leptos::logging::warn!("ignoring a malformed signalling message: {e}"),
+            }
+        });
+        let link = Rc::downgrade(self);
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |ev: CloseEvent| {
+            let Some(link) = link.upgrade() else { return };
+            match ev.code() {
+                // The server no longer knows the session: nothing to resume.
+                close_code::UNKNOWN_SESSION | close_code::SESSION_ENDED => link.give_up(),
+                _ => link.lose(),
+            }
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        *self.slot.borrow_mut() = Some(ws.clone());
+        let previous =
+            self.attempt.replace(Some(Attempt { ws, _on_open: on_open, _on_message: on_message, _on_close: on_close }));
+        if let Some(old) = previous {
+            old.detach();
+            self.retired.borrow_mut().push(old);
+        }
+        Ok(())
+    }
+
+    /// The socket died (closed, or silent too long): show reconnecting and retry.
+    fn lose(&self) {
+        if self.finished.get() {
+            return;
+        }
+        if let Some(old) = self.attempt.borrow_mut().take() {
+            old.detach();
+            self.retired.borrow_mut().push(old);
+        }
+        *self.slot.borrow_mut() = None;
+        let now = now_ms();
+        if self.lost_since.get().is_none() {
+            self.lost_since.set(Some(now));
+        }
+        self.next_try.set(now + backoff_ms(self.failures.get()));
+        let _ = self.store.connection.try_set(ConnectionState::Reconnecting);
+    }
+
+    /// The session cannot be resumed: tear down locally and offer a rejoin.
+    fn give_up(&self) {
+        if self.finished.replace(true) {
+            return;
+        }
+        if let Some(old) = self.attempt.borrow_mut().take() {
+            old.detach();
+            self.retired.borrow_mut().push(old);
+        }
+        *self.slot.borrow_mut() = None;
+        if let Some(peer) = &self.peer {
+            peer.close();
+        }
+        if self.store.me.try_with_untracked(Option::is_some) == Some(true) {
+            self.store.reset();
+            let _ = self.store.lost.try_set(true);
+            let _ = self.store.notice.try_set(Some("The connection was lost and you left the meeting.".into()));
+        }
+    }
+
+    /// The watchdog: heartbeats, dead-socket detection, retries, giving up.
+    fn tick(self: &Rc<Self>) {
+        self.retired.borrow_mut().clear();
+        if self.finished.get() {
+            return;
+        }
+        let now = now_ms();
+        let open = self.attempt.borrow().as_ref().map(|a| a.ws.ready_state());
+        match open {
+            Some(WebSocket::OPEN) => {
+                if now - self.last_ping.get() >= f64::from(HEARTBEAT_INTERVAL_MS) {
+                    self.last_ping.set(now);
+                    if let (Some(ws), Ok(ping)) = (self.slot.borrow().as_ref(), serde_json::to_string(&ClientMsg::Ping))
+                    {
+                        let _ = ws.send_with_str(&ping);
+                    }
+                }
+                if now - self.last_heard.get() > DEAD_AFTER_MS {
+                    self.lose();
+                }
+            }
+            Some(_) => {
+                // Still connecting: a connection attempt that hangs counts as a failure.
+                if self.lost_since.get().is_some() && now >= self.next_try.get() + 2_000.0 {
+                    self.failures.set(self.failures.get() + 1);
+                    self.lose();
+                }
+            }
+            None => {
+                if now >= self.next_try.get() {
+                    self.failures.set(self.failures.get() + 1);
+                    self.next_try.set(now + backoff_ms(self.failures.get()) + 2_000.0);
+                    if let Err(e) = self.connect() {
+                        leptos::logging::warn!("reconnect failed: {e:?}");
+                    }
+                }
+            }
+        }
+        if self.lost_since.get().is_some_and(|since| now - since > GIVE_UP_AFTER_MS) {
+            self.give_up();
+        }
+    }
+}
+
+/// The room's signalling socket (reconnected with backoff after a loss,
+/// resuming the same session) and the peer connection it negotiates.
+pub struct Connection {
+    link: Rc<Link>,
+    ticker: Option<i32>,
     _tick: Closure<dyn FnMut()>,
 }
 
@@ -48,69 +238,53 @@ impl Connection {
         let location = window.location();
         let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
         let url = format!("{scheme}://{}/ws/{code}?session={session}", location.host()?);
-        let ws = WebSocket::new(&url)?;
         store.connection.set(ConnectionState::Connecting);
-        let peer = match peer::Peer::new(ws.clone(), local, store) {
+        let slot: SocketSlot = Rc::default();
+        let peer = match peer::Peer::new(slot.clone(), local, store) {
             Ok(p) => Some(p),
             Err(e) => {
                 leptos::logging::warn!("no media connection: {e:?}");
                 None
             }
         };
-        let media = peer.clone();
-
-        let on_open = Closure::<dyn FnMut()>::new(move || {
-            let _ = store.connection.try_set(ConnectionState::Connected);
+        let now = now_ms();
+        let link = Rc::new(Link {
+            url,
+            store,
+            peer,
+            slot,
+            attempt: Default::default(),
+            retired: Default::default(),
+            last_heard: now.into(),
+            last_ping: now.into(),
+            lost_since: Default::default(),
+            next_try: now.into(),
+            failures: Default::default(),
+            finished: Default::default(),
         });
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            let Some(text) = ev.data().as_string() else { return };
-            match serde_json::from_str::<ServerMsg>(&text) {
-                Ok(msg @ (ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. })) => {
-                    if let Some(peer) = &media {
-                        peer.handle(msg);
-                    }
-                }
-                Ok(msg) => {
-                    store.apply(msg);
-                    peer::Peer::prune(store);
-                }
-                Err(e) => leptos::logging::warn!("ignoring a malformed signalling message: {e}"),
-            }
-        });
-        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |_ev: CloseEvent| {
-            let _ = store.connection.try_set(ConnectionState::Disconnected);
-        });
-        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-
-        let ping = serde_json::to_string(&ClientMsg::Ping).unwrap_or_default();
-        let socket = ws.clone();
+        link.connect()?;
+        let weak = Rc::downgrade(&link);
         let tick = Closure::<dyn FnMut()>::new(move || {
-            if socket.ready_state() == WebSocket::OPEN {
-                let _ = socket.send_with_str(&ping);
+            if let Some(link) = weak.upgrade() {
+                link.tick();
             }
         });
-        let heartbeat = window
-            .set_interval_with_callback_and_timeout_and_arguments_0(
-                tick.as_ref().unchecked_ref(),
-                HEARTBEAT_INTERVAL_MS as i32,
-            )
-            .ok();
-        Ok(Self { ws, peer, heartbeat, _on_open: on_open, _on_message: on_message, _on_close: on_close, _tick: tick })
+        let ticker =
+            window.set_interval_with_callback_and_timeout_and_arguments_0(tick.as_ref().unchecked_ref(), TICK_MS).ok();
+        Ok(Self { link, ticker, _tick: tick })
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        if let (Ok(w), Some(id)) = (window(), self.heartbeat) {
+        if let (Ok(w), Some(id)) = (window(), self.ticker) {
             w.clear_interval_with_handle(id);
         }
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
-        let _ = self.ws.close_with_code_and_reason(1000, "leave");
-        if let Some(peer) = self.peer.take() {
+        self.link.finished.set(true);
+        drop(self.link.attempt.borrow_mut().take());
+        self.link.retired.borrow_mut().clear();
+        *self.link.slot.borrow_mut() = None;
+        if let Some(peer) = &self.link.peer {
             peer.close();
         }
     }
@@ -126,8 +300,15 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn start(code: &RoomCode, session: &SessionId, store: CallStore, local: Option<MediaStream>) -> Self {
-        let connection = match Connection::open(code, session, store, local.clone()) {
+    /// Starts owning a call: from this moment a `pagehide` sends the leave.
+    pub fn new(store: CallStore) -> Self {
+        Self { connection: None, local: None, _pagehide: PageHideGuard::install(store) }
+    }
+
+    /// Opens the signalling socket and the peer connection with our media.
+    pub fn connect(&mut self, code: &RoomCode, session: &SessionId, store: CallStore, local: Option<MediaStream>) {
+        self.local = local.clone();
+        self.connection = match Connection::open(code, session, store, local) {
             Ok(c) => Some(c),
             Err(e) => {
                 leptos::logging::warn!("signalling socket not opened: {e:?}");
@@ -135,7 +316,6 @@ impl Call {
                 None
             }
         };
-        Self { connection, local, _pagehide: PageHideGuard::install(store) }
     }
 }
 

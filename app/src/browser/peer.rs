@@ -49,7 +49,8 @@ pub fn m_lines(sdp: &str) -> Vec<MLine> {
     out
 }
 
-fn send(ws: &WebSocket, msg: &ClientMsg) {
+fn send(slot: &super::SocketSlot, msg: &ClientMsg) {
+    let Some(ws) = slot.borrow().clone() else { return };
     if ws.ready_state() == WebSocket::OPEN {
         if let Ok(text) = serde_json::to_string(msg) {
             let _ = ws.send_with_str(&text);
@@ -60,7 +61,8 @@ fn send(ws: &WebSocket, msg: &ClientMsg) {
 /// The peer connection and what it needs to answer offers.
 pub struct Peer {
     pc: RtcPeerConnection,
-    ws: WebSocket,
+    /// The signalling socket of the moment (it changes on reconnect).
+    ws: super::SocketSlot,
     local: Option<MediaStream>,
     /// Mids whose sender already carries our track.
     attached: RefCell<HashSet<String>>,
@@ -74,7 +76,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(ws: WebSocket, local: Option<MediaStream>, store: CallStore) -> Result<Rc<Self>, JsValue> {
+    pub fn new(ws: super::SocketSlot, local: Option<MediaStream>, store: CallStore) -> Result<Rc<Self>, JsValue> {
         let pc = RtcPeerConnection::new_with_configuration(&RtcConfiguration::new())?;
         let on_track = Closure::<dyn FnMut(RtcTrackEvent)>::new(move |ev: RtcTrackEvent| {
             let Ok(stream) = ev.streams().get(0).dyn_into::<MediaStream>() else { return };

@@ -89,12 +89,23 @@ fn Room(data: RoomPageData) -> impl IntoView {
                     {
                         let session = outcome.session_id.clone();
                         store.enter(outcome);
+                        // The leave beacon is armed before anything else can go wrong.
+                        call.set_value(Some(crate::browser::Call::new(store)));
                         let local = crate::browser::open_camera_and_microphone().await.ok();
                         let still_here =
                             store.me.try_with_untracked(|m| m.as_ref().is_some_and(|m| m.session_id == session));
-                        if still_here == Some(true) {
-                            store.local.set(local.clone());
-                            call.set_value(Some(crate::browser::Call::start(&code, &session, store, local)));
+                        let connected = still_here == Some(true)
+                            && call
+                                .try_update_value(|c| match c {
+                                    Some(c) => {
+                                        c.connect(&code, &session, store, local.clone());
+                                        true
+                                    }
+                                    None => false,
+                                })
+                                .unwrap_or(false);
+                        if connected {
+                            store.local.set(local);
                         } else if let Some(stream) = local {
                             // Left while the browser was asking for the camera.
                             crate::browser::stop_stream(&stream);
@@ -131,6 +142,7 @@ fn Room(data: RoomPageData) -> impl IntoView {
                     joining=joining.into()
                     error=join_error.into()
                     notice=store.notice.into()
+                    lost=store.lost.into()
                     on_join=on_join
                 />
             }
@@ -149,6 +161,7 @@ fn Prejoin(
     joining: Signal<bool>,
     error: Signal<Option<String>>,
     notice: Signal<Option<String>>,
+    lost: Signal<bool>,
     on_join: Callback<String>,
 ) -> impl IntoView {
     let name = RwSignal::new(remembered_name.clone());
@@ -164,6 +177,11 @@ fn Prejoin(
             <h1>"Ready to join?"</h1>
             <p class="room-code">"Room " <code>{code.to_string()}</code></p>
             {move || notice.get().map(|n| view! { <p class="notice" role="status">{n}</p> })}
+            {move || lost.get().then(|| view! {
+                <p class="connection" data-testid="connection-status" data-state="disconnected" role="status">
+                    "Disconnected. Join again when you are back online."
+                </p>
+            })}
             <div class="prejoin-grid">
                 <div class="preview">
                     <video node_ref=video autoplay=true muted=true playsinline=true aria-label="Your camera preview"></video>
@@ -291,6 +309,12 @@ fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl In
 fn Tile(participant: crate::model::ParticipantView, store: CallStore) -> impl IntoView {
     let me = store.is_me(&participant.id);
     let video = NodeRef::<leptos::html::Video>::new();
+    let presence_id = participant.id.clone();
+    let presence = Memo::new(move |_| {
+        store
+            .participants
+            .with(|ps| ps.iter().find(|p| p.id == presence_id).map_or("connected", |p| p.presence.as_str()))
+    });
     #[cfg(feature = "hydrate")]
     {
         let id = participant.id.to_string();
@@ -312,12 +336,13 @@ fn Tile(participant: crate::model::ParticipantView, store: CallStore) -> impl In
             data-testid="participant-tile"
             data-participant-id=participant.id.to_string()
             data-self=me.to_string()
-            data-state="connected"
+            data-state=presence
             data-speaking="false"
             data-hand="false"
         >
             <video node_ref=video autoplay=true playsinline=true muted=me aria-label=format!("Video of {}", participant.name)></video>
             <span class="tile-name">{participant.name.clone()}{me.then_some(" (you)")}</span>
+            <span class="tile-badge" aria-live="polite">{move || (presence.get() == "reconnecting").then_some("Reconnecting…")}</span>
         </div>
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use app::model::{RoomCode, SessionId, UserId};
+use app::model::{Presence, RoomCode, SessionId, UserId};
 use async_trait::async_trait;
 
 use super::{by_arrival, Keys, LiveStore, MemberEntry, ResourceKind, StoreError};
@@ -127,6 +127,26 @@ impl LiveStore for MemoryStore {
 
     async fn put_pending(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError> {
         self.put(room, member, self.keys.pending(room))
+    }
+
+    async fn set_presence(&self, room: &RoomCode, session: &SessionId, presence: Presence) -> Result<bool, StoreError> {
+        let key = self.keys.members(room);
+        let current = self.with(|m| hash(m, &key).and_then(|h| h.get(session.as_str()).cloned()));
+        let Some(current) = current else { return Ok(false) };
+        let mut entry = MemberEntry::from_json(&current)?;
+        if entry.presence == presence {
+            return Ok(false);
+        }
+        entry.presence = presence;
+        let json = entry.to_json()?;
+        // Written only if the session is still a member (it may have left meanwhile).
+        Ok(self.with(|m| match m.get_mut(&key) {
+            Some(Val::Hash(h)) if h.contains_key(session.as_str()) => {
+                h.insert(session.to_string(), json);
+                true
+            }
+            _ => false,
+        }))
     }
 
     async fn members(&self, room: &RoomCode) -> Result<Vec<MemberEntry>, StoreError> {

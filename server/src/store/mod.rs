@@ -24,7 +24,7 @@ pub mod redis;
 
 use std::time::Duration;
 
-use app::model::{ParticipantId, ParticipantState, ParticipantView, Role, RoomCode, SessionId, UserId};
+use app::model::{ParticipantId, ParticipantState, ParticipantView, Presence, Role, RoomCode, SessionId, UserId};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +50,9 @@ pub struct MemberEntry {
     pub state: ParticipantState,
     pub node: String,
     pub joined_at_ms: i64,
+    /// Connected, or silent and awaiting removal.
+    #[serde(default)]
+    pub presence: Presence,
 }
 
 impl MemberEntry {
@@ -60,6 +63,7 @@ impl MemberEntry {
             role: self.role,
             state: self.state,
             joined_at_ms: self.joined_at_ms,
+            presence: self.presence,
         }
     }
 
@@ -176,6 +180,10 @@ pub trait LiveStore: Send + Sync + 'static {
 
     /// Records a session waiting for approval (and points its user at it).
     async fn put_pending(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError>;
+
+    /// Sets an admitted session's presence, only while it is still a member
+    /// (never re-creates a removed one). Returns whether it changed anything.
+    async fn set_presence(&self, room: &RoomCode, session: &SessionId, presence: Presence) -> Result<bool, StoreError>;
 
     /// Admitted sessions of the room, in arrival order.
     async fn members(&self, room: &RoomCode) -> Result<Vec<MemberEntry>, StoreError>;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use app::model::{RoomCode, SessionId, UserId};
+use app::model::{Presence, RoomCode, SessionId, UserId};
 use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::{Expiration, Value};
@@ -51,6 +51,15 @@ if redis.call('GET', KEYS[4]) == ARGV[1] then table.insert(out, KEYS[4]) end
 if redis.call('GET', KEYS[6]) == ARGV[1] then table.insert(out, KEYS[6]) end
 if redis.call('ZSCORE', KEYS[5], ARGV[1]) then table.insert(out, KEYS[5] .. '#' .. ARGV[1]) end
 return out
+"#;
+
+/// KEYS: members. ARGV: sid, json. Replaces a member entry only if present.
+const REPLACE_MEMBER_SCRIPT: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
 "#;
 
 /// KEYS: hands. ARGV: score, sid. Raises a hand unless already up.
@@ -145,6 +154,23 @@ impl LiveStore for RedisStore {
     async fn put_pending(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError> {
         let pending = self.keys.pending(room);
         self.put(room, member, pending.clone(), pending).await
+    }
+
+    async fn set_presence(&self, room: &RoomCode, session: &SessionId, presence: Presence) -> Result<bool, StoreError> {
+        let key = self.keys.members(room);
+        let current: Option<String> = self.client.hget(key.clone(), session.as_str()).await.map_err(unavailable)?;
+        let Some(current) = current else { return Ok(false) };
+        let mut entry = MemberEntry::from_json(&current)?;
+        if entry.presence == presence {
+            return Ok(false);
+        }
+        entry.presence = presence;
+        let n: u32 = self
+            .client
+            .eval(REPLACE_MEMBER_SCRIPT, vec![key], vec![session.to_string(), entry.to_json()?])
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
     }
 
     async fn members(&self, room: &RoomCode) -> Result<Vec<MemberEntry>, StoreError> {

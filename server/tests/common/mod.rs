@@ -299,6 +299,22 @@ impl Socket {
         }
     }
 
+    /// Like [`Socket::next`], but `None` when nothing arrives within `limit`.
+    pub async fn try_next(&mut self, limit: Duration) -> Option<Seen> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let item = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            match item {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(Seen::Msg(serde_json::from_str(&t).expect("server message json")))
+                }
+                Some(Ok(Message::Close(frame))) => return Some(Seen::Closed(frame.map(|f| u16::from(f.code)))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Some(Seen::Closed(None)),
+            }
+        }
+    }
+
     /// Waits for a roster with exactly `n` participants.
     pub async fn roster_of(&mut self, n: usize, limit: Duration) -> Vec<app::model::ParticipantView> {
         let deadline = tokio::time::Instant::now() + limit;

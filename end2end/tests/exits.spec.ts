@@ -1,0 +1,63 @@
+import { chromium } from '@playwright/test';
+import { createRoom, expect, join, open, roomResources, sessionResources, test, tile } from './helpers';
+import config from '../playwright.config';
+
+test('a refresh never leaves a duplicate of the same person', async ({ newPage, request }) => {
+  const ada = await newPage();
+  const bob = await newPage();
+  const code = await createRoom(ada, 'Ada');
+  await join(ada);
+  await open(bob, `/r/${code}`);
+  const first = await join(bob, 'Bob');
+
+  await bob.reload();
+  await expect(bob.locator('body[data-hydrated="true"]')).toHaveCount(1);
+  const second = await join(bob);
+  expect(second.session_id).not.toBe(first.session_id);
+
+  for (const page of [ada, bob]) {
+    await expect(page.getByTestId('participant-tile')).toHaveCount(2);
+    await expect(tile(page, first.participant_id)).toHaveCount(0);
+  }
+  expect((await roomResources(request, code)).room).toMatchObject({ participants: 2, db_participants: 2 });
+  const old = await sessionResources(request, first.session_id);
+  expect(old).toMatchObject({ live: false, store_entries: [], db_row: false });
+  expect(['page-hidden', 'replaced']).toContain(old.leave_reason);
+});
+
+test('going to another site leaves the room', async ({ newPage, request }) => {
+  const ada = await newPage();
+  const bob = await newPage();
+  const code = await createRoom(ada, 'Ada');
+  await join(ada);
+  await open(bob, `/r/${code}`);
+  const b = await join(bob, 'Bob');
+
+  await bob.goto('about:blank');
+  await expect(tile(ada, b.participant_id)).toHaveCount(0, { timeout: 1_000 });
+  await expect
+    .poll(async () => sessionResources(request, b.session_id))
+    .toMatchObject({ live: false, store_entries: [], db_row: false, leave_reason: 'page-hidden' });
+});
+
+test('a killed browser is shown reconnecting, then removed with nothing left behind', async ({ newPage, request }) => {
+  const ada = await newPage();
+  const code = await createRoom(ada, 'Ada');
+  await join(ada);
+
+  // Bob runs in a browser process of his own, so it can be killed outright.
+  const server = await chromium.launchServer({ ...config.use?.launchOptions, headless: true });
+  const bobBrowser = await chromium.connect(server.wsEndpoint());
+  const bob = await (await bobBrowser.newContext({ baseURL: config.use?.baseURL })).newPage();
+  await open(bob, `/r/${code}`);
+  const b = await join(bob, 'Bob');
+  await expect(tile(ada, b.participant_id)).toHaveAttribute('data-state', 'connected');
+
+  await server.kill(); // SIGKILL: no beacon, no close frame from the page
+  await expect(tile(ada, b.participant_id)).toHaveAttribute('data-state', 'reconnecting', { timeout: 5_000 });
+  await expect(tile(ada, b.participant_id)).toHaveCount(0, { timeout: 15_000 });
+  await expect
+    .poll(async () => sessionResources(request, b.session_id))
+    .toMatchObject({ live: false, store_entries: [], db_row: false, leave_reason: 'socket-closed' });
+  expect((await roomResources(request, code)).room).toMatchObject({ participants: 1, db_participants: 1 });
+});
