@@ -107,14 +107,15 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     tracing::info!(node = %node_id, database = db.backend(), store = store.backend(), "starting");
     let shutdown = CancellationToken::new();
     let (sfu, end_requests) = media::Sfu::new(media::MediaConfig::from_config(config), store.clone());
-    let rooms = Arc::new(Rooms::new(db, store, node_id, shutdown.child_token(), Arc::new(sfu)));
+    let tasks = TaskTracker::new();
+    let rooms = Rooms::new(db, store, node_id, shutdown.child_token(), Arc::new(sfu), tasks.clone());
     let state = AppState {
         leptos,
         rooms,
         identity: Arc::new(IdentityCookies::new(config.secret.as_deref())),
         metrics: metrics::install(),
         debug_api: config.debug_api,
-        tasks: TaskTracker::new(),
+        tasks,
         sockets: TaskTracker::new(),
         shutdown,
     };

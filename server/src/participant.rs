@@ -32,6 +32,9 @@ pub struct LiveSession {
     connected_once: AtomicBool,
     /// Whether peers are shown this session as reconnecting.
     suspect: AtomicBool,
+    /// The last socket ended with a close frame from the page (a leave or a
+    /// tab close follows): only silence, not the missing socket, is suspect.
+    closed_cleanly: AtomicBool,
 }
 
 /// Milliseconds since the first call in this process (monotonic).
@@ -75,7 +78,13 @@ impl LiveSession {
             sockets: AtomicUsize::new(0),
             connected_once: AtomicBool::new(false),
             suspect: AtomicBool::new(false),
+            closed_cleanly: AtomicBool::new(false),
         }
+    }
+
+    /// Records that the page closed its socket with a close frame.
+    pub fn note_clean_close(&self) {
+        self.closed_cleanly.store(true, Ordering::Release);
     }
 
     /// Records a sign of life (a frame from the client).
@@ -92,6 +101,7 @@ impl LiveSession {
     pub fn attach_socket(self: &Arc<Self>) -> SocketGuard {
         self.sockets.fetch_add(1, Ordering::AcqRel);
         self.connected_once.store(true, Ordering::Release);
+        self.closed_cleanly.store(false, Ordering::Release);
         self.touch();
         SocketGuard { session: self.clone() }
     }
@@ -109,7 +119,8 @@ impl LiveSession {
                 LeaveReason::HeartbeatLost
             });
         }
-        let suspect = silent >= suspect_after || (detached && connected_once);
+        let dropped = detached && connected_once && !self.closed_cleanly.load(Ordering::Acquire);
+        let suspect = silent >= suspect_after || dropped;
         match (suspect, self.suspect.swap(suspect, Ordering::AcqRel)) {
             (true, false) => Liveness::TurnedSuspect,
             (true, true) => Liveness::StillSuspect,
@@ -263,6 +274,12 @@ mod tests {
         assert_eq!(s.assess(suspect, remove), Liveness::Recovered);
         drop(guard);
         assert_eq!(s.assess(suspect, remove), Liveness::TurnedSuspect, "a dropped socket is suspect at once");
+        let again = s.attach_socket();
+        s.note_clean_close();
+        drop(again);
+        assert_eq!(s.assess(suspect, remove), Liveness::Recovered, "a clean close alone is not suspect");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(s.assess(suspect, remove), Liveness::TurnedSuspect, "silence still is");
         std::thread::sleep(Duration::from_millis(130));
         assert_eq!(s.assess(suspect, remove), Liveness::Lost(LeaveReason::SocketClosed));
         s.close(LeaveReason::SocketClosed);

@@ -6,7 +6,8 @@
 //! the room is told, then the durable state (store entries, the live row,
 //! the history row) is removed keyed by session id.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use app::error::AppError;
@@ -17,7 +18,9 @@ use app::model::{
 use app::ports::{Identity, RoomService};
 use app::signal::ServerMsg;
 use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::db::{self, Db, DbError};
 use crate::hub::Hub;
@@ -40,6 +43,51 @@ fn store_down(e: StoreError) -> AppError {
     AppError::Unavailable
 }
 
+/// A durable cleanup step's failure.
+#[derive(Debug, thiserror::Error)]
+enum CleanupError {
+    /// The live-state store did not answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The database did not answer.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The step ran but reading back still found something.
+    #[error("still present after cleanup: {0}")]
+    Leftover(String),
+}
+
+/// What a run of the durable cleanup achieved.
+struct Cleanup {
+    /// This run closed the history row (the close is counted once).
+    history_closed: bool,
+    /// The first step that did not complete.
+    error: Option<CleanupError>,
+}
+
+/// Inside the request: a few quick tries (about 1.5 s in all).
+fn quick_retries() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_millis(500))
+        .with_max_times(4)
+        .with_jitter()
+}
+
+/// In the background: patient tries for about five minutes.
+fn patient_retries() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(70)
+        .with_jitter()
+}
+
+fn note_retry(e: &CleanupError, after: Duration) {
+    metrics::counter!(m::CLEANUP_RETRIES).increment(1);
+    tracing::debug!(error = %e, retry_in = ?after, "cleanup step retried");
+}
+
 /// The room service of one node.
 pub struct Rooms {
     db: Db,
@@ -51,11 +99,32 @@ pub struct Rooms {
     root: CancellationToken,
     /// The SFU: each session's media, closed by [`Rooms::end_session`].
     media: Arc<Sfu>,
+    /// Owns the background cleanups (a child of the process's tasks).
+    tasks: TaskTracker,
+    /// This service itself, for background cleanups (no cycle: weak).
+    me: Weak<Rooms>,
 }
 
 impl Rooms {
-    pub fn new(db: Db, store: Arc<dyn LiveStore>, node_id: String, root: CancellationToken, media: Arc<Sfu>) -> Self {
-        Self { db, store, node_id, sessions: SessionRegistry::default(), hub: Hub::default(), root, media }
+    pub fn new(
+        db: Db,
+        store: Arc<dyn LiveStore>,
+        node_id: String,
+        root: CancellationToken,
+        media: Arc<Sfu>,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            db,
+            store,
+            node_id,
+            sessions: SessionRegistry::default(),
+            hub: Hub::default(),
+            root,
+            media,
+            tasks,
+            me: me.clone(),
+        })
     }
 
     pub fn media(&self) -> &Sfu {
@@ -92,6 +161,12 @@ impl Rooms {
 
     /// The one close path of a session. Idempotent: a second call for the
     /// same session finds nothing left and changes nothing.
+    ///
+    /// The live part (socket, media) closes at once; the durable steps
+    /// (store entries, live row, history row) are retried with backoff and
+    /// verified by reading back. If a backing service stays away, the call
+    /// answers `Unavailable` and a tracked background task keeps retrying
+    /// until the steps are done (or the process stops).
     pub async fn end_session(
         &self,
         room: &RoomCode,
@@ -106,22 +181,93 @@ impl Rooms {
         // before the store entries so no late resource write outlives them;
         // the others renegotiate without its tracks.
         self.media.close_session(room, session, reason).await;
-        // 2. Store entries (compare-and-delete), then tell the room at once.
-        let store_result = self.store.remove_session(room, session, user).await;
-        if store_result.is_ok() {
-            self.broadcast_roster(room).await;
-        }
-        // 3. The live row and the history row, in one transaction.
-        let db_result = self.db.end_participant(session.as_str(), reason.as_str(), now_ms()).await;
-
-        let history_closed = db_result.as_ref().is_ok_and(|e| e.history_closed);
-        if closed_here || history_closed {
+        // 2. Durable steps, retried and verified; the room hears of it as
+        //    soon as the store entries are gone.
+        let outcome = self.durable_cleanup(room, session, user, reason, quick_retries()).await;
+        let counted = closed_here || outcome.history_closed;
+        if counted {
             m::session_closed(reason, started.elapsed());
             tracing::info!(room = %room, session = %session, reason = reason.as_str(), "session ended");
         }
-        store_result.map_err(store_down)?;
-        db_result.map_err(db_down)?;
-        Ok(())
+        match outcome.error {
+            None => Ok(()),
+            Some(e) => {
+                tracing::warn!(room = %room, session = %session, error = %e, "cleanup continues in the background");
+                self.finish_later(room.clone(), session.clone(), user.clone(), reason, counted, started);
+                Err(AppError::Unavailable)
+            }
+        }
+    }
+
+    /// Removes the store entries and ends the rows, each step retried with
+    /// `policy` and verified by reading back.
+    async fn durable_cleanup(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        user: &UserId,
+        reason: LeaveReason,
+        policy: ExponentialBuilder,
+    ) -> Cleanup {
+        let store_step = || async {
+            self.store.remove_session(room, session, user).await?;
+            let left = self.store.session_entries(room, session, user).await?;
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(CleanupError::Leftover(left.join(", ")))
+            }
+        };
+        let store_result = store_step.retry(policy).notify(note_retry).await;
+        if store_result.is_ok() {
+            self.broadcast_roster(room).await;
+        }
+        let history_closed = AtomicBool::new(false);
+        let left_at = now_ms();
+        let db_step = || async {
+            let ended = self.db.end_participant(session.as_str(), reason.as_str(), left_at).await?;
+            history_closed.fetch_or(ended.history_closed, Ordering::AcqRel);
+            let row_left = self.db.participant(session.as_str()).await?.is_some();
+            let history_open = self.db.history(session.as_str()).await?.is_some_and(|h| h.left_at_ms.is_none());
+            if row_left || history_open {
+                return Err(CleanupError::Leftover("participant row or open history".into()));
+            }
+            Ok(())
+        };
+        let db_result = db_step.retry(policy).notify(note_retry).await;
+        Cleanup { history_closed: history_closed.into_inner(), error: store_result.and(db_result).err() }
+    }
+
+    /// Keeps retrying a session's durable cleanup in the background.
+    fn finish_later(
+        &self,
+        room: RoomCode,
+        session: SessionId,
+        user: UserId,
+        reason: LeaveReason,
+        counted: bool,
+        started: Instant,
+    ) {
+        let Some(rooms) = self.me.upgrade() else { return };
+        let stop = self.root.clone();
+        self.tasks.spawn(async move {
+            let cleanup = rooms.durable_cleanup(&room, &session, &user, reason, patient_retries());
+            tokio::select! {
+                () = stop.cancelled() => {}
+                outcome = cleanup => match outcome.error {
+                    None => {
+                        if !counted && outcome.history_closed {
+                            m::session_closed(reason, started.elapsed());
+                        }
+                        tracing::info!(room = %room, session = %session, reason = reason.as_str(), "session cleanup completed late");
+                    }
+                    Some(e) => {
+                        metrics::counter!(m::CLEANUP_FAILURES).increment(1);
+                        tracing::error!(room = %room, session = %session, error = %e, "session cleanup failed; left to the reconciler");
+                    }
+                },
+            }
+        });
     }
 
     /// One pass of abrupt-loss detection over this node's sessions: shows

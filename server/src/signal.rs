@@ -145,7 +145,12 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
                     break;
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) => {
+                    // The page said goodbye (leave, tab close): not a loss by itself.
+                    live.note_clean_close();
+                    break;
+                }
+                Some(Err(_)) | None => break,
             },
         }
     }

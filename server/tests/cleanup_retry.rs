@@ -1,0 +1,78 @@
+//! Leaves while the live-state store does not answer: the live part ends at
+//! once, the durable steps keep retrying, and once the store answers again
+//! every leave completes with nothing left behind (store entries, rows) and
+//! every history row carries its reason. The store is a Redis this test owns,
+//! frozen with SIGSTOP (connections stay open, nothing answers, data
+//! survives) and thawed with SIGCONT.
+
+mod common;
+
+use std::time::Duration;
+
+use app::error::AppError;
+use app::model::UserId;
+use common::{OwnRedis, TestDb, TestServer};
+
+#[tokio::test]
+async fn leaves_during_a_store_outage_complete_after_it() {
+    let redis = OwnRedis::start_on(OwnRedis::free_port());
+    let db = TestDb::sqlite();
+    let args: Vec<String> = [
+        "cleanroom",
+        "--debug-api",
+        "--database-url",
+        &db.url,
+        "--redis-url",
+        &format!("redis://127.0.0.1:{}", redis.port),
+        // Nobody here opens a socket; keep loss detection out of the way.
+        "--suspect-ms",
+        "60000",
+        "--remove-ms",
+        "120000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut server = TestServer::with_args(&args).await;
+    server.db = Some(db);
+    let guests = [server.guest(), server.guest(), server.guest()];
+    let room = guests[0].create_room("Ada", false).await.unwrap();
+    let mut joined = Vec::new();
+    for (guest, name) in guests.iter().zip(["Ada", "Bob", "Cy"]) {
+        joined.push(guest.join(&room, name).await.unwrap());
+    }
+
+    redis.freeze(true);
+    let err = guests[1].leave(&joined[1].session_id).await.expect_err("not confirmed while the store is away");
+    assert_eq!(err.error, Some(AppError::Unavailable));
+    assert_eq!(guests[2].beacon(&joined[2].session_id).await, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    // Their live part is gone already.
+    assert_eq!(server.state.rooms.sessions().len(), 1);
+    redis.freeze(false);
+
+    let rooms = &server.state.rooms;
+    common::eventually(Duration::from_secs(30), "both leaves completed", || async {
+        let rows = rooms.db().participants(room.as_str()).await.ok()?;
+        (rows.len() == 1).then_some(())
+    })
+    .await;
+    for (j, reason) in [(&joined[1], "left"), (&joined[2], "page-hidden")] {
+        let history = rooms.db().history(j.session_id.as_str()).await.unwrap().unwrap();
+        assert_eq!(history.leave_reason.as_deref(), Some(reason));
+        let user = UserId::new(history.user_id);
+        common::eventually(Duration::from_secs(30), "store entries gone", || async {
+            rooms.store().session_entries(&room, &j.session_id, &user).await.ok()?.is_empty().then_some(())
+        })
+        .await;
+    }
+    let r = server.resources(&room).await;
+    assert_eq!(r["rooms"][0]["participants"], 1, "{r}");
+    assert_eq!(r["rooms"][0]["db_participants"], 1, "{r}");
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    let retries: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cleanroom_cleanup_retries_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("retries counter");
+    assert!(retries > 0.0, "the outage caused retries");
+    server.stop().await;
+}
