@@ -253,6 +253,7 @@ fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl In
     view! {
         <main class="page call" data-testid="call">
             <header class="call-bar">
+                <a class="brand-link" href="/" data-testid="home-link" title="Leave and go to the lobby">"Cleanroom"</a>
                 <span class="room-code">"Room " <code>{code.to_string()}</code></span>
                 <span
                     class="connection"
