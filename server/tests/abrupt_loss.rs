@@ -11,19 +11,12 @@ use std::time::Duration;
 
 use app::model::{ParticipantId, Presence, RoomCode, SessionId};
 use app::signal::ServerMsg;
-use common::{Seen, Socket, TestDb, TestServer};
+use common::{Seen, Socket, TestServer};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn server() -> TestServer {
-    let db = TestDb::sqlite();
-    let args: Vec<String> =
-        ["cleanroom", "--debug-api", "--database-url", &db.url, "--suspect-ms", "300", "--remove-ms", "1500"]
-            .map(String::from)
-            .to_vec();
-    let mut server = TestServer::with_args(&args).await;
-    server.db = Some(db);
-    server
+    TestServer::sqlite_with(&["--suspect-ms", "300", "--remove-ms", "1500"]).await
 }
 
 /// Keeps `watcher` alive with heartbeats until its roster shows `who` with

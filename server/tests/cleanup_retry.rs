@@ -11,29 +11,15 @@ use std::time::Duration;
 
 use app::error::AppError;
 use app::model::UserId;
-use common::{OwnRedis, TestDb, TestServer};
+use common::{OwnRedis, TestServer};
 
 #[tokio::test]
 async fn leaves_during_a_store_outage_complete_after_it() {
     let redis = OwnRedis::start_on(OwnRedis::free_port());
-    let db = TestDb::sqlite();
-    let args: Vec<String> = [
-        "cleanroom",
-        "--debug-api",
-        "--database-url",
-        &db.url,
-        "--redis-url",
-        &format!("redis://127.0.0.1:{}", redis.port),
-        // Nobody here opens a socket; keep loss detection out of the way.
-        "--suspect-ms",
-        "60000",
-        "--remove-ms",
-        "120000",
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut server = TestServer::with_args(&args).await;
-    server.db = Some(db);
+    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    // Nobody here opens a socket; keep loss detection out of the way.
+    let server =
+        TestServer::sqlite_with(&["--redis-url", &redis_url, "--suspect-ms", "60000", "--remove-ms", "120000"]).await;
     let guests = [server.guest(), server.guest(), server.guest()];
     let room = guests[0].create_room("Ada", false).await.unwrap();
     let mut joined = Vec::new();

@@ -17,19 +17,7 @@ async fn ready_status(server: &TestServer) -> u16 {
 #[tokio::test]
 async fn redis_outage_is_reported_and_recovered_from() {
     let mut redis = OwnRedis::start_on(OwnRedis::free_port());
-    let db = TestDb::sqlite();
-    let args: Vec<String> = [
-        "cleanroom",
-        "--debug-api",
-        "--database-url",
-        &db.url,
-        "--redis-url",
-        &format!("redis://127.0.0.1:{}", redis.port),
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut server = TestServer::with_args(&args).await;
-    server.db = Some(db);
+    let server = TestServer::sqlite_with(&["--redis-url", &format!("redis://127.0.0.1:{}", redis.port)]).await;
 
     let (ada, bob) = (server.guest(), server.guest());
     let room = ada.create_room("Ada", false).await.unwrap();

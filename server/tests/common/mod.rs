@@ -106,6 +106,16 @@ impl TestServer {
         server
     }
 
+    /// SQLite in a fresh file, the debug API, and `extra` flags.
+    pub async fn sqlite_with(extra: &[&str]) -> Self {
+        let db = TestDb::sqlite();
+        let mut args: Vec<String> = ["cleanroom", "--debug-api", "--database-url", &db.url].map(String::from).to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut server = Self::with_args(&args).await;
+        server.db = Some(db);
+        server
+    }
+
     /// Starts with explicit flags (the store prefix is always unique).
     pub async fn with_args(args: &[String]) -> Self {
         let config = match Config::from_args(args) {
