@@ -55,6 +55,10 @@ pub struct Config {
     #[arg(long = "offer-timeout-ms", env = "CLEANROOM_OFFER_TIMEOUT_MS", default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub offer_timeout_ms: u64,
 
+    /// Reconciler: compare live sessions, the store and the database this often (ms).
+    #[arg(long = "reconcile-ms", env = "CLEANROOM_RECONCILE_MS", default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
+    pub reconcile_ms: u64,
+
     /// Secret for signing identity cookies (at least 32 bytes). When unset a
     /// random key is made at start, so identities last as long as the process.
     #[arg(long = "secret", env = "CLEANROOM_SECRET", hide_env_values = true, value_parser = parse_secret)]

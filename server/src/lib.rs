@@ -14,6 +14,7 @@
 //! - [`media`]: the SFU (peer connections, published tracks, forwarders).
 //! - [`loadgen`]: a headless WebRTC client (tests, load generation).
 //! - [`signal`]: the WebSocket adapter.
+//! - [`reconcile`]: the background repair of orphans (store, rows, sessions).
 //! - [`ops`]: health, readiness, metrics, debug API, leave beacon.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //!
@@ -37,6 +38,7 @@ pub mod media;
 pub mod metrics;
 pub mod ops;
 pub mod participant;
+pub mod reconcile;
 pub mod room;
 pub mod signal;
 pub mod store;
@@ -122,6 +124,7 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     spawn_lease(&state);
     spawn_media_ends(&state, end_requests);
     spawn_liveness(&state, Duration::from_millis(config.suspect_ms), Duration::from_millis(config.remove_ms));
+    spawn_reconciler(&state, Duration::from_millis(config.reconcile_ms));
     Ok(state)
 }
 
@@ -161,6 +164,26 @@ fn spawn_liveness(state: &AppState, suspect: Duration, remove: Duration) {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = every.tick() => rooms.sweep(suspect, remove).await,
+            }
+        }
+    });
+}
+
+/// The reconciler, one pass every `every`.
+fn spawn_reconciler(state: &AppState, every: Duration) {
+    let mut reconciler = reconcile::Reconciler::new(state.rooms.clone());
+    let stop = state.shutdown.clone();
+    state.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => match reconciler.pass().await {
+                    Ok(r) if r.total() > 0 => tracing::warn!(?r, "reconciler repaired orphans"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "reconciler pass skipped"),
+                },
             }
         }
     });

@@ -62,3 +62,51 @@ async fn leaves_during_a_store_outage_complete_after_it() {
     assert!(retries > 0.0, "the outage caused retries");
     server.stop().await;
 }
+
+/// The same with the database unreachable: PostgreSQL behind a relay the
+/// test cuts (every connection dropped, new ones refused) and restores.
+#[tokio::test]
+async fn leaves_during_a_database_outage_complete_after_it() {
+    let database = common::TestDb::postgres().await;
+    let relay = common::TcpCut::to("127.0.0.1:5432".parse().unwrap()).await;
+    let relayed = database.url.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port), 1);
+    assert_ne!(relayed, database.url, "the test database URL names 127.0.0.1:5432");
+    let args: Vec<String> =
+        ["cleanroom", "--debug-api", "--database-url", &relayed, "--suspect-ms", "60000", "--remove-ms", "120000"]
+            .map(String::from)
+            .to_vec();
+    let server = TestServer::with_args(&args).await;
+    let guests = [server.guest(), server.guest(), server.guest()];
+    let room = guests[0].create_room("Ada", false).await.unwrap();
+    let mut joined = Vec::new();
+    for (guest, name) in guests.iter().zip(["Ada", "Bob", "Cy"]) {
+        joined.push(guest.join(&room, name).await.unwrap());
+    }
+
+    relay.cut(true);
+    let err = guests[1].leave(&joined[1].session_id).await.expect_err("not confirmed while the database is away");
+    assert_eq!(err.error, Some(AppError::Unavailable));
+    assert_eq!(guests[2].beacon(&joined[2].session_id).await, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let rooms = &server.state.rooms;
+    // Their live part and their store entries are gone already; the rows wait.
+    assert_eq!(rooms.sessions().len(), 1);
+    assert_eq!(rooms.store().members(&room).await.unwrap().len(), 1);
+    relay.cut(false);
+
+    common::eventually(Duration::from_secs(30), "both leaves completed", || async {
+        let rows = rooms.db().participants(room.as_str()).await.ok()?;
+        (rows.len() == 1).then_some(())
+    })
+    .await;
+    for (j, reason) in [(&joined[1], "left"), (&joined[2], "page-hidden")] {
+        let history = rooms.db().history(j.session_id.as_str()).await.unwrap().unwrap();
+        assert_eq!(history.leave_reason.as_deref(), Some(reason));
+        assert!(history.left_at_ms.is_some());
+    }
+    let r = server.resources(&room).await;
+    assert_eq!(r["rooms"][0]["participants"], 1, "{r}");
+    assert_eq!(r["rooms"][0]["db_participants"], 1, "{r}");
+    server.stop().await;
+    drop(relay);
+    database.drop_db().await;
+}

@@ -165,6 +165,11 @@ impl Db {
         Ok(participant::Entity::find().filter(participant::Column::RoomCode.eq(room)).count(&self.conn).await?)
     }
 
+    /// Every live row (the reconciler compares them with the store).
+    pub async fn all_participants(&self) -> Result<Vec<participant::Model>, DbError> {
+        Ok(participant::Entity::find().order_by_asc(participant::Column::JoinedAtMs).all(&self.conn).await?)
+    }
+
     /// Live rows owned by `node` (shutdown and the reconciler use this).
     pub async fn participants_on_node(&self, node: &str) -> Result<Vec<participant::Model>, DbError> {
         Ok(participant::Entity::find().filter(participant::Column::NodeId.eq(node)).all(&self.conn).await?)

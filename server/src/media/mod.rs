@@ -321,6 +321,16 @@ impl Sfu {
         }
     }
 
+    /// Every session with media open on this node (the reconciler checks
+    /// each still has a live session).
+    pub fn open_sessions(&self) -> Vec<(RoomCode, SessionId)> {
+        let rooms: Vec<Arc<RoomMedia>> = self.shared.rooms().values().cloned().collect();
+        rooms
+            .iter()
+            .flat_map(|room| room.lock().keys().map(|s| (room.code.clone(), s.clone())).collect::<Vec<_>>())
+            .collect()
+    }
+
     /// Counts from the live objects.
     pub fn counts(&self) -> MediaCounts {
         let live = &self.shared.live;

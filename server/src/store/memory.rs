@@ -264,6 +264,22 @@ impl LiveStore for MemoryStore {
         }))
     }
 
+    async fn rooms(&self) -> Result<Vec<RoomCode>, StoreError> {
+        let prefix = self.keys.rooms_prefix();
+        let mut rooms: Vec<RoomCode> = self.with(|m| {
+            m.range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .filter_map(|(k, _)| self.keys.room_of(k))
+                .collect()
+        });
+        rooms.dedup();
+        Ok(rooms)
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     async fn session_entries(
         &self,
         room: &RoomCode,

@@ -22,6 +22,7 @@
 pub mod memory;
 pub mod redis;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use app::model::{ParticipantId, ParticipantState, ParticipantView, Presence, Role, RoomCode, SessionId, UserId};
@@ -163,6 +164,27 @@ impl Keys {
     pub fn lease_prefix(&self) -> String {
         format!("{}:node:", self.prefix)
     }
+    /// Prefix shared by every room key of the store.
+    pub fn rooms_prefix(&self) -> String {
+        format!("{}:{{", self.prefix)
+    }
+    /// The room a key belongs to, if it is a room key of this store.
+    pub fn room_of(&self, key: &str) -> Option<RoomCode> {
+        let rest = key.strip_prefix(&self.rooms_prefix())?;
+        let (code, _) = rest.split_once('}')?;
+        RoomCode::parse(code).ok().filter(|c| c.as_str() == code)
+    }
+}
+
+/// A session named somewhere in a room's keys, with what the keys say of
+/// its owner (the reconciler's view of the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRef {
+    pub session: SessionId,
+    /// Known when a member entry or the user's pointer names the session.
+    pub user: Option<UserId>,
+    /// The node that owns it, known from its member entry.
+    pub node: Option<String>,
 }
 
 /// The live-state store's operations.
@@ -226,6 +248,47 @@ pub trait LiveStore: Send + Sync + 'static {
 
     /// Every key of the room.
     async fn room_keys(&self, room: &RoomCode) -> Result<Vec<String>, StoreError>;
+
+    /// Every room that has at least one key.
+    async fn rooms(&self) -> Result<Vec<RoomCode>, StoreError>;
+
+    /// The store's key names.
+    fn keys(&self) -> &Keys;
+
+    /// Every session the room's keys name (member and pending entries,
+    /// session hashes, user pointers, raised hands, the speaker), each once.
+    async fn session_refs(&self, room: &RoomCode) -> Result<Vec<SessionRef>, StoreError> {
+        let mut refs: BTreeMap<SessionId, SessionRef> = BTreeMap::new();
+        let mut note = |session: SessionId, user: Option<UserId>, node: Option<String>| {
+            let entry = refs.entry(session.clone()).or_insert(SessionRef { session, user: None, node: None });
+            entry.user = entry.user.take().or(user);
+            entry.node = entry.node.take().or(node);
+        };
+        let mut entries = self.members(room).await?;
+        entries.extend(self.pending(room).await?);
+        for e in entries {
+            note(e.session, Some(e.user), Some(e.node));
+        }
+        let prefix = self.keys().room_prefix(room);
+        for key in self.room_keys(room).await? {
+            let Some(rest) = key.strip_prefix(&prefix) else { continue };
+            if let Some(sid) = rest.strip_prefix("session:") {
+                note(SessionId::new(sid), None, None);
+            } else if let Some(uid) = rest.strip_prefix("user:") {
+                let user = UserId::new(uid);
+                if let Some(sid) = self.current_session(room, &user).await? {
+                    note(sid, Some(user), None);
+                }
+            }
+        }
+        for sid in self.hands(room).await? {
+            note(sid, None, None);
+        }
+        if let Some(sid) = self.speaker(room).await? {
+            note(sid, None, None);
+        }
+        Ok(refs.into_values().collect())
+    }
 
     /// Every entry that names `session` (keys, and `key#field` for hash and
     /// set members). Empty once the session is fully removed.

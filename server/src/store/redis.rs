@@ -265,6 +265,18 @@ impl LiveStore for RedisStore {
         self.scan(&self.keys.room_prefix(room)).await
     }
 
+    async fn rooms(&self) -> Result<Vec<RoomCode>, StoreError> {
+        let mut rooms: Vec<RoomCode> =
+            self.scan(&self.keys.rooms_prefix()).await?.iter().filter_map(|k| self.keys.room_of(k)).collect();
+        rooms.sort();
+        rooms.dedup();
+        Ok(rooms)
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     async fn session_entries(
         &self,
         room: &RoomCode,

@@ -118,12 +118,18 @@ impl TestServer {
 
     /// Starts with explicit flags (the store prefix is always unique).
     pub async fn with_args(args: &[String]) -> Self {
+        Self::with_args_prefix(args, &unique("cleanroom-test-")).await
+    }
+
+    /// Starts with explicit flags and store prefix: servers sharing a
+    /// prefix, a Redis and a database are nodes of one deployment.
+    pub async fn with_args_prefix(args: &[String], prefix: &str) -> Self {
         let config = match Config::from_args(args) {
             Ok(c) => c,
             Err(e) => panic!("test config refused: {e:?}"),
         };
         let leptos = LeptosOptions::builder().output_name("cleanroom").build();
-        let state = server::start(&config, leptos, &unique("cleanroom-test-")).await.expect("server starts");
+        let state = server::start(&config, leptos, prefix).await.expect("server starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let router = server::router(&state);
@@ -390,5 +396,69 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A TCP relay to a backing service that a test can cut and restore, the
+/// way a network failure looks to the server: when cut, every relayed
+/// connection is dropped and new ones are closed at once.
+pub struct TcpCut {
+    pub port: u16,
+    state: Arc<std::sync::Mutex<CutState>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+struct CutState {
+    down: bool,
+    /// Cancelled to drop the connections relayed so far.
+    conns: tokio_util::sync::CancellationToken,
+}
+
+impl TcpCut {
+    /// Relays a free loopback port to `target`.
+    pub async fn to(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("relay addr").port();
+        let state = Arc::new(std::sync::Mutex::new(CutState {
+            down: false,
+            conns: tokio_util::sync::CancellationToken::new(),
+        }));
+        let shared = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conns = {
+                    let s = shared.lock().unwrap();
+                    if s.down {
+                        continue; // dropped: closed at once
+                    }
+                    s.conns.clone()
+                };
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        () = conns.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Self { port, state, accept }
+    }
+
+    /// Cuts (`true`) or restores the relay.
+    pub fn cut(&self, down: bool) {
+        let mut s = self.state.lock().unwrap();
+        s.down = down;
+        if down {
+            s.conns.cancel();
+            s.conns = tokio_util::sync::CancellationToken::new();
+        }
+    }
+}
+
+impl Drop for TcpCut {
+    fn drop(&mut self) {
+        self.cut(true);
+        self.accept.abort();
     }
 }

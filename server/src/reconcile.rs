@@ -1,0 +1,167 @@
+//! The reconciler: a background sweep that compares the three places a
+//! session lives (this node's live sessions and media, the live-state
+//! store, the database) and repairs any difference through the single
+//! close path ([`Rooms::end_session`], reason `reaped`).
+//!
+//! What counts as an orphan, seen from this node:
+//! - a live session (or open media) here that the store or the database no
+//!   longer knows: kind `live-session`;
+//! - store entries or a database row of a session that no live node holds:
+//!   owned by this node but not live here, owned by a node whose lease has
+//!   expired (a crashed node), or not owned by anybody (a dangling pointer):
+//!   kinds `store-key` and `db-row`.
+//!
+//! Sessions owned by another live node are that node's business. A session
+//! is reaped only when two passes in a row find it orphaned, so a join or a
+//! leave in flight between two reads is never mistaken for one.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use app::model::{LeaveReason, RoomCode, SessionId, UserId};
+
+use crate::db::DbError;
+use crate::metrics as m;
+use crate::room::Rooms;
+use crate::store::StoreError;
+
+/// Why a pass could not judge (it then repairs nothing).
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// What one pass repaired.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    pub store_keys: u32,
+    pub db_rows: u32,
+    pub live_sessions: u32,
+}
+
+impl Reaped {
+    pub fn total(&self) -> u32 {
+        self.store_keys + self.db_rows + self.live_sessions
+    }
+}
+
+/// Everything one pass learnt of one session.
+#[derive(Debug)]
+struct Seen {
+    room: RoomCode,
+    user: Option<UserId>,
+    /// The owning node, from its database row or member entry.
+    node: Option<String>,
+    /// A member or pending entry names it.
+    entry: bool,
+    /// Any store key names it.
+    in_store: bool,
+    db_row: bool,
+    live: bool,
+    media: bool,
+}
+
+impl Seen {
+    fn new(room: RoomCode) -> Self {
+        Self { room, user: None, node: None, entry: false, in_store: false, db_row: false, live: false, media: false }
+    }
+
+    /// Whether this node should repair it, given the nodes alive now.
+    fn orphaned(&self, me: &str, live_nodes: &HashSet<String>) -> bool {
+        if self.live {
+            return !(self.entry && self.db_row);
+        }
+        if self.media {
+            return true;
+        }
+        match &self.node {
+            Some(node) => node == me || !live_nodes.contains(node),
+            None => self.in_store || self.db_row,
+        }
+    }
+}
+
+/// The reconciler of one node. Call [`Reconciler::pass`] periodically.
+pub struct Reconciler {
+    rooms: Arc<Rooms>,
+    /// Orphans found by the previous pass.
+    suspects: HashSet<SessionId>,
+}
+
+impl Reconciler {
+    pub fn new(rooms: Arc<Rooms>) -> Self {
+        Self { rooms, suspects: HashSet::new() }
+    }
+
+    /// One comparison, and the repair of whatever the previous pass also
+    /// found orphaned.
+    pub async fn pass(&mut self) -> Result<Reaped, PassError> {
+        let rooms = &self.rooms;
+        let me = rooms.node_id().to_owned();
+        let mut live_nodes: HashSet<String> = rooms.store().live_nodes().await?.into_iter().collect();
+        live_nodes.insert(me.clone());
+
+        let mut seen: BTreeMap<SessionId, Seen> = BTreeMap::new();
+        for live in rooms.sessions().all() {
+            seen.entry(live.id.clone()).or_insert_with(|| Seen::new(live.room.clone())).live = true;
+        }
+        for (room, session) in rooms.media().open_sessions() {
+            seen.entry(session).or_insert_with(|| Seen::new(room)).media = true;
+        }
+        for row in rooms.db().all_participants().await? {
+            let Ok(room) = RoomCode::parse(&row.room_code) else {
+                tracing::warn!(session = %row.session_id, room = %row.room_code, "participant row with a bad room code");
+                continue;
+            };
+            let s = seen.entry(SessionId::new(row.session_id)).or_insert_with(|| Seen::new(room));
+            s.db_row = true;
+            s.user = Some(UserId::new(row.user_id));
+            s.node = Some(row.node_id);
+        }
+        for room in rooms.store().rooms().await? {
+            for r in rooms.store().session_refs(&room).await? {
+                let s = seen.entry(r.session).or_insert_with(|| Seen::new(room.clone()));
+                s.in_store = true;
+                s.entry |= r.node.is_some();
+                s.user = s.user.take().or(r.user);
+                s.node = s.node.take().or(r.node);
+            }
+        }
+
+        let orphans: HashSet<SessionId> =
+            seen.iter().filter(|(_, s)| s.orphaned(&me, &live_nodes)).map(|(id, _)| id.clone()).collect();
+        let confirmed: Vec<SessionId> = orphans.intersection(&self.suspects).cloned().collect();
+        self.suspects = orphans;
+
+        let mut reaped = Reaped::default();
+        for id in confirmed {
+            let Some(s) = seen.get(&id) else { continue };
+            // A dangling pointer may not say whose it is; compare-and-delete
+            // makes a wrong guess harmless.
+            let user = s.user.clone().unwrap_or_else(|| UserId::new(""));
+            tracing::warn!(
+                room = %s.room, session = %id, node = s.node.as_deref().unwrap_or("?"),
+                live = s.live, media = s.media, store = s.in_store, db_row = s.db_row,
+                "reaping an orphaned session"
+            );
+            if let Err(e) = rooms.end_session(&s.room, &id, &user, LeaveReason::Reaped).await {
+                tracing::warn!(session = %id, error = %e, "orphan not fully reaped; the next pass retries");
+                continue;
+            }
+            self.suspects.remove(&id);
+            let count = |kind: &'static str, yes: bool, n: &mut u32| {
+                if yes {
+                    metrics::counter!(m::ORPHANS_REAPED, "kind" => kind).increment(1);
+                    *n += 1;
+                }
+            };
+            count("live-session", s.live || s.media, &mut reaped.live_sessions);
+            count("store-key", s.in_store, &mut reaped.store_keys);
+            count("db-row", s.db_row, &mut reaped.db_rows);
+        }
+        Ok(reaped)
+    }
+}
