@@ -104,6 +104,14 @@ impl MediaGuest {
         self.close().await;
     }
 
+    /// Drops the socket without a close frame and stops the media, without
+    /// telling the server: a crashed tab or a lost connection.
+    pub async fn vanish(self) {
+        self.socket.abort();
+        let _ = self.socket.await;
+        self.client.close().await;
+    }
+
     /// Closes the socket and the media without telling the server.
     pub async fn close(self) {
         self.stop.cancel();
