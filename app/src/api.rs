@@ -8,7 +8,7 @@ use leptos::prelude::*;
 
 use crate::error::AppError;
 #[cfg(feature = "ssr")]
-use crate::model::{validate_display_name, LeaveReason, RoomCode, SessionId};
+use crate::model::{validate_display_name, LeaveReason, MediaKind, ParticipantId, RoomAction, RoomCode, SessionId};
 use crate::model::{JoinOutcome, RoomPageData};
 
 #[cfg(feature = "ssr")]
@@ -80,4 +80,53 @@ pub async fn join_room(code: String, display_name: String) -> Result<JoinOutcome
 pub async fn leave_room(session_id: String) -> Result<(), AppError> {
     let (ports, me) = caller().await?;
     ports.rooms.leave(&me, &SessionId::new(session_id), LeaveReason::Left).await
+}
+
+#[cfg(feature = "ssr")]
+async fn act(session_id: String, action: RoomAction) -> Result<(), AppError> {
+    let (ports, me) = caller().await?;
+    ports.rooms.act(&me, &SessionId::new(session_id), action).await
+}
+
+/// Admin: lets a waiting participant in (`approve` = "true") or turns them away.
+#[server(prefix = "/api", endpoint = "admit")]
+pub async fn admit(session_id: String, participant_id: String, approve: bool) -> Result<(), AppError> {
+    act(session_id, RoomAction::Admit { participant: ParticipantId::new(participant_id), approve }).await
+}
+
+/// Admin: removes a participant from the call.
+#[server(prefix = "/api", endpoint = "kick")]
+pub async fn kick(session_id: String, participant_id: String) -> Result<(), AppError> {
+    act(session_id, RoomAction::Kick { participant: ParticipantId::new(participant_id) }).await
+}
+
+/// Admin: turns a participant's microphone off.
+#[server(prefix = "/api", endpoint = "mute-participant")]
+pub async fn mute_participant(session_id: String, participant_id: String) -> Result<(), AppError> {
+    act(session_id, RoomAction::MuteParticipant { participant: ParticipantId::new(participant_id) }).await
+}
+
+/// Admin: hands the admin role to another participant.
+#[server(prefix = "/api", endpoint = "make-admin")]
+pub async fn make_admin(session_id: String, participant_id: String) -> Result<(), AppError> {
+    act(session_id, RoomAction::MakeAdmin { participant: ParticipantId::new(participant_id) }).await
+}
+
+/// Admin: ends the meeting for everyone.
+#[server(prefix = "/api", endpoint = "end-meeting")]
+pub async fn end_meeting(session_id: String) -> Result<(), AppError> {
+    act(session_id, RoomAction::EndMeeting).await
+}
+
+/// Raises (`up` = "true") or lowers the caller's hand.
+#[server(prefix = "/api", endpoint = "hand")]
+pub async fn set_hand(session_id: String, up: bool) -> Result<(), AppError> {
+    act(session_id, RoomAction::Hand { up }).await
+}
+
+/// Turns the caller's microphone (`kind` = "audio") or camera ("video") off or on.
+#[server(prefix = "/api", endpoint = "mute")]
+pub async fn set_muted(session_id: String, kind: String, muted: bool) -> Result<(), AppError> {
+    let kind = MediaKind::parse(&kind).ok_or_else(|| AppError::Invalid("kind must be audio or video".into()))?;
+    act(session_id, RoomAction::Mute { kind, muted }).await
 }

@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use crate::model::{JoinOutcome, ParticipantId, ParticipantState, ParticipantView, Role, SessionId};
+use crate::model::{JoinOutcome, LeaveReason, ParticipantId, ParticipantState, ParticipantView, Role, SessionId};
 use crate::signal::ServerMsg;
 
 /// The signalling connection as the person sees it (`connection-status`).
@@ -44,6 +44,29 @@ pub struct Me {
     pub state: ParticipantState,
 }
 
+/// A short notice shown for a few seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toast {
+    pub id: u64,
+    pub text: String,
+}
+
+/// How many notices are shown at once.
+const MAX_TOASTS: usize = 3;
+
+/// What the page tells the person when their session ended on the server.
+pub fn ended_message(reason: LeaveReason) -> String {
+    match reason {
+        LeaveReason::Kicked => "The host removed you from the meeting.".into(),
+        LeaveReason::RoomEnded => "The host ended the meeting for everyone.".into(),
+        LeaveReason::Denied => "The host declined your request to join.".into(),
+        LeaveReason::Expired => "Nobody answered your request to join in time. You can ask again.".into(),
+        LeaveReason::Replaced => "You joined this meeting from another tab or window.".into(),
+        LeaveReason::NodeShutdown => "The server restarted. Please join again.".into(),
+        other => format!("You left the meeting ({}).", other.as_str()),
+    }
+}
+
 /// All call state of one room page. Copyable handles to signals.
 #[derive(Debug, Clone, Copy)]
 pub struct CallStore {
@@ -58,6 +81,18 @@ pub struct CallStore {
     /// The last call ended because the connection was lost (shown as
     /// `disconnected`, with a way to rejoin).
     pub lost: RwSignal<bool>,
+    /// Raised hands, earliest first.
+    pub hands: RwSignal<Vec<ParticipantId>>,
+    /// Who is speaking now.
+    pub speaker: RwSignal<Option<ParticipantId>>,
+    /// Requests to join waiting for approval (sent to admins only).
+    pub pending: RwSignal<Vec<ParticipantView>>,
+    /// Our own microphone is off.
+    pub audio_muted: RwSignal<bool>,
+    /// Our own camera is off.
+    pub video_muted: RwSignal<bool>,
+    /// Short notices (joins, leaves, a new host), oldest first.
+    pub toasts: RwSignal<Vec<Toast>>,
     /// Remote media by stream id (= the publisher's participant id).
     #[cfg(feature = "hydrate")]
     pub streams: RwSignal<std::collections::HashMap<String, web_sys::MediaStream>, LocalStorage>,
@@ -80,6 +115,12 @@ impl CallStore {
             connection: RwSignal::new(ConnectionState::Disconnected),
             notice: RwSignal::new(None),
             lost: RwSignal::new(false),
+            hands: RwSignal::new(Vec::new()),
+            speaker: RwSignal::new(None),
+            pending: RwSignal::new(Vec::new()),
+            audio_muted: RwSignal::new(false),
+            video_muted: RwSignal::new(false),
+            toasts: RwSignal::new(Vec::new()),
             #[cfg(feature = "hydrate")]
             streams: RwSignal::new_local(std::collections::HashMap::new()),
             #[cfg(feature = "hydrate")]
@@ -101,15 +142,73 @@ impl CallStore {
         }));
     }
 
+    /// Shows a short notice.
+    pub fn toast(&self, text: impl Into<String>) {
+        let text = text.into();
+        let _ = self.toasts.try_update(|t| {
+            let id = t.last().map_or(1, |last| last.id + 1);
+            t.push(Toast { id, text });
+            let excess = t.len().saturating_sub(MAX_TOASTS);
+            t.drain(..excess);
+        });
+    }
+
+    /// Takes a new roster: our own role, admission and admin mute follow
+    /// it, and joins, leaves and a new host become notices.
+    fn take_roster(&self, participants: Vec<ParticipantView>) {
+        let Some(me) = self.me.try_get_untracked().flatten() else { return };
+        let before = self.participants.try_get_untracked().unwrap_or_default();
+        let mine = participants.iter().find(|p| p.id == me.participant_id);
+        if let Some(view) = mine {
+            if me.state == ParticipantState::Pending {
+                self.toast("You were let in.");
+            }
+            if view.audio_muted && self.audio_muted.try_get_untracked() == Some(false) {
+                let _ = self.audio_muted.try_set(true);
+                self.toast("The host muted your microphone.");
+            }
+            if view.role != me.role || view.state != me.state {
+                let _ = self.me.try_set(Some(Me { role: view.role, state: view.state, ..me.clone() }));
+                if view.role == Role::Admin && me.state == ParticipantState::Active {
+                    self.toast("You are now the host.");
+                }
+            }
+        }
+        // Notices only once we were in the call (not for the first roster).
+        if me.state == ParticipantState::Active && !before.is_empty() {
+            for p in participants.iter().filter(|p| p.id != me.participant_id) {
+                if !before.iter().any(|b| b.id == p.id) {
+                    self.toast(format!("{} joined", p.name));
+                }
+                let was_admin = before.iter().any(|b| b.id == p.id && b.role == Role::Admin);
+                if p.role == Role::Admin && !was_admin {
+                    self.toast(format!("{} is now the host", p.name));
+                }
+            }
+            for b in before.iter().filter(|b| b.id != me.participant_id) {
+                if !participants.iter().any(|p| p.id == b.id) {
+                    self.toast(format!("{} left", b.name));
+                }
+            }
+        }
+        let _ = self.participants.try_set(participants);
+    }
+
     /// Applies one signalling message.
     pub fn apply(&self, msg: ServerMsg) {
         match msg {
-            ServerMsg::Roster { participants } => {
-                let _ = self.participants.try_set(participants);
+            ServerMsg::Roster { participants, hands, speaker, pending } => {
+                self.take_roster(participants);
+                let _ = self.hands.try_set(hands);
+                let _ = self.speaker.try_set(speaker);
+                let _ = self.pending.try_set(pending);
+            }
+            ServerMsg::Speaker { participant } => {
+                let _ = self.speaker.try_set(participant);
             }
             ServerMsg::SessionEnded { reason } => {
                 self.reset();
-                let _ = self.notice.try_set(Some(format!("You left the meeting ({}).", reason.as_str())));
+                let _ = self.notice.try_set(Some(ended_message(reason)));
             }
             // Media negotiation belongs to the peer connection, not the store.
             ServerMsg::Pong | ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. } => {}
@@ -122,6 +221,12 @@ impl CallStore {
         let _ = self.me.try_set(None);
         let _ = self.participants.try_set(Vec::new());
         let _ = self.connection.try_set(ConnectionState::Disconnected);
+        let _ = self.hands.try_set(Vec::new());
+        let _ = self.speaker.try_set(None);
+        let _ = self.pending.try_set(Vec::new());
+        let _ = self.audio_muted.try_set(false);
+        let _ = self.video_muted.try_set(false);
+        let _ = self.toasts.try_set(Vec::new());
         #[cfg(feature = "hydrate")]
         {
             let _ = self.streams.try_set(std::collections::HashMap::new());
@@ -129,8 +234,100 @@ impl CallStore {
         }
     }
 
+    /// Whether we hold the admin role now.
+    pub fn is_admin(&self) -> bool {
+        self.me.with(|me| me.as_ref().is_some_and(|m| m.role == Role::Admin))
+    }
+
     /// Whether a participant id is the caller's own.
     pub fn is_me(&self, id: &ParticipantId) -> bool {
         self.me.with_untracked(|me| me.as_ref().is_some_and(|m| &m.participant_id == id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Presence;
+
+    fn person(id: &str, role: Role) -> ParticipantView {
+        ParticipantView {
+            id: ParticipantId::new(id),
+            name: id.to_uppercase(),
+            role,
+            state: ParticipantState::Active,
+            joined_at_ms: 0,
+            presence: Presence::Connected,
+            audio_muted: false,
+            video_muted: false,
+        }
+    }
+
+    fn roster(participants: Vec<ParticipantView>) -> ServerMsg {
+        ServerMsg::Roster { participants, hands: vec![], speaker: None, pending: vec![] }
+    }
+
+    fn texts(store: &CallStore) -> Vec<String> {
+        store.toasts.get_untracked().into_iter().map(|t| t.text).collect()
+    }
+
+    #[test]
+    fn a_waiting_caller_is_let_in_and_follows_the_roster() {
+        let owner = Owner::new();
+        owner.set();
+        let store = CallStore::new();
+        store.enter(JoinOutcome {
+            session_id: SessionId::new("s"),
+            participant_id: ParticipantId::new("me"),
+            role: Role::Member,
+            state: ParticipantState::Pending,
+            roster: vec![person("ada", Role::Admin)],
+        });
+        store.apply(roster(vec![person("ada", Role::Admin), person("me", Role::Member)]));
+        assert_eq!(store.me.get_untracked().unwrap().state, ParticipantState::Active);
+        assert_eq!(texts(&store), ["You were let in."]);
+
+        // An admin mute turns our microphone off; joins, leaves and a new host are told.
+        let mut muted = person("me", Role::Member);
+        muted.audio_muted = true;
+        store.apply(roster(vec![person("ada", Role::Admin), muted.clone(), person("bob", Role::Member)]));
+        assert!(store.audio_muted.get_untracked());
+        assert_eq!(texts(&store), ["You were let in.", "The host muted your microphone.", "BOB joined"]);
+        store.apply(roster(vec![muted, person("bob", Role::Admin)]));
+        // At most three notices at once: the oldest go first.
+        assert_eq!(texts(&store), ["BOB joined", "BOB is now the host", "ADA left"]);
+        assert!(!store.is_admin());
+    }
+
+    #[test]
+    fn reset_empties_every_piece_of_call_state() {
+        let owner = Owner::new();
+        owner.set();
+        let store = CallStore::new();
+        store.enter(JoinOutcome {
+            session_id: SessionId::new("s"),
+            participant_id: ParticipantId::new("me"),
+            role: Role::Admin,
+            state: ParticipantState::Active,
+            roster: vec![],
+        });
+        store.apply(ServerMsg::Roster {
+            participants: vec![person("me", Role::Admin), person("bob", Role::Member)],
+            hands: vec![ParticipantId::new("bob")],
+            speaker: Some(ParticipantId::new("bob")),
+            pending: vec![person("cy", Role::Member)],
+        });
+        store.audio_muted.set(true);
+        store.video_muted.set(true);
+        store.toast("hello");
+        store.reset();
+        assert!(store.me.get_untracked().is_none());
+        assert!(store.participants.get_untracked().is_empty());
+        assert!(store.hands.get_untracked().is_empty());
+        assert!(store.speaker.get_untracked().is_none());
+        assert!(store.pending.get_untracked().is_empty());
+        assert!(!store.audio_muted.get_untracked() && !store.video_muted.get_untracked());
+        assert!(store.toasts.get_untracked().is_empty());
+        assert_eq!(store.connection.get_untracked(), ConnectionState::Disconnected);
     }
 }

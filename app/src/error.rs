@@ -23,6 +23,9 @@ pub enum AppError {
     /// The session is not (or no longer) in the room.
     #[error("You are not in this room any more.")]
     NotInRoom,
+    /// A request the page should never send (a bad field value).
+    #[error("{0}")]
+    Invalid(String),
     /// The caller may not do this.
     #[error("You are not allowed to do that.")]
     Forbidden,

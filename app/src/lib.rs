@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! Cleanroom's shared Leptos code.
 //!
 //! Compiled twice: with `ssr` into the server (rendering, server functions)

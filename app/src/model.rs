@@ -180,10 +180,14 @@ pub enum LeaveReason {
     NodeShutdown,
     /// The reconciler found the session without an owner.
     Reaped,
+    /// An admin declined the request to join (private room).
+    Denied,
+    /// The request to join was not answered in time (private room).
+    Expired,
 }
 
 impl LeaveReason {
-    pub const ALL: [LeaveReason; 10] = [
+    pub const ALL: [LeaveReason; 12] = [
         LeaveReason::Left,
         LeaveReason::PageHidden,
         LeaveReason::SocketClosed,
@@ -194,6 +198,8 @@ impl LeaveReason {
         LeaveReason::RoomEnded,
         LeaveReason::NodeShutdown,
         LeaveReason::Reaped,
+        LeaveReason::Denied,
+        LeaveReason::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -208,6 +214,8 @@ impl LeaveReason {
             LeaveReason::RoomEnded => "room-ended",
             LeaveReason::NodeShutdown => "node-shutdown",
             LeaveReason::Reaped => "reaped",
+            LeaveReason::Denied => "denied",
+            LeaveReason::Expired => "expired",
         }
     }
 
@@ -263,6 +271,64 @@ pub struct ParticipantView {
     pub joined_at_ms: i64,
     #[serde(default)]
     pub presence: Presence,
+    /// The microphone is off (by the person, or by an admin).
+    #[serde(default)]
+    pub audio_muted: bool,
+    /// The camera is off.
+    #[serde(default)]
+    pub video_muted: bool,
+}
+
+/// A kind of media a person sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "audio" => Some(MediaKind::Audio),
+            "video" => Some(MediaKind::Video),
+            _ => None,
+        }
+    }
+}
+
+/// What a participant asks of the room, besides joining and leaving.
+/// The first five are the admin's; the server refuses them to anybody else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum RoomAction {
+    /// Let a waiting participant in (`approve`) or turn them away.
+    Admit { participant: ParticipantId, approve: bool },
+    /// Remove a participant from the call.
+    Kick { participant: ParticipantId },
+    /// Turn a participant's microphone off (they may turn it on again).
+    MuteParticipant { participant: ParticipantId },
+    /// Hand the admin role to another participant.
+    MakeAdmin { participant: ParticipantId },
+    /// End the meeting for everyone.
+    EndMeeting,
+    /// Raise (`up`) or lower one's own hand.
+    Hand { up: bool },
+    /// Turn one's own microphone or camera off (`muted`) or on.
+    Mute { kind: MediaKind, muted: bool },
+}
+
+impl RoomAction {
+    /// Only an admin may do this.
+    pub fn needs_admin(&self) -> bool {
+        !matches!(self, RoomAction::Hand { .. } | RoomAction::Mute { .. })
+    }
 }
 
 /// The answer to a join: the caller's session and the room as it stands.

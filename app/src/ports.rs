@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::AppError;
-use crate::model::{JoinOutcome, LeaveReason, RoomCode, RoomInfo, SessionId, UserId};
+use crate::model::{JoinOutcome, LeaveReason, RoomAction, RoomCode, RoomInfo, SessionId, UserId};
 
 /// The caller as the identity cookie proves them. Inserted into every
 /// request's extensions by the server's identity middleware.
@@ -31,6 +31,9 @@ pub trait RoomService: Send + Sync + 'static {
     /// Ends `session` if it belongs to `who`. Idempotent: ending an ended
     /// session is `Ok`.
     async fn leave(&self, who: &Identity, session: &SessionId, reason: LeaveReason) -> Result<(), AppError>;
+    /// Does `action` as the owner of `session` (admin actions need the
+    /// admin role; a forged or unauthorised request changes nothing).
+    async fn act(&self, who: &Identity, session: &SessionId, action: RoomAction) -> Result<(), AppError>;
 }
 
 /// Issues the identity cookie (the signing key stays on the server).

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{LeaveReason, ParticipantView};
+use crate::model::{LeaveReason, ParticipantId, ParticipantView};
 
 /// One trickled ICE candidate, as `RTCIceCandidateInit` carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,8 +27,21 @@ pub const HEARTBEAT_INTERVAL_MS: u32 = 1_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMsg {
-    /// The room's live roster, in arrival order. Sent on connect and on every change.
-    Roster { participants: Vec<ParticipantView> },
+    /// The room's live state: the admitted participants in arrival order,
+    /// raised hands (earliest first), the active speaker, and (for admins
+    /// only; empty for everyone else) the requests waiting for approval.
+    /// Sent on connect and on every change.
+    Roster {
+        participants: Vec<ParticipantView>,
+        #[serde(default)]
+        hands: Vec<ParticipantId>,
+        #[serde(default)]
+        speaker: Option<ParticipantId>,
+        #[serde(default)]
+        pending: Vec<ParticipantView>,
+    },
+    /// The active speaker changed (`None`: nobody is speaking).
+    Speaker { participant: Option<ParticipantId> },
     /// Your session ended on the server; the page must tear down.
     SessionEnded { reason: LeaveReason },
     /// Answer to [`ClientMsg::Ping`].

@@ -55,6 +55,18 @@ pub struct Config {
     #[arg(long = "offer-timeout-ms", env = "CLEANROOM_OFFER_TIMEOUT_MS", default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub offer_timeout_ms: u64,
 
+    /// A request to join a private room expires after this many ms.
+    #[arg(long = "pending-timeout-ms", env = "CLEANROOM_PENDING_TIMEOUT_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+    pub pending_timeout_ms: u64,
+
+    /// A room everybody left closes itself after this many ms.
+    #[arg(long = "empty-room-ms", env = "CLEANROOM_EMPTY_ROOM_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(100..=2_592_000_000))]
+    pub empty_room_ms: u64,
+
+    /// A room nobody joined closes itself after this many ms.
+    #[arg(long = "unused-room-ms", env = "CLEANROOM_UNUSED_ROOM_MS", default_value_t = 86_400_000, value_parser = clap::value_parser!(u64).range(100..=2_592_000_000))]
+    pub unused_room_ms: u64,
+
     /// Reconciler: compare live sessions, the store and the database this often (ms).
     #[arg(long = "reconcile-ms", env = "CLEANROOM_RECONCILE_MS", default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     pub reconcile_ms: u64,

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! # The `cleanroom` server
 //!
 //! One axum process that renders the Leptos pages, answers their server
@@ -108,9 +109,14 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     let node_id = config.node_id_or_random();
     tracing::info!(node = %node_id, database = db.backend(), store = store.backend(), "starting");
     let shutdown = CancellationToken::new();
-    let (sfu, end_requests) = media::Sfu::new(media::MediaConfig::from_config(config), store.clone());
+    let (sfu, end_requests, speakers) = media::Sfu::new(media::MediaConfig::from_config(config), store.clone());
     let tasks = TaskTracker::new();
-    let rooms = Rooms::new(db, store, node_id, shutdown.child_token(), Arc::new(sfu), tasks.clone());
+    let limits = room::Limits {
+        pending_timeout: Duration::from_millis(config.pending_timeout_ms),
+        empty_room: Duration::from_millis(config.empty_room_ms),
+        unused_room: Duration::from_millis(config.unused_room_ms),
+    };
+    let rooms = Rooms::new(db, store, node_id, shutdown.child_token(), Arc::new(sfu), tasks.clone(), limits);
     let state = AppState {
         leptos,
         rooms,
@@ -123,6 +129,7 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     };
     spawn_lease(&state);
     spawn_media_ends(&state, end_requests);
+    spawn_speakers(&state, speakers);
     spawn_liveness(&state, Duration::from_millis(config.suspect_ms), Duration::from_millis(config.remove_ms));
     spawn_reconciler(&state, Duration::from_millis(config.reconcile_ms));
     Ok(state)
@@ -149,6 +156,24 @@ fn spawn_media_ends(state: &AppState, mut requests: tokio::sync::mpsc::Unbounded
     });
 }
 
+/// Hands the SFU's active-speaker changes to the room service.
+fn spawn_speakers(state: &AppState, mut changes: tokio::sync::mpsc::UnboundedReceiver<media::SpeakerChange>) {
+    let rooms = state.rooms.clone();
+    let stop = state.shutdown.clone();
+    state.tasks.spawn(async move {
+        loop {
+            let change = tokio::select! {
+                () = stop.cancelled() => break,
+                change = changes.recv() => match change {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            rooms.speaker_changed(&change.room, change.session.as_ref()).await;
+        }
+    });
+}
+
 /// Abrupt-loss detection: sweeps often enough that a session is shown as
 /// reconnecting within `suspect` of its last sign of life and removed within
 /// `remove` (each threshold is lowered by one tick to keep that promise).
@@ -169,7 +194,7 @@ fn spawn_liveness(state: &AppState, suspect: Duration, remove: Duration) {
     });
 }
 
-/// The reconciler, one pass every `every`.
+/// The reconciler and the room lifetime check, one pass every `every`.
 fn spawn_reconciler(state: &AppState, every: Duration) {
     let mut reconciler = reconcile::Reconciler::new(state.rooms.clone());
     let stop = state.shutdown.clone();
@@ -184,6 +209,9 @@ fn spawn_reconciler(state: &AppState, every: Duration) {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "reconciler pass skipped"),
                 },
+            }
+            if let Err(e) = reconciler.rooms().close_idle_rooms().await {
+                tracing::warn!(error = %e, "idle rooms not checked");
             }
         }
     });

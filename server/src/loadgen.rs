@@ -8,6 +8,12 @@
 //! noting when the first packet of each publisher arrived. A receive-only
 //! client ([`RtcClient::start_receive_only`]) publishes nothing.
 //!
+//! Every audio packet carries the RFC 6464 audio level extension (negotiated
+//! like a browser does), stamped with the level set by
+//! [`RtcClient::set_audio_level`]: silence (127, no voice) until told
+//! otherwise, so a client is never the active speaker unless a test makes
+//! it speak.
+//!
 //! It speaks the app's wire types ([`ServerMsg`] in, [`ClientMsg`] out) but
 //! not the transport: the caller carries the messages over the room's
 //! WebSocket (the integration tests do; a load generator would too).
@@ -17,7 +23,7 @@
 //! [`RtcClient::close`] cancels, closes the connection and waits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +33,8 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +54,8 @@ use crate::media::{build_peer_connection, is_keyframe_request, IceSettings, Medi
 pub struct ClientStats {
     /// RTP packets received, by remote stream id (= publisher).
     received: Mutex<HashMap<String, u64>>,
+    /// RTP packets received, by remote stream id and kind (audio: `true`).
+    received_by_kind: Mutex<HashMap<(String, bool), u64>>,
     /// When the first RTP packet of each remote stream id arrived.
     first_packet: Mutex<HashMap<String, Instant>>,
     /// Remote tracks not ended yet: track id → stream id.
@@ -68,6 +78,21 @@ impl ClientStats {
     /// RTP packets received from one publisher.
     pub fn received_from(&self, publisher: &str) -> u64 {
         self.received.lock().unwrap_or_else(|p| p.into_inner()).get(publisher).copied().unwrap_or(0)
+    }
+
+    /// Audio RTP packets received from one publisher.
+    pub fn audio_received_from(&self, publisher: &str) -> u64 {
+        self.received_of(publisher, true)
+    }
+
+    /// Video RTP packets received from one publisher.
+    pub fn video_received_from(&self, publisher: &str) -> u64 {
+        self.received_of(publisher, false)
+    }
+
+    fn received_of(&self, publisher: &str, audio: bool) -> u64 {
+        let received = self.received_by_kind.lock().unwrap_or_else(|p| p.into_inner());
+        received.get(&(publisher.to_owned(), audio)).copied().unwrap_or(0)
     }
 
     /// When the first RTP packet from one publisher arrived, if any has.
@@ -131,10 +156,30 @@ impl PeerConnectionEventHandler for Events {
     }
 }
 
+/// The level stamped on published audio: bit 7 voice, bits 0-6 the level in
+/// −dBov (RFC 6464's one-byte layout).
+#[derive(Debug)]
+struct AudioLevel(AtomicU8);
+
+impl AudioLevel {
+    /// Silence: level 127, no voice.
+    const SILENT: u8 = 127;
+
+    fn set(&self, level_dbov: u8, voice: bool) {
+        self.0.store(level_dbov.min(127) | if voice { 0x80 } else { 0 }, Ordering::Release);
+    }
+
+    fn extension(&self) -> HeaderExtension {
+        let raw = self.0.load(Ordering::Acquire);
+        HeaderExtension::AudioLevel(AudioLevelExtension { level: raw & 0x7f, voice: raw & 0x80 != 0 })
+    }
+}
+
 /// One headless participant's media.
 pub struct RtcClient {
     inbound: mpsc::UnboundedSender<Input>,
     stats: Arc<ClientStats>,
+    audio_level: Arc<AudioLevel>,
     token: CancellationToken,
     tasks: TaskTracker,
 }
@@ -204,6 +249,7 @@ impl RtcClient {
         let client = Self {
             inbound,
             stats: Arc::new(ClientStats::default()),
+            audio_level: Arc::new(AudioLevel(AtomicU8::new(AudioLevel::SILENT))),
             token: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
@@ -218,7 +264,8 @@ impl RtcClient {
         client.tasks.spawn(owner.run(inbound_rx, events));
         if publish {
             client.tasks.spawn(count_keyframe_requests(client.token.clone(), client.stats.clone(), video.clone()));
-            client.tasks.spawn(pump(client.token.clone(), client.stats.clone(), audio, audio_ssrc, video, video_ssrc));
+            let media = Media { audio, audio_ssrc, level: client.audio_level.clone(), video, video_ssrc };
+            client.tasks.spawn(pump(client.token.clone(), client.stats.clone(), media));
         }
         Ok(client)
     }
@@ -230,6 +277,13 @@ impl RtcClient {
 
     pub fn stats(&self) -> &ClientStats {
         &self.stats
+    }
+
+    /// The audio level stamped on every audio packet from now on:
+    /// `level_dbov` in −dBov (0 = loudest, 127 = silence; larger is taken as
+    /// 127) and whether it is voice. The default is silence.
+    pub fn set_audio_level(&self, level_dbov: u8, voice: bool) {
+        self.audio_level.set(level_dbov, voice);
     }
 
     /// Sends a keyframe request (PLI) for the video received from `publisher`,
@@ -411,6 +465,7 @@ impl Owner {
 async fn count_packets(track: Arc<dyn TrackRemote>, stats: Arc<ClientStats>, token: CancellationToken) {
     let stream = track.stream_id().await;
     let id = track.track_id().await;
+    let audio = track.kind().await == RtpCodecKind::Audio;
     stats.live_tracks.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), stream.clone());
     loop {
         let event = tokio::select! {
@@ -425,6 +480,12 @@ async fn count_packets(track: Arc<dyn TrackRemote>, stats: Arc<ClientStats>, tok
                     *count += 1;
                     *count == 1
                 };
+                *stats
+                    .received_by_kind
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry((stream.clone(), audio))
+                    .or_default() += 1;
                 if first {
                     let now = Instant::now();
                     stats.first_packet.lock().unwrap_or_else(|p| p.into_inner()).entry(stream.clone()).or_insert(now);
@@ -459,17 +520,21 @@ async fn count_keyframe_requests(token: CancellationToken, stats: Arc<ClientStat
     }
 }
 
-/// Synthetic media: Opus every 20 ms (960 samples), VP8 every 30 ms
-/// (one-packet frames, 2700 ticks). Writes fail until the tracks are bound
-/// (after the first answer); those packets are simply not sent.
-async fn pump(
-    token: CancellationToken,
-    stats: Arc<ClientStats>,
+/// What the pump publishes.
+struct Media {
     audio: Arc<TrackLocalStaticRTP>,
     audio_ssrc: u32,
+    level: Arc<AudioLevel>,
     video: Arc<TrackLocalStaticRTP>,
     video_ssrc: u32,
-) {
+}
+
+/// Synthetic media: Opus every 20 ms (960 samples, with the audio level
+/// extension), VP8 every 30 ms (one-packet frames, 2700 ticks). Writes fail
+/// until the tracks are bound (after the first answer); those packets are
+/// simply not sent.
+async fn pump(token: CancellationToken, stats: Arc<ClientStats>, media: Media) {
+    let Media { audio, audio_ssrc, level, video, video_ssrc } = media;
     let opus = Bytes::from_static(&[0xfc; 60]);
     // A VP8 payload descriptor (start of partition) and a keyframe-looking header.
     let vp8 = {
@@ -492,7 +557,9 @@ async fn pump(
         if n % 2 == 0 {
             audio_seq = audio_seq.wrapping_add(1);
             let packet = packet(PT_OPUS, audio_seq, (n / 2) as u32 * 960, audio_ssrc, true, opus.clone());
-            if audio.write_rtp(packet).await.is_ok() {
+            // The extension goes with the id negotiated for this sender (none
+            // if it was not negotiated).
+            if audio.write_rtp_with_extensions(packet, &[level.extension()]).await.is_ok() {
                 stats.sent.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -173,7 +173,9 @@ pub async fn debug_session(State(state): State<AppState>, Path(session): Path<St
 pub fn status_of(e: &AppError) -> StatusCode {
     match e {
         AppError::RoomNotFound => StatusCode::NOT_FOUND,
-        AppError::BadRoomCode | AppError::BadName(_) | AppError::RoomEnded => StatusCode::BAD_REQUEST,
+        AppError::BadRoomCode | AppError::BadName(_) | AppError::RoomEnded | AppError::Invalid(_) => {
+            StatusCode::BAD_REQUEST
+        }
         AppError::NotInRoom => StatusCode::CONFLICT,
         AppError::Forbidden => StatusCode::FORBIDDEN,
         AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

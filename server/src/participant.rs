@@ -35,6 +35,10 @@ pub struct LiveSession {
     /// The last socket ended with a close frame from the page (a leave or a
     /// tab close follows): only silence, not the missing socket, is suspect.
     closed_cleanly: AtomicBool,
+    /// Waiting for an admin's approval (private rooms).
+    waiting: AtomicBool,
+    /// When the session was created (a waiting request expires from here).
+    created: Instant,
 }
 
 /// Milliseconds since the first call in this process (monotonic).
@@ -79,7 +83,23 @@ impl LiveSession {
             connected_once: AtomicBool::new(false),
             suspect: AtomicBool::new(false),
             closed_cleanly: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            created: Instant::now(),
         }
+    }
+
+    /// Marks the session as waiting for approval (`true`) or admitted.
+    pub fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Release);
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// How long ago the session was created.
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
     }
 
     /// Records that the page closed its socket with a close frame.

@@ -96,6 +96,10 @@ impl Reconciler {
         Self { rooms, suspects: HashSet::new() }
     }
 
+    pub fn rooms(&self) -> &Arc<Rooms> {
+        &self.rooms
+    }
+
     /// One comparison, and the repair of whatever the previous pass also
     /// found orphaned.
     pub async fn pass(&mut self) -> Result<Reaped, PassError> {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use app::error::AppError;
 use app::model::{
-    JoinOutcome, LeaveReason, ParticipantId, ParticipantState, ParticipantView, Presence, Role, RoomCode, RoomInfo,
-    SessionId, UserId,
+    JoinOutcome, LeaveReason, MediaKind, ParticipantId, ParticipantState, ParticipantView, Presence, Role, RoomAction,
+    RoomCode, RoomInfo, SessionId, UserId,
 };
 use app::ports::{Identity, RoomService};
 use app::signal::ServerMsg;
@@ -88,6 +88,27 @@ fn note_retry(e: &CleanupError, after: Duration) {
     tracing::debug!(error = %e, retry_in = ?after, "cleanup step retried");
 }
 
+/// Time limits of rooms and requests (CONTRACT defaults in `config`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A request to join a private room expires after this long.
+    pub pending_timeout: Duration,
+    /// A room everybody left closes itself after this long.
+    pub empty_room: Duration,
+    /// A room nobody joined closes itself after this long.
+    pub unused_room: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            pending_timeout: Duration::from_secs(120),
+            empty_room: Duration::from_secs(300),
+            unused_room: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// The room service of one node.
 pub struct Rooms {
     db: Db,
@@ -103,6 +124,7 @@ pub struct Rooms {
     tasks: TaskTracker,
     /// This service itself, for background cleanups (no cycle: weak).
     me: Weak<Rooms>,
+    limits: Limits,
 }
 
 impl Rooms {
@@ -113,8 +135,10 @@ impl Rooms {
         root: CancellationToken,
         media: Arc<Sfu>,
         tasks: TaskTracker,
+        limits: Limits,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
+            limits,
             db,
             store,
             node_id,
@@ -152,10 +176,75 @@ impl Rooms {
         Ok(self.store.members(room).await?.iter().map(MemberEntry::view).collect())
     }
 
+    /// The room's whole live state as the `roster` message carries it
+    /// (with the pending requests; sockets of non-admins strip them).
+    pub async fn room_state(&self, room: &RoomCode) -> Result<ServerMsg, StoreError> {
+        let members = self.store.members(room).await?;
+        let pending = self.store.pending(room).await?;
+        let public_id = |s: &SessionId| members.iter().find(|m| &m.session == s).map(|m| m.participant.clone());
+        let hands = self.store.hands(room).await?.iter().filter_map(public_id).collect();
+        let speaker = self.store.speaker(room).await?.as_ref().and_then(public_id);
+        Ok(ServerMsg::Roster {
+            participants: members.iter().map(MemberEntry::view).collect(),
+            hands,
+            speaker,
+            pending: pending.iter().map(MemberEntry::view).collect(),
+        })
+    }
+
     async fn broadcast_roster(&self, room: &RoomCode) {
-        match self.roster(room).await {
-            Ok(participants) => self.hub.publish(room, ServerMsg::Roster { participants }),
+        match self.room_state(room).await {
+            Ok(msg) => self.hub.publish(room, msg),
             Err(e) => tracing::warn!(room = %room, error = %e, "roster not broadcast"),
+        }
+    }
+
+    /// The SFU's active-speaker decision: recorded in the store and told to
+    /// the room. `None`: nobody is speaking.
+    pub async fn speaker_changed(&self, room: &RoomCode, session: Option<&SessionId>) {
+        let recorded = match session {
+            Some(s) => self.store.set_speaker(room, s).await,
+            None => match self.store.speaker(room).await {
+                Ok(Some(current)) => self.store.clear_speaker(room, &current).await.map(|_| ()),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(room = %room, error = %e, "speaker not recorded");
+            return;
+        }
+        let participant = match session {
+            None => None,
+            Some(s) => match self.store.members(room).await {
+                Ok(members) => members.into_iter().find(|m| &m.session == s).map(|m| m.participant),
+                Err(_) => return,
+            },
+        };
+        self.hub.publish(room, ServerMsg::Speaker { participant });
+    }
+
+    /// When the room has people but no admin (the admin left by any exit),
+    /// the longest-present participant becomes admin.
+    async fn ensure_admin(&self, room: &RoomCode) {
+        let Ok(members) = self.store.members(room).await else { return };
+        if members.iter().any(|m| m.role == Role::Admin) {
+            return;
+        }
+        let Some(heir) = members.first() else { return };
+        let promoted = self
+            .store
+            .update_member(room, &heir.session, &|e| {
+                let changed = e.role != Role::Admin;
+                e.role = Role::Admin;
+                changed
+            })
+            .await;
+        if let Ok(Some(_)) = promoted {
+            if let Err(e) = self.db.set_role(heir.session.as_str(), Role::Admin.as_str()).await {
+                tracing::warn!(session = %heir.session, error = %e, "new admin not recorded in the database");
+            }
+            tracing::info!(room = %room, session = %heir.session, "admin handed over to the longest present");
         }
     }
 
@@ -220,6 +309,9 @@ impl Rooms {
         };
         let store_result = store_step.retry(policy).notify(note_retry).await;
         if store_result.is_ok() {
+            if reason != LeaveReason::RoomEnded {
+                self.ensure_admin(room).await;
+            }
             self.broadcast_roster(room).await;
         }
         let history_closed = AtomicBool::new(false);
@@ -275,6 +367,12 @@ impl Rooms {
     /// those silent for the whole grace window.
     pub async fn sweep(&self, suspect_after: Duration, remove_after: Duration) {
         for live in self.sessions.all() {
+            if live.is_waiting() && live.age() >= self.limits.pending_timeout {
+                if let Err(e) = self.end_session(&live.room, &live.id, &live.user, LeaveReason::Expired).await {
+                    tracing::warn!(session = %live.id, error = %e, "expired request not fully ended");
+                }
+                continue;
+            }
             let presence = match live.assess(suspect_after, remove_after) {
                 Liveness::Alive | Liveness::StillSuspect => continue,
                 Liveness::TurnedSuspect => Presence::Reconnecting,
@@ -308,6 +406,81 @@ impl Rooms {
         }
     }
 
+    /// Closes rooms nobody is in: empty for longer than the empty-room
+    /// timeout, or never joined within the unused-room timeout. Returns how
+    /// many it closed.
+    pub async fn close_idle_rooms(&self) -> Result<usize, DbError> {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let idle = self.db.idle_rooms(now, ms(self.limits.empty_room), ms(self.limits.unused_room)).await?;
+        let mut closed = 0;
+        for (code, reason) in idle {
+            if self.db.end_room(&code, reason, now).await? {
+                tracing::info!(room = %code, reason, "room closed itself");
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
+
+    /// The caller's own member entry, proving they own `session`.
+    async fn actor(&self, who: &Identity, session: &SessionId) -> Result<(RoomCode, MemberEntry), AppError> {
+        let room = match self.sessions.get(session) {
+            Some(live) => live.room.clone(),
+            None => {
+                let row = self.db.participant(session.as_str()).await.map_err(db_down)?.ok_or(AppError::NotInRoom)?;
+                RoomCode::parse(&row.room_code).map_err(|_| AppError::Internal)?
+            }
+        };
+        let members = self.store.members(&room).await.map_err(store_down)?;
+        match members.into_iter().find(|m| &m.session == session) {
+            Some(me) if me.user == who.user_id => Ok((room, me)),
+            Some(_) => Err(AppError::Forbidden),
+            None => Err(AppError::NotInRoom),
+        }
+    }
+
+    /// A participant of the room by public id, among the admitted ones or
+    /// (`waiting`) the requests.
+    async fn find(&self, room: &RoomCode, id: &ParticipantId, waiting: bool) -> Result<MemberEntry, AppError> {
+        let list = if waiting { self.store.pending(room).await } else { self.store.members(room).await };
+        list.map_err(store_down)?.into_iter().find(|m| &m.participant == id).ok_or(AppError::NotInRoom)
+    }
+
+    async fn set_flag(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        change: &(dyn for<'e> Fn(&'e mut MemberEntry) -> bool + Send + Sync),
+    ) -> Result<bool, AppError> {
+        Ok(self.store.update_member(room, session, change).await.map_err(store_down)?.is_some())
+    }
+
+    async fn set_role(&self, room: &RoomCode, session: &SessionId, role: Role) -> Result<(), AppError> {
+        self.set_flag(room, session, &|e| {
+            let changed = e.role != role;
+            e.role = role;
+            changed
+        })
+        .await?;
+        self.db.set_role(session.as_str(), role.as_str()).await.map_err(db_down)
+    }
+
+    /// Ends the meeting: the room is marked ended, then every session in it
+    /// (admitted or waiting) ends with reason `room-ended`.
+    async fn end_meeting(&self, room: &RoomCode) -> Result<(), AppError> {
+        self.db.end_room(room.as_str(), "ended", now_ms()).await.map_err(db_down)?;
+        let mut everyone = self.store.members(room).await.map_err(store_down)?;
+        everyone.extend(self.store.pending(room).await.map_err(store_down)?);
+        let mut result = Ok(());
+        for m in everyone {
+            if let Err(e) = self.end_session(room, &m.session, &m.user, LeaveReason::RoomEnded).await {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
     fn new_ids() -> (SessionId, ParticipantId) {
         let session = SessionId::new(uuid::Uuid::new_v4().simple().to_string());
         let participant = ParticipantId::new(format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
@@ -337,6 +510,7 @@ impl RoomService for Rooms {
                     created_by: creator.user_id.to_string(),
                     created_at_ms: now_ms(),
                     ended_at_ms: None,
+                    end_reason: None,
                 })
                 .await
                 .map_err(db_down)?;
@@ -356,9 +530,17 @@ impl RoomService for Rooms {
         if room.ended_at_ms.is_some() {
             return Err(AppError::RoomEnded);
         }
-        let role = if room.created_by == who.user_id.as_str() { Role::Admin } else { Role::Member };
-        let state =
-            if room.private && role == Role::Member { ParticipantState::Pending } else { ParticipantState::Active };
+        // The creator is never kept waiting and is admin unless somebody else
+        // holds the role now; a room without an admin gets one on arrival.
+        let creator = room.created_by == who.user_id.as_str();
+        let state = if room.private && !creator { ParticipantState::Pending } else { ParticipantState::Active };
+        let admins = self.store.members(code).await.map_err(store_down)?;
+        let other_admin = admins.iter().any(|m| m.role == Role::Admin && m.user != who.user_id);
+        let role = if state == ParticipantState::Active && !other_admin && (creator || admins.is_empty()) {
+            Role::Admin
+        } else {
+            Role::Member
+        };
         let (session, participant) = Self::new_ids();
         let entry = MemberEntry {
             session: session.clone(),
@@ -370,6 +552,8 @@ impl RoomService for Rooms {
             node: self.node_id.clone(),
             joined_at_ms: now_ms(),
             presence: Presence::Connected,
+            audio_muted: false,
+            video_muted: false,
         };
 
         // Store first; if the database then fails, undo the store write so
@@ -396,13 +580,15 @@ impl RoomService for Rooms {
             }
             return Err(db_down(e));
         }
-        self.sessions.insert(Arc::new(LiveSession::new(
+        let live = Arc::new(LiveSession::new(
             session.clone(),
             code.clone(),
             who.user_id.clone(),
             participant.clone(),
             self.root.child_token(),
-        )));
+        ));
+        live.set_waiting(state == ParticipantState::Pending);
+        self.sessions.insert(live);
         tracing::info!(room = %code, session = %session, participant = %participant, role = role.as_str(), "joined");
 
         // A rejoin (refresh, second tab) replaces the person's older session.
@@ -432,5 +618,73 @@ impl RoomService for Rooms {
             return Err(AppError::Forbidden);
         }
         self.end_session(&room, session, &owner, reason).await
+    }
+
+    async fn act(&self, who: &Identity, session: &SessionId, action: RoomAction) -> Result<(), AppError> {
+        let (room, me) = self.actor(who, session).await?;
+        if action.needs_admin() && me.role != Role::Admin {
+            tracing::warn!(room = %room, session = %session, ?action, "refused: not the admin");
+            return Err(AppError::Forbidden);
+        }
+        tracing::info!(room = %room, session = %session, ?action, "room action");
+        match action {
+            RoomAction::Admit { participant, approve: true } => {
+                let mut entry = self.find(&room, &participant, true).await?;
+                entry.state = ParticipantState::Active;
+                if !self.store.admit(&room, &entry).await.map_err(store_down)? {
+                    return Err(AppError::NotInRoom);
+                }
+                if let Some(live) = self.sessions.get(&entry.session) {
+                    live.set_waiting(false);
+                }
+                self.db.set_state(entry.session.as_str(), ParticipantState::Active.as_str()).await.map_err(db_down)?;
+            }
+            RoomAction::Admit { participant, approve: false } => {
+                let entry = self.find(&room, &participant, true).await?;
+                return self.end_session(&room, &entry.session, &entry.user, LeaveReason::Denied).await;
+            }
+            RoomAction::Kick { participant } => {
+                let target = self.find(&room, &participant, false).await?;
+                if target.session == me.session {
+                    return Err(AppError::Invalid("Use Leave to leave the meeting.".into()));
+                }
+                return self.end_session(&room, &target.session, &target.user, LeaveReason::Kicked).await;
+            }
+            RoomAction::MuteParticipant { participant } => {
+                let target = self.find(&room, &participant, false).await?;
+                self.set_flag(&room, &target.session, &|e| !std::mem::replace(&mut e.audio_muted, true)).await?;
+                self.media.set_forwarding(&room, &target.session, MediaKind::Audio, false);
+            }
+            RoomAction::MakeAdmin { participant } => {
+                let target = self.find(&room, &participant, false).await?;
+                if target.session != me.session {
+                    self.set_role(&room, &target.session, Role::Admin).await?;
+                    self.set_role(&room, &me.session, Role::Member).await?;
+                }
+            }
+            RoomAction::EndMeeting => return self.end_meeting(&room).await,
+            RoomAction::Hand { up: true } => {
+                self.store.raise_hand(&room, session, now_ms()).await.map_err(store_down)?;
+            }
+            RoomAction::Hand { up: false } => {
+                self.store.lower_hand(&room, session).await.map_err(store_down)?;
+            }
+            RoomAction::Mute { kind, muted } => {
+                self.set_flag(&room, session, &|e| {
+                    let flag = match kind {
+                        MediaKind::Audio => &mut e.audio_muted,
+                        MediaKind::Video => &mut e.video_muted,
+                    };
+                    std::mem::replace(flag, muted) != muted
+                })
+                .await?;
+                // Unmuting oneself lifts an admin's mute (rooms allow it).
+                if kind == MediaKind::Audio && !muted {
+                    self.media.set_forwarding(&room, session, MediaKind::Audio, true);
+                }
+            }
+        }
+        self.broadcast_roster(&room).await;
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use app::model::{RoomCode, SessionId};
+use app::model::{MediaKind, Role, RoomCode, SessionId};
 use app::ports::Identity;
 use app::signal::{close_code, ClientMsg, ServerMsg, MAX_FRAME_BYTES};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -62,32 +62,66 @@ fn text(msg: &ServerMsg) -> Message {
     Message::Text(serde_json::to_string(msg).unwrap_or_default().into())
 }
 
+/// What of a room update this session may see: waiting requests are for
+/// admins only.
+fn for_session(live: &LiveSession, msg: &ServerMsg) -> ServerMsg {
+    match msg {
+        ServerMsg::Roster { participants, hands, speaker, pending } => {
+            let admin = participants.iter().any(|p| p.id == live.participant && p.role == Role::Admin);
+            ServerMsg::Roster {
+                participants: participants.clone(),
+                hands: hands.clone(),
+                speaker: speaker.clone(),
+                pending: if admin { pending.clone() } else { Vec::new() },
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+/// Whether an update shows this session admitted, and if so whether its
+/// microphone is off.
+fn admitted(live: &LiveSession, msg: &ServerMsg) -> Option<bool> {
+    match msg {
+        ServerMsg::Roster { participants, .. } => {
+            participants.iter().find(|p| p.id == live.participant).map(|p| p.audio_muted)
+        }
+        _ => None,
+    }
+}
+
 async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let mut updates = rooms.hub().subscribe(&live.room);
     let ended = live.token();
     let _attached = live.attach_socket();
     tracing::debug!(session = %live.id, room = %live.room, "socket open");
-    if let Ok(participants) = rooms.roster(&live.room).await {
-        let _ = tx.send(text(&ServerMsg::Roster { participants })).await;
-    }
-    // Media for admitted sessions: the server's offers and candidates come
-    // back on `from_media`.
-    let (to_socket, mut from_media) = mpsc::unbounded_channel();
-    let media = match rooms.store().members(&live.room).await {
-        Ok(members) if members.iter().any(|m| m.session == live.id) => match rooms.media().open(&live, to_socket) {
-            Ok(media) => Some(media),
-            Err(e) => {
-                tracing::warn!(session = %live.id, room = %live.room, error = %e, "media not opened");
-                None
-            }
-        },
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!(session = %live.id, room = %live.room, error = %e, "media not opened: store unavailable");
-            None
+    // Media for admitted sessions (a waiting one gets it once admitted):
+    // the server's offers and candidates come back on `from_media`.
+    let (to_socket, mut from_media) = mpsc::unbounded_channel::<ServerMsg>();
+    // A microphone muted before the media opened stays unforwarded.
+    let open_media = |mic_off: bool| {
+        live.set_waiting(false);
+        let media = rooms
+            .media()
+            .open(&live, to_socket.clone())
+            .inspect_err(|e| tracing::warn!(session = %live.id, room = %live.room, error = %e, "media not opened"))
+            .ok()?;
+        if mic_off {
+            media.set_forwarding(MediaKind::Audio, false);
         }
+        Some(media)
     };
+    let mut media = None;
+    match rooms.room_state(&live.room).await {
+        Ok(state) => {
+            if let Some(mic_off) = admitted(&live, &state) {
+                media = open_media(mic_off);
+            }
+            let _ = tx.send(text(&for_session(&live, &state))).await;
+        }
+        Err(e) => tracing::warn!(session = %live.id, room = %live.room, error = %e, "room state unavailable"),
+    }
     loop {
         tokio::select! {
             () = ended.cancelled() => {
@@ -100,13 +134,16 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
             }
             update = updates.recv() => match update {
                 Ok(msg) => {
-                    if tx.send(text(&msg)).await.is_err() {
+                    if let Some(mic_off) = admitted(&live, &msg).filter(|_| media.is_none()) {
+                        media = open_media(mic_off);
+                    }
+                    if tx.send(text(&for_session(&live, &msg))).await.is_err() {
                         break;
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    if let Ok(participants) = rooms.roster(&live.room).await {
-                        let _ = tx.send(text(&ServerMsg::Roster { participants })).await;
+                    if let Ok(state) = rooms.room_state(&live.room).await {
+                        let _ = tx.send(text(&for_session(&live, &state))).await;
                     }
                 }
                 Err(RecvError::Closed) => break,

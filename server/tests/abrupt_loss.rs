@@ -28,7 +28,7 @@ async fn roster_shows(watcher: &mut Socket, who: &ParticipantId, presence: Optio
         assert!(tokio::time::Instant::now() < deadline, "roster never showed {who} as {presence:?}; saw {seen:?}");
         watcher.send_text(r#"{"type":"ping"}"#).await;
         match watcher.try_next(Duration::from_millis(100)).await {
-            Some(Seen::Msg(ServerMsg::Roster { participants })) => {
+            Some(Seen::Msg(ServerMsg::Roster { participants, .. })) => {
                 let found = participants.iter().find(|p| &p.id == who).map(|p| p.presence);
                 seen.push(found);
                 if found == presence {

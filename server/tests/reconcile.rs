@@ -49,6 +49,8 @@ async fn plant(server: &TestServer, room: &RoomCode, node: &str, store: bool, ro
         node: node.to_owned(),
         joined_at_ms: chrono::Utc::now().timestamp_millis(),
         presence: Presence::Connected,
+        audio_muted: false,
+        video_muted: false,
     };
     let rooms = &server.state.rooms;
     if store {
@@ -160,8 +162,11 @@ async fn this_nodes_orphans_are_reaped(backend: Backend) {
     let mut reconciler = Reconciler::new(rooms.clone());
     assert_eq!(reconciler.pass().await.unwrap(), Reaped::default());
     let reaped = reconciler.pass().await.unwrap();
-    // Bob: live session + row; the planted row; the store-only entry and the pointers.
-    assert_eq!(reaped, Reaped { store_keys: 2, db_rows: 2, live_sessions: 1 });
+    // Bob: live session + row (and a store key if his media, opening with
+    // the socket, recorded a resource after the forgetting); the planted
+    // row; the store-only entry and the pointers.
+    assert_eq!((reaped.db_rows, reaped.live_sessions), (2, 1), "{reaped:?}");
+    assert!((2..=3).contains(&reaped.store_keys), "{reaped:?}");
     assert_eq!(reconciler.pass().await.unwrap(), Reaped::default(), "nothing left to repair");
 
     // Bob's page is told its session ended, and everything of it is gone.

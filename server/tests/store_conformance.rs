@@ -47,6 +47,8 @@ fn member(session: &str, user: &str, joined_at_ms: i64) -> MemberEntry {
         node: "node-1".into(),
         joined_at_ms,
         presence: Presence::Connected,
+        audio_muted: false,
+        video_muted: false,
     }
 }
 
@@ -555,7 +557,72 @@ macro_rules! conformance {
     };
 }
 
+/// `admit` moves only a waiting session; `update_member` / `cas_member`
+/// change only a current member and never re-create a removed one.
+async fn admit_and_update_members(store: &dyn LiveStore, _prefix: &str) {
+    let r = room("abc-defg-hij");
+    let w = waiting("s-1", "u-1", 100);
+    store.put_pending(&r, &w).await.unwrap();
+    let admitted = MemberEntry { state: ParticipantState::Active, ..w.clone() };
+    assert!(store.admit(&r, &admitted).await.unwrap());
+    assert!(!store.admit(&r, &admitted).await.unwrap(), "not waiting any more");
+    assert_eq!(store.members(&r).await.unwrap(), vec![admitted.clone()]);
+    assert!(store.pending(&r).await.unwrap().is_empty());
+
+    let muted = store
+        .update_member(&r, &admitted.session, &|e| {
+            let changed = !e.audio_muted;
+            e.audio_muted = true;
+            changed
+        })
+        .await
+        .unwrap();
+    assert!(muted.is_some_and(|m| m.audio_muted));
+    assert!(store.members(&r).await.unwrap()[0].audio_muted);
+    // No change, no write.
+    assert_eq!(store.update_member(&r, &admitted.session, &|_| false).await.unwrap(), None);
+    // A stale token loses.
+    let raw = store.member_raw(&r, &admitted.session).await.unwrap().expect("member");
+    let newer = MemberEntry { role: Role::Admin, ..store.members(&r).await.unwrap()[0].clone() };
+    assert!(store.cas_member(&r, &admitted.session, &raw, &newer).await.unwrap());
+    assert!(!store.cas_member(&r, &admitted.session, &raw, &admitted).await.unwrap(), "stale");
+    assert_eq!(store.members(&r).await.unwrap()[0].role, Role::Admin);
+
+    store.remove_session(&r, &admitted.session, &admitted.user).await.unwrap();
+    assert_eq!(store.update_member(&r, &admitted.session, &|_| true).await.unwrap(), None);
+    assert!(!store.admit(&r, &admitted).await.unwrap());
+    assert_room_empty(store, &r).await;
+}
+
+/// `clear_speaker` is compare-and-delete; `rooms` and `session_refs` see
+/// every session a room's keys name, dangling pointers included.
+async fn speaker_clear_rooms_and_refs(store: &dyn LiveStore, _prefix: &str) {
+    let (r1, r2) = (room("abc-defg-hij"), room("zyx-wvut-srq"));
+    let m = member("s-1", "u-1", 100);
+    store.put_member(&r1, &m).await.unwrap();
+    store.set_speaker(&r2, &sid("ghost")).await.unwrap();
+    store.raise_hand(&r2, &sid("ghost-2"), 5).await.unwrap();
+    assert_eq!(store.rooms().await.unwrap(), vec![r1.clone(), r2.clone()]);
+
+    let refs = store.session_refs(&r1).await.unwrap();
+    assert_eq!(refs.len(), 1);
+    assert_eq!((refs[0].user.as_ref(), refs[0].node.as_deref()), (Some(&uid("u-1")), Some(m.node.as_str())));
+    let mut named: Vec<String> =
+        store.session_refs(&r2).await.unwrap().into_iter().map(|r| r.session.to_string()).collect();
+    named.sort();
+    assert_eq!(named, ["ghost", "ghost-2"]);
+
+    assert!(!store.clear_speaker(&r2, &sid("someone-else")).await.unwrap());
+    assert!(store.clear_speaker(&r2, &sid("ghost")).await.unwrap());
+    assert_eq!(store.speaker(&r2).await.unwrap(), None);
+    store.lower_hand(&r2, &sid("ghost-2")).await.unwrap();
+    store.remove_session(&r1, &m.session, &m.user).await.unwrap();
+    assert_eq!(store.rooms().await.unwrap(), Vec::<RoomCode>::new());
+}
+
 conformance!(
+    admit_and_update_members,
+    speaker_clear_rooms_and_refs,
     members_in_arrival_order,
     rejoin_moves_user_pointer,
     pending_then_admitted,

@@ -319,6 +319,59 @@ impl Call {
     }
 }
 
+impl Call {
+    fn peer(&self) -> Option<&Rc<peer::Peer>> {
+        self.connection.as_ref().and_then(|c| c.link.peer.as_ref())
+    }
+
+    /// Microphone on or off: the track stays and is enabled or disabled
+    /// (a disabled track sends silence).
+    pub fn set_microphone(&self, on: bool) {
+        let Some(local) = &self.local else { return };
+        for track in local.get_audio_tracks().iter() {
+            if let Ok(track) = track.dyn_into::<MediaStreamTrack>() {
+                track.set_enabled(on);
+            }
+        }
+    }
+
+    /// Camera off: its track is stopped and dropped (the light goes out).
+    pub fn camera_off(&self) {
+        let Some(local) = &self.local else { return };
+        for track in local.get_video_tracks().iter() {
+            if let Ok(track) = track.dyn_into::<MediaStreamTrack>() {
+                track.stop();
+                local.remove_track(&track);
+            }
+        }
+        if let Some(peer) = self.peer() {
+            peer.replace_local("video", None);
+        }
+    }
+
+    /// Camera on again with a fresh track.
+    pub fn camera_on(&self, track: MediaStreamTrack) {
+        let Some(local) = &self.local else {
+            track.stop();
+            return;
+        };
+        local.add_track(&track);
+        if let Some(peer) = self.peer() {
+            peer.replace_local("video", Some(&track));
+        }
+    }
+}
+
+/// Opens the camera alone (turning it back on during a call).
+pub async fn open_camera(device: Option<&str>) -> Result<MediaStreamTrack, JsValue> {
+    let devices = window()?.navigator().media_devices()?;
+    let constraints = MediaStreamConstraints::new();
+    constraints.set_video(&device_constraint(device));
+    let stream: MediaStream =
+        JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?.dyn_into()?;
+    stream.get_video_tracks().get(0).dyn_into::<MediaStreamTrack>()
+}
+
 impl Drop for Call {
     fn drop(&mut self) {
         drop(self.connection.take());
@@ -360,14 +413,55 @@ impl Drop for PageHideGuard {
     }
 }
 
-/// Asks for the camera and microphone.
-pub async fn open_camera_and_microphone() -> Result<MediaStream, JsValue> {
-    let devices = window()?.navigator().media_devices()?;
+/// The constraint for one kind of device: any, or exactly `device`.
+fn device_constraint(device: Option<&str>) -> JsValue {
+    let Some(id) = device.filter(|d| !d.is_empty()) else { return JsValue::TRUE };
+    let exact = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&exact, &"exact".into(), &id.into());
+    let constraint = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&constraint, &"deviceId".into(), &exact);
+    constraint.into()
+}
+
+/// Asks for the camera and microphone the person chose (any when `None`).
+pub async fn open_camera_and_microphone(devices: &DeviceChoice) -> Result<MediaStream, JsValue> {
+    let media = window()?.navigator().media_devices()?;
     let constraints = MediaStreamConstraints::new();
-    constraints.set_audio(&JsValue::TRUE);
-    constraints.set_video(&JsValue::TRUE);
-    let stream = JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?;
+    constraints.set_audio(&device_constraint(devices.microphone.as_deref()));
+    constraints.set_video(&device_constraint(devices.camera.as_deref()));
+    let stream = JsFuture::from(media.get_user_media_with_constraints(&constraints)?).await?;
     stream.dyn_into::<MediaStream>()
+}
+
+/// The devices chosen on the pre-join screen (`None`: the browser's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceChoice {
+    pub camera: Option<String>,
+    pub microphone: Option<String>,
+}
+
+/// Cameras and microphones, as (device id, label), once permission was given.
+pub async fn list_devices() -> Result<(Vec<(String, String)>, Vec<(String, String)>), JsValue> {
+    let media = window()?.navigator().media_devices()?;
+    let all: js_sys::Array = JsFuture::from(media.enumerate_devices()?).await?.dyn_into()?;
+    let (mut cameras, mut microphones) = (Vec::new(), Vec::new());
+    for (i, item) in all.iter().enumerate() {
+        let Ok(info) = item.dyn_into::<web_sys::MediaDeviceInfo>() else { continue };
+        let label = |fallback: &str| {
+            let l = info.label();
+            if l.is_empty() {
+                format!("{fallback} {}", i + 1)
+            } else {
+                l
+            }
+        };
+        match info.kind() {
+            web_sys::MediaDeviceKind::Videoinput => cameras.push((info.device_id(), label("Camera"))),
+            web_sys::MediaDeviceKind::Audioinput => microphones.push((info.device_id(), label("Microphone"))),
+            _ => {}
+        }
+    }
+    Ok((cameras, microphones))
 }
 
 /// Stops every track of `stream` (the camera light goes out).

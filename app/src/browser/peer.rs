@@ -191,6 +191,19 @@ impl Peer {
         Ok(())
     }
 
+    /// Puts `track` (or nothing) on the senders of `kind` ("audio" or
+    /// "video") that carry our media: a camera turned off and on again
+    /// needs no renegotiation.
+    pub fn replace_local(&self, kind: &str, track: Option<&MediaStreamTrack>) {
+        for item in self.pc.get_transceivers().iter() {
+            let t: RtcRtpTransceiver = item.unchecked_into();
+            let ours = t.mid().is_some_and(|mid| self.attached.borrow().contains(&mid));
+            if ours && t.receiver().track().kind() == kind {
+                let _ = t.sender().replace_track(track);
+            }
+        }
+    }
+
     /// Stops every received track and closes the connection. Idempotent.
     pub fn close(&self) {
         if self.closed.replace(true) {

@@ -2,10 +2,12 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
-use crate::api::{get_room_page, join_room, leave_room};
+use crate::api::{
+    admit, end_meeting, get_room_page, join_room, kick, leave_room, make_admin, mute_participant, set_hand, set_muted,
+};
 use crate::call::CallStore;
 use crate::error::AppError;
-use crate::model::{validate_display_name, Role, RoomCode, RoomPageData};
+use crate::model::{validate_display_name, ParticipantState, ParticipantView, Role, RoomCode, RoomPageData};
 use crate::pages::not_found::NotFound;
 
 /// `/r/{code}`: the pre-join screen, then the call.
@@ -40,6 +42,9 @@ pub fn RoomPage() -> impl IntoView {
 fn Room(data: RoomPageData) -> impl IntoView {
     let store = CallStore::new();
     let code = data.room.code.clone();
+    // The devices chosen on the pre-join screen (`None`: the browser's default).
+    let camera = RwSignal::new(None::<String>);
+    let microphone = RwSignal::new(None::<String>);
     #[cfg(feature = "hydrate")]
     let call = StoredValue::new_local(None::<crate::browser::Call>);
 
@@ -68,6 +73,38 @@ fn Room(data: RoomPageData) -> impl IntoView {
         }
     });
 
+    // Our microphone and camera follow the mute buttons (and an admin's mute).
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        let on = !store.audio_muted.get();
+        let _ = call.try_with_value(|c| c.as_ref().map(|c| c.set_microphone(on)));
+    });
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |before: Option<bool>| {
+        let off = store.video_muted.get();
+        if before.is_some_and(|b| b != off) {
+            if off {
+                let _ = call.try_with_value(|c| c.as_ref().map(crate::browser::Call::camera_off));
+            } else {
+                spawn_local(async move {
+                    let Ok(track) = crate::browser::open_camera(camera.get_untracked().as_deref()).await else {
+                        store.toast("The camera could not be turned on.");
+                        let _ = store.video_muted.try_set(true);
+                        return;
+                    };
+                    // `Clone::clone`: the inherent `MediaStreamTrack::clone` would open a second track.
+                    let placed = call.try_with_value(|c| c.as_ref().map(|c| c.camera_on(Clone::clone(&track))));
+                    if !matches!(placed, Some(Some(()))) {
+                        track.stop();
+                    }
+                });
+            }
+        }
+        off
+    });
+
+    // The name typed last, kept for the pre-join screen after a call ends.
+    let remembered = RwSignal::new(data.remembered_name.clone().unwrap_or_default());
     let joining = RwSignal::new(false);
     let join_error = RwSignal::new(None::<String>);
     let join_code = code.clone();
@@ -79,6 +116,7 @@ fn Room(data: RoomPageData) -> impl IntoView {
             join_error.set(Some(e.to_string()));
             return;
         }
+        remembered.set(display_name.clone());
         joining.set(true);
         join_error.set(None);
         let code = join_code.clone();
@@ -91,7 +129,11 @@ fn Room(data: RoomPageData) -> impl IntoView {
                         store.enter(outcome);
                         // The leave beacon is armed before anything else can go wrong.
                         call.set_value(Some(crate::browser::Call::new(store)));
-                        let local = crate::browser::open_camera_and_microphone().await.ok();
+                        let choice = crate::browser::DeviceChoice {
+                            camera: camera.get_untracked(),
+                            microphone: microphone.get_untracked(),
+                        };
+                        let local = crate::browser::open_camera_and_microphone(&choice).await.ok();
                         let still_here =
                             store.me.try_with_untracked(|m| m.as_ref().is_some_and(|m| m.session_id == session));
                         let connected = still_here == Some(true)
@@ -128,7 +170,6 @@ fn Room(data: RoomPageData) -> impl IntoView {
         navigate("/", Default::default());
     });
 
-    let remembered = data.remembered_name.clone().unwrap_or_default();
     let private = data.room.private;
     let room_code = code.clone();
     view! {
@@ -138,11 +179,13 @@ fn Room(data: RoomPageData) -> impl IntoView {
                 <Prejoin
                     code=room_code.clone()
                     private=private
-                    remembered_name=remembered.clone()
+                    remembered_name=remembered.get_untracked()
                     joining=joining.into()
                     error=join_error.into()
                     notice=store.notice.into()
                     lost=store.lost.into()
+                    camera=camera
+                    microphone=microphone
                     on_join=on_join
                 />
             }
@@ -162,13 +205,18 @@ fn Prejoin(
     error: Signal<Option<String>>,
     notice: Signal<Option<String>>,
     lost: Signal<bool>,
+    camera: RwSignal<Option<String>>,
+    microphone: RwSignal<Option<String>>,
     on_join: Callback<String>,
 ) -> impl IntoView {
     let name = RwSignal::new(remembered_name.clone());
     let video = NodeRef::<leptos::html::Video>::new();
     let preview_note = RwSignal::new(None::<String>);
+    // Filled once the browser lists the devices (after permission).
+    let cameras = RwSignal::new(Vec::<(String, String)>::new());
+    let microphones = RwSignal::new(Vec::<(String, String)>::new());
     #[cfg(feature = "hydrate")]
-    start_preview(video, preview_note);
+    start_preview(video, preview_note, camera, microphone, cameras, microphones);
     #[cfg(not(feature = "hydrate"))]
     let _ = preview_note;
 
@@ -200,6 +248,8 @@ fn Prejoin(
                         prop:value=move || name.get()
                         on:input=move |ev| name.set(event_target_value(&ev))
                     />
+                    <DeviceSelect label="Camera" testid="camera-select" options=cameras chosen=camera/>
+                    <DeviceSelect label="Microphone" testid="microphone-select" options=microphones chosen=microphone/>
                     {private.then(|| view! { <p class="hint">"This room is private: the host admits you."</p> })}
                     <button type="submit" data-testid="join-button" disabled=move || joining.get()>
                         {move || if joining.get() { "Joining…" } else { "Join now" }}
@@ -211,29 +261,78 @@ fn Prejoin(
     }
 }
 
-/// Shows the camera in the preview; stops it when the pre-join screen goes.
+/// A device picker, shown once the browser has listed the devices.
+#[component]
+fn DeviceSelect(
+    label: &'static str,
+    testid: &'static str,
+    options: RwSignal<Vec<(String, String)>>,
+    chosen: RwSignal<Option<String>>,
+) -> impl IntoView {
+    view! {
+        <Show when=move || options.with(|o| o.len() > 1)>
+            <label for=testid>{label}</label>
+            <select id=testid data-testid=testid on:change=move |ev| chosen.set(Some(event_target_value(&ev)))>
+                <For
+                    each=move || options.get()
+                    key=|(id, _)| id.clone()
+                    children=move |(id, name)| {
+                        let selected = chosen.get_untracked().as_deref() == Some(id.as_str());
+                        view! { <option value=id selected=selected>{name}</option> }
+                    }
+                />
+            </select>
+        </Show>
+    }
+}
+
+/// Shows the chosen camera in the preview (again whenever the choice
+/// changes), lists the devices once allowed, and stops the camera when the
+/// pre-join screen goes.
 #[cfg(feature = "hydrate")]
-fn start_preview(video: NodeRef<leptos::html::Video>, note: RwSignal<Option<String>>) {
-    use std::sync::atomic::{AtomicBool, Ordering};
+fn start_preview(
+    video: NodeRef<leptos::html::Video>,
+    note: RwSignal<Option<String>>,
+    camera: RwSignal<Option<String>>,
+    microphone: RwSignal<Option<String>>,
+    cameras: RwSignal<Vec<(String, String)>>,
+    microphones: RwSignal<Vec<(String, String)>>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::sync::Arc;
 
     let stream = StoredValue::new_local(None::<web_sys::MediaStream>);
     let alive = Arc::new(AtomicBool::new(true));
+    // Each choice opens the devices anew; an older, slower open is dropped.
+    let generation = Arc::new(AtomicU32::new(0));
     let still_alive = alive.clone();
-    spawn_local(async move {
-        match crate::browser::open_camera_and_microphone().await {
-            Ok(s) if still_alive.load(Ordering::Acquire) => {
-                if let Some(v) = video.get_untracked() {
-                    v.set_src_object(Some(&s));
-                }
-                stream.set_value(Some(s));
-            }
-            // The screen went away while the browser was asking: release at once.
-            Ok(s) => crate::browser::stop_stream(&s),
-            Err(_) => {
-                let _ = note.try_set(Some("Camera or microphone unavailable. You can still join.".into()));
-            }
+    Effect::new(move |_| {
+        let choice = crate::browser::DeviceChoice { camera: camera.get(), microphone: microphone.get() };
+        let current = generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(Some(old)) = stream.try_update_value(Option::take) {
+            crate::browser::stop_stream(&old);
         }
+        let (alive, generation) = (still_alive.clone(), generation.clone());
+        spawn_local(async move {
+            match crate::browser::open_camera_and_microphone(&choice).await {
+                Ok(s) if alive.load(Ordering::Acquire) && generation.load(Ordering::Acquire) == current => {
+                    if let Some(v) = video.get_untracked() {
+                        v.set_src_object(Some(&s));
+                    }
+                    stream.set_value(Some(s));
+                    let _ = note.try_set(None);
+                    if let Ok((cams, mics)) = crate::browser::list_devices().await {
+                        let _ = cameras.try_set(cams);
+                        let _ = microphones.try_set(mics);
+                    }
+                }
+                // The screen went away (or the choice changed) meanwhile: release at once.
+                Ok(s) => crate::browser::stop_stream(&s),
+                Err(_) => {
+                    let _ = note.try_set(Some("Camera or microphone unavailable. You can still join.".into()));
+                }
+            }
+        });
     });
     on_cleanup(move || {
         alive.store(false, Ordering::Release);
@@ -246,10 +345,92 @@ fn start_preview(video: NodeRef<leptos::html::Video>, note: RwSignal<Option<Stri
     });
 }
 
-/// The joined view: roster, connection state, Leave.
+/// Runs a room action for our session; a refusal becomes a notice.
+fn run_action(store: CallStore, action: impl std::future::Future<Output = Result<(), AppError>> + 'static) {
+    spawn_local(async move {
+        if let Err(e) = action.await {
+            store.toast(e.to_string());
+        }
+    });
+}
+
+fn my_session(store: CallStore) -> Option<String> {
+    store.me.try_get_untracked().flatten().map(|m| m.session_id.to_string())
+}
+
+/// While waiting for the host of a private room.
+#[component]
+fn Waiting(code: RoomCode, on_leave: Callback<()>) -> impl IntoView {
+    view! {
+        <main class="page narrow waiting" data-testid="waiting-for-approval">
+            <h1>"Waiting for the host"</h1>
+            <p role="status">"You asked to join room " <code>{code.to_string()}</code> ". The host will let you in soon."</p>
+            <div class="spinner" aria-hidden="true"></div>
+            <button class="secondary" data-testid="leave-button" on:click=move |_| on_leave.run(())>
+                "Cancel request"
+            </button>
+        </main>
+    }
+}
+
+/// The joined view: the waiting screen, or the call: tiles, participant
+/// panel, notices, control bar.
 #[component]
 fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl IntoView {
+    let waiting = move || store.me.with(|m| m.as_ref().is_some_and(|m| m.state == ParticipantState::Pending));
+    let wait_code = code.clone();
+    view! {
+        <Show when=move || !waiting() fallback=move || view! { <Waiting code=wait_code.clone() on_leave=on_leave/> }>
+            <InCall code=code.clone() store=store on_leave=on_leave/>
+        </Show>
+    }
+}
+
+#[component]
+fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl IntoView {
     let connection = move || store.connection.get();
+    let panel_open = RwSignal::new(false);
+    let count = move || store.participants.with(Vec::len);
+    let layout = move || match count() {
+        0 | 1 => "tiles n1",
+        2 => "tiles n2",
+        3 | 4 => "tiles n4",
+        5 | 6 => "tiles n6",
+        _ => "tiles n9",
+    };
+    let my_id = move || store.me.with(|m| m.as_ref().map(|m| m.participant_id.clone()));
+    let hand_up = move || {
+        let me = my_id();
+        store.hands.with(|h| me.is_some_and(|me| h.contains(&me)))
+    };
+    let toggle_audio = move |_| {
+        let muted = !store.audio_muted.get_untracked();
+        store.audio_muted.set(muted);
+        if let Some(session) = my_session(store) {
+            run_action(store, set_muted(session, "audio".into(), muted));
+        }
+    };
+    let toggle_video = move |_| {
+        let muted = !store.video_muted.get_untracked();
+        store.video_muted.set(muted);
+        if let Some(session) = my_session(store) {
+            run_action(store, set_muted(session, "video".into(), muted));
+        }
+    };
+    let toggle_hand = move |_| {
+        let up = !hand_up();
+        if let Some(session) = my_session(store) {
+            run_action(store, set_hand(session, up));
+        }
+    };
+    let end_for_all = move |_| {
+        if let Some(session) = my_session(store) {
+            run_action(store, end_meeting(session));
+        }
+    };
+    #[cfg(feature = "hydrate")]
+    dismiss_toasts(store);
+
     view! {
         <main class="page call" data-testid="call">
             <header class="call-bar">
@@ -264,37 +445,73 @@ fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl In
                     {move || connection().label()}
                 </span>
             </header>
-            <section class="tiles" aria-label="Video tiles">
-                <For
-                    each=move || store.participants.get()
-                    key=|p| p.id.clone()
-                    children=move |p| view! { <Tile participant=p store=store/> }
-                />
-            </section>
-            <section class="roster" aria-label="Participants">
-                <h2>{move || format!("In the call ({})", store.participants.with(Vec::len))}</h2>
-                <ul data-testid="participant-list">
+            <div class="call-body">
+                <section class=layout aria-label="Video tiles">
                     <For
                         each=move || store.participants.get()
                         key=|p| p.id.clone()
-                        children=move |p| {
-                            let me = store.is_me(&p.id);
-                            view! {
-                                <li
-                                    data-testid="participant"
-                                    data-participant-id=p.id.to_string()
-                                    data-self=me.to_string()
-                                >
-                                    <span class="name">{p.name.clone()}</span>
-                                    {me.then(|| view! { <span class="tag">"you"</span> })}
-                                    {(p.role == Role::Admin).then(|| view! { <span class="tag">"host"</span> })}
-                                </li>
-                            }
-                        }
+                        children=move |p| view! { <Tile participant=p store=store/> }
                     />
-                </ul>
-            </section>
-            <footer class="controls">
+                </section>
+                <aside class="panel" class:open=move || panel_open.get() aria-label="Participants">
+                    <Pending store=store/>
+                    <h2>{move || format!("In the call ({})", count())}</h2>
+                    <ul data-testid="participant-list">
+                        <For
+                            each=move || {
+                                // Raised hands first, in the order they went up; then by arrival.
+                                let hands = store.hands.get();
+                                let mut ps = store.participants.get();
+                                ps.sort_by_key(|p| hands.iter().position(|h| h == &p.id).unwrap_or(usize::MAX));
+                                ps
+                            }
+                            key=|p| (p.id.clone(), p.role == Role::Admin, p.audio_muted)
+                            children=move |p| view! { <ParticipantRow participant=p store=store/> }
+                        />
+                    </ul>
+                </aside>
+            </div>
+            <ul class="toasts" aria-live="polite">
+                <For
+                    each=move || store.toasts.get()
+                    key=|t| t.id
+                    children=|t| view! { <li class="toast">{t.text}</li> }
+                />
+            </ul>
+            <footer class="controls" aria-label="Call controls">
+                <button
+                    data-testid="mute-audio"
+                    class:off=move || store.audio_muted.get()
+                    aria-pressed=move || store.audio_muted.get().to_string()
+                    on:click=toggle_audio
+                >
+                    {move || if store.audio_muted.get() { "Unmute" } else { "Mute" }}
+                </button>
+                <button
+                    data-testid="mute-video"
+                    class:off=move || store.video_muted.get()
+                    aria-pressed=move || store.video_muted.get().to_string()
+                    on:click=toggle_video
+                >
+                    {move || if store.video_muted.get() { "Start camera" } else { "Stop camera" }}
+                </button>
+                <button data-testid="raise-hand" aria-pressed=move || hand_up().to_string() on:click=toggle_hand>
+                    {move || if hand_up() { "Lower hand" } else { "Raise hand" }}
+                </button>
+                <button
+                    data-testid="participants-button"
+                    aria-expanded=move || panel_open.get().to_string()
+                    on:click=move |_| panel_open.update(|o| *o = !*o)
+                >
+                    {move || format!("People ({})", count())}
+                    {move || {
+                        let n = store.pending.with(Vec::len);
+                        (n > 0).then(|| view! { <span class="count" aria-label="waiting">{n}</span> })
+                    }}
+                </button>
+                {move || store.is_admin().then(|| view! {
+                    <button class="secondary" data-testid="end-meeting" on:click=end_for_all>"End for all"</button>
+                })}
                 <button class="danger" data-testid="leave-button" on:click=move |_| on_leave.run(())>
                     "Leave"
                 </button>
@@ -303,19 +520,111 @@ fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl In
     }
 }
 
-/// One participant's tile: name and video. The `<video>` shows the remote
-/// stream filed under the participant's id (or our own camera), and lets go
-/// of it when the tile unmounts.
+/// Removes each notice a few seconds after it appeared.
+#[cfg(feature = "hydrate")]
+fn dismiss_toasts(store: CallStore) {
+    Effect::new(move |_| {
+        if let Some(newest) = store.toasts.with(|t| t.last().map(|t| t.id)) {
+            set_timeout(
+                move || {
+                    let _ = store.toasts.try_update(|t| t.retain(|x| x.id != newest));
+                },
+                std::time::Duration::from_secs(5),
+            );
+        }
+    });
+}
+
+/// Requests to join, for the admin.
 #[component]
-fn Tile(participant: crate::model::ParticipantView, store: CallStore) -> impl IntoView {
+fn Pending(store: CallStore) -> impl IntoView {
+    view! {
+        <Show when=move || store.pending.with(|p| !p.is_empty())>
+            <h2>"Asking to join"</h2>
+            <ul class="requests">
+                <For
+                    each=move || store.pending.get()
+                    key=|p| p.id.clone()
+                    children=move |p| {
+                        let (yes, no) = (p.id.to_string(), p.id.to_string());
+                        view! {
+                            <li class="request" data-testid="pending-request" data-participant-id=p.id.to_string()>
+                                <span class="name">{p.name.clone()}</span>
+                                <button
+                                    data-testid="approve"
+                                    aria-label=format!("Let {} in", p.name)
+                                    on:click=move |_| if let Some(s) = my_session(store) {
+                                        run_action(store, admit(s, yes.clone(), true));
+                                    }
+                                >"Admit"</button>
+                                <button
+                                    class="secondary"
+                                    data-testid="deny"
+                                    aria-label=format!("Turn {} away", p.name)
+                                    on:click=move |_| if let Some(s) = my_session(store) {
+                                        run_action(store, admit(s, no.clone(), false));
+                                    }
+                                >"Deny"</button>
+                            </li>
+                        }
+                    }
+                />
+            </ul>
+        </Show>
+    }
+}
+
+/// One line of the participant list.
+#[component]
+fn ParticipantRow(participant: ParticipantView, store: CallStore) -> impl IntoView {
+    let me = store.is_me(&participant.id);
+    let id = participant.id.clone();
+    let hand_id = id.clone();
+    let hand = move || store.hands.with(|h| h.iter().position(|x| x == &hand_id)).map(|i| i + 1);
+    let target = id.to_string();
+    let name = participant.name.clone();
+    view! {
+        <li data-testid="participant" data-participant-id=id.to_string() data-self=me.to_string()>
+            <span class="name">{participant.name.clone()}</span>
+            {me.then(|| view! { <span class="tag">"you"</span> })}
+            {(participant.role == Role::Admin).then(|| view! { <span class="tag">"host"</span> })}
+            {participant.audio_muted.then(|| view! { <span class="tag muted">"muted"</span> })}
+            {move || hand().map(|n| view! { <span class="tag hand" title="Hand raised">{format!("Hand {n}")}</span> })}
+            {move || (store.is_admin() && !me).then(|| {
+                let (target, name) = (target.clone(), name.clone());
+                view! {
+                    <button
+                        class="small secondary"
+                        data-testid="make-admin"
+                        aria-label=format!("Make {name} the host")
+                        on:click=move |_| if let Some(s) = my_session(store) {
+                            run_action(store, make_admin(s, target.clone()));
+                        }
+                    >"Make host"</button>
+                }
+            })}
+        </li>
+    }
+}
+
+/// One participant's tile: video, name and badges (muted, hand,
+/// speaking, reconnecting); the admin's kick and mute buttons on others'
+/// tiles. The `<video>` shows the remote stream filed under the
+/// participant's id (or our own camera), and lets go of it when the tile
+/// unmounts.
+#[component]
+fn Tile(participant: ParticipantView, store: CallStore) -> impl IntoView {
     let me = store.is_me(&participant.id);
     let video = NodeRef::<leptos::html::Video>::new();
-    let presence_id = participant.id.clone();
-    let presence = Memo::new(move |_| {
-        store
-            .participants
-            .with(|ps| ps.iter().find(|p| p.id == presence_id).map_or("connected", |p| p.presence.as_str()))
-    });
+    let view_id = participant.id.clone();
+    let current = Memo::new(move |_| store.participants.with(|ps| ps.iter().find(|p| p.id == view_id).cloned()));
+    let presence = move || current.with(|p| p.as_ref().map_or("connected", |p| p.presence.as_str()));
+    let audio_off = move || current.with(|p| p.as_ref().is_some_and(|p| p.audio_muted));
+    let video_off = move || current.with(|p| p.as_ref().is_some_and(|p| p.video_muted));
+    let speaking_id = participant.id.clone();
+    let speaking = Memo::new(move |_| store.speaker.with(|s| s.as_ref() == Some(&speaking_id)));
+    let hand_id = participant.id.clone();
+    let hand = Memo::new(move |_| store.hands.with(|h| h.iter().position(|x| x == &hand_id)).map(|i| i + 1));
     #[cfg(feature = "hydrate")]
     {
         let id = participant.id.to_string();
@@ -331,19 +640,53 @@ fn Tile(participant: crate::model::ParticipantView, store: CallStore) -> impl In
             }
         });
     }
+    let name = participant.name.clone();
+    let (kick_id, mute_id) = (participant.id.to_string(), participant.id.to_string());
+    let initial = name.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
     view! {
         <div
             class="tile"
+            class:speaking=speaking
+            class:camera-off=video_off
             data-testid="participant-tile"
             data-participant-id=participant.id.to_string()
             data-self=me.to_string()
             data-state=presence
-            data-speaking="false"
-            data-hand="false"
+            data-speaking=move || speaking.get().to_string()
+            data-hand=move || hand.get().is_some().to_string()
         >
-            <video node_ref=video autoplay=true playsinline=true muted=me aria-label=format!("Video of {}", participant.name)></video>
-            <span class="tile-name">{participant.name.clone()}{me.then_some(" (you)")}</span>
-            <span class="tile-badge" aria-live="polite">{move || (presence.get() == "reconnecting").then_some("Reconnecting…")}</span>
+            <video node_ref=video autoplay=true playsinline=true muted=me aria-label=format!("Video of {name}")></video>
+            <span class="avatar" aria-hidden="true"><span>{initial}</span></span>
+            <span class="tile-name">
+                {participant.name.clone()}{me.then_some(" (you)")}
+                {move || audio_off().then(|| view! { <span class="badge" title="Microphone off">" · muted"</span> })}
+            </span>
+            {move || hand.get().map(|n| view! { <span class="hand-badge" title="Hand raised">{format!("Hand {n}")}</span> })}
+            <span class="tile-badge" aria-live="polite">{move || (presence() == "reconnecting").then_some("Reconnecting…")}</span>
+            {move || (store.is_admin() && !me).then(|| {
+                let (kick_id, mute_id, name) = (kick_id.clone(), mute_id.clone(), name.clone());
+                view! {
+                    <span class="tile-actions">
+                        <button
+                            class="small secondary"
+                            data-testid="mute-participant"
+                            aria-label=format!("Mute {name}")
+                            disabled=audio_off
+                            on:click=move |_| if let Some(s) = my_session(store) {
+                                run_action(store, mute_participant(s, mute_id.clone()));
+                            }
+                        >"Mute"</button>
+                        <button
+                            class="small danger"
+                            data-testid="kick"
+                            aria-label=format!("Remove {name} from the call")
+                            on:click=move |_| if let Some(s) = my_session(store) {
+                                run_action(store, kick(s, kick_id.clone()));
+                            }
+                        >"Remove"</button>
+                    </span>
+                }
+            })}
         </div>
     }
 }

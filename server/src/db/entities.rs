@@ -15,6 +15,8 @@ pub mod room {
         pub created_by: String,
         pub created_at_ms: i64,
         pub ended_at_ms: Option<i64>,
+        /// `ended` (by its admin), `empty` or `unused` (closed by itself).
+        pub end_reason: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Init)]
+        vec![Box::new(M0001Init), Box::new(M0002RoomEndReason)]
     }
 }
 
@@ -21,6 +21,7 @@ enum Rooms {
     CreatedBy,
     CreatedAtMs,
     EndedAtMs,
+    EndReason,
 }
 
 #[derive(DeriveIden)]
@@ -125,5 +126,23 @@ impl MigrationTrait for M0001Init {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// Why a room ended: `ended` (by its admin), `empty` (everybody left and
+/// nobody came back in time), `unused` (nobody ever joined in time).
+struct M0002RoomEndReason;
+
+impl MigrationName for M0002RoomEndReason {
+    fn name(&self) -> &str {
+        "m0002_room_end_reason"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002RoomEndReason {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table(Rooms::Table).add_column(string_len_null(Rooms::EndReason, 32)).to_owned())
+            .await
     }
 }

@@ -105,6 +105,69 @@ impl Db {
             .await?)
     }
 
+    /// Marks a room ended with `reason`; `false` when it had ended already.
+    pub async fn end_room(&self, code: &str, reason: &str, now_ms: i64) -> Result<bool, DbError> {
+        let n = room::Entity::update_many()
+            .col_expr(room::Column::EndedAtMs, Expr::value(now_ms))
+            .col_expr(room::Column::EndReason, Expr::value(reason))
+            .filter(room::Column::Code.eq(code))
+            .filter(room::Column::EndedAtMs.is_null())
+            .exec(&self.conn)
+            .await?
+            .rows_affected;
+        Ok(n > 0)
+    }
+
+    /// Open rooms nobody is in that should close themselves: empty for
+    /// longer than `empty_ms` since the last one left (`empty`), or never
+    /// joined within `unused_ms` of their creation (`unused`).
+    pub async fn idle_rooms(
+        &self,
+        now_ms: i64,
+        empty_ms: i64,
+        unused_ms: i64,
+    ) -> Result<Vec<(String, &'static str)>, DbError> {
+        let mut out = Vec::new();
+        for r in self.open_rooms(1000).await? {
+            if self.count_participants(&r.code).await? > 0 {
+                continue;
+            }
+            let last_left: Option<i64> = participant_session::Entity::find()
+                .filter(participant_session::Column::RoomCode.eq(r.code.as_str()))
+                .filter(participant_session::Column::LeftAtMs.is_not_null())
+                .order_by_desc(participant_session::Column::LeftAtMs)
+                .one(&self.conn)
+                .await?
+                .map(|h| h.left_at_ms.unwrap_or(now_ms));
+            match last_left {
+                Some(t) if now_ms - t >= empty_ms => out.push((r.code, "empty")),
+                None if now_ms - r.created_at_ms >= unused_ms => out.push((r.code, "unused")),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a live session's new role.
+    pub async fn set_role(&self, session: &str, role: &str) -> Result<(), DbError> {
+        participant::Entity::update_many()
+            .col_expr(participant::Column::Role, Expr::value(role))
+            .filter(participant::Column::SessionId.eq(session))
+            .exec(&self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a live session's new state (`pending` → `active`).
+    pub async fn set_state(&self, session: &str, state: &str) -> Result<(), DbError> {
+        participant::Entity::update_many()
+            .col_expr(participant::Column::State, Expr::value(state))
+            .filter(participant::Column::SessionId.eq(session))
+            .exec(&self.conn)
+            .await?;
+        Ok(())
+    }
+
     /// Writes the live row and opens the history row, atomically.
     pub async fn insert_participant(&self, row: participant::Model) -> Result<(), DbError> {
         let history = participant_session::Model {

@@ -1,6 +1,11 @@
 //! How every peer connection of the SFU (and of the headless client) is
-//! built: codecs, interceptors, ICE settings. One place, so the server and
-//! the test client negotiate the same payload types.
+//! built: codecs, header extensions, interceptors, ICE settings. One place,
+//! so the server and the test client negotiate the same payload types.
+//!
+//! Header extensions: besides the library defaults (mid, rid, transport-cc),
+//! audio carries the RFC 6464 audio level ([`AUDIO_LEVEL_URI`]), which the
+//! SFU reads from each publisher's packets to pick the active speaker. The
+//! server offers it; browsers (and [`crate::loadgen`]) answer with it.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -16,7 +21,9 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, Registry};
 
@@ -29,6 +36,16 @@ use super::MediaError;
 pub const PT_OPUS: u8 = 111;
 pub const PT_VP8: u8 = 96;
 pub const PT_H264: u8 = 102;
+
+/// The RFC 6464 client-to-mixer audio level header extension.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// Reads an RFC 6464 audio level extension payload: `(level, voice)`, the
+/// level in −dBov (0 = loudest, 127 = silence). `None` for an empty payload.
+pub fn parse_audio_level(payload: &[u8]) -> Option<(u8, bool)> {
+    let first = *payload.first()?;
+    Some((first & 0x7f, first & 0x80 != 0))
+}
 
 /// Where and how peer connections bind and time out.
 #[derive(Debug, Clone)]
@@ -65,7 +82,8 @@ fn video_feedback() -> Vec<RTCPFeedback> {
         .collect()
 }
 
-/// Opus, VP8 and H.264 (constrained baseline, packetization-mode 1).
+/// Opus, VP8 and H.264 (constrained baseline, packetization-mode 1); the
+/// audio level extension on audio, in every direction.
 fn media_engine() -> Result<MediaEngine, MediaError> {
     let mut engine = MediaEngine::default();
     let codec = |mime: &str, clock_rate, channels, fmtp: &str, rtcp_feedback| RTCRtpCodec {
@@ -101,6 +119,11 @@ fn media_engine() -> Result<MediaEngine, MediaError> {
             payload_type: PT_H264,
         },
         RtpCodecKind::Video,
+    )?;
+    engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_owned() },
+        RtpCodecKind::Audio,
+        None,
     )?;
     Ok(engine)
 }
@@ -247,5 +270,13 @@ mod tests {
         }
         let only_busy = PortRange { min: port, max: port };
         assert_eq!(cursor.pick(&[lo], only_busy), None);
+    }
+
+    #[test]
+    fn audio_levels_are_read_from_the_extension_payload() {
+        assert_eq!(parse_audio_level(&[0x80 | 30]), Some((30, true)));
+        assert_eq!(parse_audio_level(&[127]), Some((127, false)));
+        assert_eq!(parse_audio_level(&[0xff, 0x00]), Some((127, true)));
+        assert_eq!(parse_audio_level(&[]), None);
     }
 }

@@ -24,29 +24,48 @@
 //!
 //! Counting: [`Sfu::counts`] counts live objects through `Weak` registries
 //! (`retain(alive)`), so anything leaked stays visible.
+//!
+//! Active speaker ([`speaker`]): each publisher's audio readers record the
+//! RFC 6464 levels of its packets; each room's evaluator task (one per
+//! [`RoomMedia`], tracked with the media tasks, ended when the room's media
+//! is forgotten or at shutdown) decides every [`speaker::EVALUATE_EVERY`]
+//! and sends a [`SpeakerChange`] only when the decision changes. A
+//! publisher leaving the room is dropped from the decision at once (a
+//! change to nobody if it was the speaker). Changes of one room are sent
+//! under that room's decision lock, so they arrive in decision order.
+//!
+//! Forwarding switches ([`Sfu::set_forwarding`], an admin mute): per
+//! publisher and kind, remembered by its session and obeyed by every track
+//! it publishes, now or later; suppressed audio never counts as speech.
 
 mod engine;
 pub mod forwarder;
 pub mod session;
+pub mod speaker;
 pub mod track;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use app::model::{LeaveReason, RoomCode, SessionId, UserId};
+use app::model::{LeaveReason, MediaKind, RoomCode, SessionId, UserId};
 use app::signal::ServerMsg;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webrtc::peer_connection::PeerConnection;
 
-pub use engine::{build_peer_connection, is_keyframe_request, IceSettings, PortCursor, PT_H264, PT_OPUS, PT_VP8};
+pub use engine::{
+    build_peer_connection, is_keyframe_request, parse_audio_level, IceSettings, PortCursor, AUDIO_LEVEL_URI, PT_H264,
+    PT_OPUS, PT_VP8,
+};
 
 use crate::config::Config;
 use crate::participant::LiveSession;
 use crate::store::LiveStore;
 use forwarder::Forwarder;
 use session::MediaSession;
+use speaker::SpeakerTracker;
 use track::PublishedTrack;
 
 /// Media failures.
@@ -99,6 +118,14 @@ pub struct EndRequest {
     pub session: SessionId,
     pub user: UserId,
     pub reason: LeaveReason,
+}
+
+/// The active speaker of a room changed (`None`: nobody is speaking). Sent
+/// only on change, a few times per second at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerChange {
+    pub room: RoomCode,
+    pub session: Option<SessionId>,
 }
 
 /// Live-object counts.
@@ -162,6 +189,9 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     pub(crate) ports: PortCursor,
     pub(crate) end: mpsc::UnboundedSender<EndRequest>,
+    speakers: mpsc::UnboundedSender<SpeakerChange>,
+    /// Cancelled at shutdown: parent of every room's token.
+    stop: CancellationToken,
     rooms: Mutex<HashMap<RoomCode, Arc<RoomMedia>>>,
 }
 
@@ -170,24 +200,86 @@ impl Shared {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drops the room's entry if it has no session left.
+    /// Drops the room's entry if it has no session left (its evaluator
+    /// task ends with it).
     pub(crate) fn forget_room_if_empty(&self, code: &RoomCode) {
         let mut rooms = self.rooms();
         if rooms.get(code).is_some_and(|r| r.is_empty()) {
-            rooms.remove(code);
+            if let Some(room) = rooms.remove(code) {
+                room.token.cancel();
+            }
         }
+    }
+
+    fn room(&self, code: &RoomCode) -> Option<Arc<RoomMedia>> {
+        self.rooms().get(code).cloned()
     }
 }
 
-/// The media of one room: its sessions, by id.
+/// The media of one room: its sessions, by id, and its speaker decision.
 pub(crate) struct RoomMedia {
     code: RoomCode,
     sessions: Mutex<HashMap<SessionId, Arc<MediaSession>>>,
+    /// Lock order: this after `sessions` is released, or `sessions` inside
+    /// this (the evaluation); never the other way round.
+    speaker: Mutex<SpeakerTracker>,
+    speakers: mpsc::UnboundedSender<SpeakerChange>,
+    /// Cancelled when the room's media is forgotten: ends its evaluator.
+    token: CancellationToken,
 }
 
 impl RoomMedia {
+    /// A room's media and its evaluator task.
+    fn create(shared: &Arc<Shared>, code: RoomCode) -> Arc<Self> {
+        let room = Arc::new(Self {
+            code,
+            sessions: Mutex::new(HashMap::new()),
+            speaker: Mutex::new(SpeakerTracker::default()),
+            speakers: shared.speakers.clone(),
+            token: shared.stop.child_token(),
+        });
+        let (weak, token) = (Arc::downgrade(&room), room.token.clone());
+        tokio::spawn(shared.tasks.track_future(async move {
+            let mut every = tokio::time::interval(speaker::EVALUATE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = every.tick() => match weak.upgrade() {
+                        Some(room) => room.evaluate_speaker(),
+                        None => break,
+                    },
+                }
+            }
+        }));
+        room
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<MediaSession>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn speaker_lock(&self) -> std::sync::MutexGuard<'_, SpeakerTracker> {
+        self.speaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One evaluation of the active speaker; announces a change.
+    fn evaluate_speaker(&self) {
+        let now = std::time::Instant::now();
+        // The decision lock is held across reading the sessions, so a
+        // session detached meanwhile is removed from the decision after it.
+        let mut tracker = self.speaker_lock();
+        let speaking: Vec<(SessionId, u8)> =
+            self.lock().iter().filter_map(|(id, s)| s.speaking(now).map(|level| (id.clone(), level))).collect();
+        if let Some(session) = tracker.evaluate(now, &speaking) {
+            self.announce(session);
+        }
+    }
+
+    fn announce(&self, session: Option<SessionId>) {
+        tracing::debug!(room = %self.code, speaker = ?session, "active speaker");
+        // Fails only once the room service stopped listening (shutdown).
+        let _ = self.speakers.send(SpeakerChange { room: self.code.clone(), session });
     }
 
     fn is_empty(&self) -> bool {
@@ -235,6 +327,12 @@ impl RoomMedia {
             let tracks = owner.take_published();
             (tracks, sessions.values().cloned().collect::<Vec<_>>())
         };
+        {
+            let mut tracker = self.speaker_lock();
+            if let Some(session) = tracker.remove(&owner.id) {
+                self.announce(session);
+            }
+        }
         for track in &tracks {
             track.close();
         }
@@ -253,10 +351,14 @@ pub struct Sfu {
 }
 
 impl Sfu {
-    /// The SFU and the stream of its requests to end sessions (to be served
-    /// by the room service).
-    pub fn new(config: MediaConfig, store: Arc<dyn LiveStore>) -> (Self, mpsc::UnboundedReceiver<EndRequest>) {
+    /// The SFU, the stream of its requests to end sessions and the stream
+    /// of active-speaker changes (both to be served by the room service).
+    pub fn new(
+        config: MediaConfig,
+        store: Arc<dyn LiveStore>,
+    ) -> (Self, mpsc::UnboundedReceiver<EndRequest>, mpsc::UnboundedReceiver<SpeakerChange>) {
         let (end, end_rx) = mpsc::unbounded_channel();
+        let (speakers, speakers_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
             store,
@@ -264,9 +366,11 @@ impl Sfu {
             tasks: TaskTracker::new(),
             ports: PortCursor::default(),
             end,
+            speakers,
+            stop: CancellationToken::new(),
             rooms: Mutex::new(HashMap::new()),
         });
-        (Self { shared }, end_rx)
+        (Self { shared }, end_rx, speakers_rx)
     }
 
     /// Opens the media of a live session, or re-attaches its signalling
@@ -284,7 +388,7 @@ impl Sfu {
         let mut rooms = self.shared.rooms();
         let room = rooms
             .entry(live.room.clone())
-            .or_insert_with(|| Arc::new(RoomMedia { code: live.room.clone(), sessions: Mutex::new(HashMap::new()) }))
+            .or_insert_with(|| RoomMedia::create(&self.shared, live.room.clone()))
             .clone();
         let mut sessions = room.lock();
         if let Some(existing) = sessions.get(&live.id) {
@@ -303,9 +407,37 @@ impl Sfu {
 
     /// The media session of `session`, if open.
     pub fn session(&self, room: &RoomCode, session: &SessionId) -> Option<Arc<MediaSession>> {
-        let room = self.shared.rooms().get(room).cloned()?;
+        let room = self.shared.room(room)?;
         let found = room.lock().get(session).cloned();
         found
+    }
+
+    /// Switches forwarding of one publisher's media of `kind` to every
+    /// subscriber (an admin mute): off drops its packets before fan-out
+    /// (tracks and forwarders stay, so on resumes at once; video asks for a
+    /// keyframe), and its suppressed audio does not count for the active
+    /// speaker. Remembered by the media session, so tracks it publishes
+    /// later obey it too. Returns whether the session's media is open here;
+    /// a session whose media opens later starts with everything on.
+    pub fn set_forwarding(&self, room: &RoomCode, session: &SessionId, kind: MediaKind, on: bool) -> bool {
+        let Some(media) = self.session(room, session) else {
+            return false;
+        };
+        media.set_forwarding(kind, on);
+        true
+    }
+
+    /// The room's current active speaker, as last announced.
+    pub fn speaker(&self, room: &RoomCode) -> Option<SessionId> {
+        let room = self.shared.room(room)?;
+        let current = room.speaker_lock().current().cloned();
+        current
+    }
+
+    /// How many active-speaker changes the room's media has announced (from
+    /// zero again once the room's media is forgotten).
+    pub fn speaker_changes(&self, room: &RoomCode) -> u64 {
+        self.shared.room(room).map_or(0, |r| r.speaker_lock().changes())
     }
 
     /// Closes the media of a session (if any) and waits for its task to
@@ -346,6 +478,7 @@ impl Sfu {
     /// Shutdown: waits (bounded) for every media task to end. Sessions are
     /// closed before, by the room service.
     pub async fn shutdown(&self, limit: Duration) {
+        self.shared.stop.cancel();
         self.shared.tasks.close();
         if tokio::time::timeout(limit, self.shared.tasks.wait()).await.is_err() {
             tracing::warn!(tasks = self.shared.tasks.len(), "media tasks still running after shutdown");

@@ -8,12 +8,17 @@
 //! connection). The server is the only offerer: one offer in flight at a
 //! time; changes made meanwhile set `dirty` and go into the next offer; an
 //! offer unanswered for `offer_timeout` is rolled back and offered again.
+//!
+//! The session's [`PublisherState`] (forwarding switches, audio levels) is
+//! shared with every track it publishes, now or after a renegotiation; the
+//! room reads its levels to decide the active speaker.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant as StdInstant;
 
-use app::model::{LeaveReason, ParticipantId, RoomCode, SessionId, UserId};
+use app::model::{LeaveReason, MediaKind, ParticipantId, RoomCode, SessionId, UserId};
 use app::signal::{IceCandidate, ServerMsg};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
@@ -29,9 +34,9 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use super::engine::build_peer_connection;
+use super::engine::{build_peer_connection, AUDIO_LEVEL_URI};
 use super::forwarder::Forwarder;
-use super::track::PublishedTrack;
+use super::track::{media_kind, PublishedTrack, PublisherState};
 use super::{EndRequest, MediaError, RoomMedia, Shared};
 use crate::participant::LiveSession;
 use crate::store::ResourceKind;
@@ -96,6 +101,8 @@ pub struct MediaSession {
     /// Tracks this session publishes (read by arriving sessions under the
     /// room lock).
     published: Mutex<Vec<Arc<PublishedTrack>>>,
+    /// Forwarding switches and audio levels, shared with its tracks.
+    publisher_state: Arc<PublisherState>,
     /// This session's tasks (the actor, readers, forwarders); closed at
     /// creation, so `wait` resolves once they have all ended.
     tasks: TaskTracker,
@@ -133,6 +140,7 @@ impl MediaSession {
             closed: AtomicBool::new(false),
             reason: OnceLock::new(),
             published: Mutex::new(Vec::new()),
+            publisher_state: Arc::new(PublisherState::default()),
             tasks,
         });
         let actor = Actor {
@@ -217,6 +225,33 @@ impl MediaSession {
 
     pub(crate) fn take_published(&self) -> Vec<Arc<PublishedTrack>> {
         std::mem::take(&mut *self.published_lock())
+    }
+
+    /// Switches forwarding of this session's media of `kind` to every
+    /// subscriber (tracks and forwarders stay). Video switched back on asks
+    /// for a keyframe, so subscribers resume at once.
+    pub fn set_forwarding(&self, kind: MediaKind, on: bool) {
+        let was = self.publisher_state.set_forwarding(kind, on);
+        tracing::info!(room = %self.room, session = %self.id, kind = kind.as_str(), on, "forwarding switched");
+        if on && !was && kind == MediaKind::Video {
+            for track in self.published().iter().filter(|t| media_kind(t.kind) == MediaKind::Video) {
+                track.request_keyframe();
+            }
+        }
+    }
+
+    /// Whether this session's media of `kind` is forwarded.
+    pub fn forwarding(&self, kind: MediaKind) -> bool {
+        self.publisher_state.forwarding(kind)
+    }
+
+    /// The mean audio level of the last moment if this session is speaking
+    /// (and its audio is forwarded).
+    pub(crate) fn speaking(&self, now: StdInstant) -> Option<u8> {
+        if !self.publisher_state.forwarding(MediaKind::Audio) {
+            return None;
+        }
+        self.publisher_state.levels().speaking(now)
     }
 
     /// The one close path: records the reason and cancels the session's
@@ -617,6 +652,10 @@ impl Actor {
         }
         let kind = remote.kind().await;
         let codec = remote.codec(ssrc).await.unwrap_or_else(|| default_codec(kind));
+        let audio_level_id = match (&self.pc, kind) {
+            (Some(pc), RtpCodecKind::Audio) => audio_level_id(pc, &remote).await,
+            _ => None,
+        };
         self.next_track += 1;
         let id = format!("{}-{}-{}", self.session.participant, kind_name(kind), self.next_track);
         let (track, reader) = PublishedTrack::new(
@@ -626,6 +665,8 @@ impl Actor {
             kind,
             codec,
             ssrc,
+            audio_level_id,
+            self.session.publisher_state.clone(),
             remote,
             self.session.token.child_token(),
         );
@@ -637,7 +678,10 @@ impl Actor {
                 let _ = events.send(PcEvent::TrackEnded(id));
             }
         });
-        tracing::info!(room = %self.session.room, session = %self.session.id, track = %id, mime = %track.codec.mime_type, "track published");
+        tracing::info!(
+            room = %self.session.room, session = %self.session.id, track = %id, mime = %track.codec.mime_type,
+            audio_level_id = ?audio_level_id, "track published"
+        );
         self.add_resource(ResourceKind::Track, id).await;
         if let Some(room) = self.room.upgrade() {
             room.publish(&self.session, track);
@@ -680,6 +724,36 @@ impl Actor {
     }
 }
 
+/// The id the publisher's audio level extension was negotiated with: from
+/// the track's receiver, else from the remote description.
+async fn audio_level_id(pc: &Arc<dyn PeerConnection>, remote: &Arc<dyn TrackRemote>) -> Option<u8> {
+    let same = |a: &Arc<dyn TrackRemote>| std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(remote));
+    for receiver in pc.get_receivers().await {
+        if !same(receiver.track()) {
+            continue;
+        }
+        if let Ok(params) = receiver.get_parameters().await {
+            let id = params.rtp_parameters.header_extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI);
+            if let Some(id) = id.and_then(|e| u8::try_from(e.id).ok()) {
+                return Some(id);
+            }
+        }
+    }
+    let sdp = pc.remote_description().await?.sdp;
+    extmap_id(&sdp, AUDIO_LEVEL_URI)
+}
+
+/// The id of an `a=extmap:<id>[/<direction>] <uri>` line of an SDP.
+fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim_end().strip_prefix("a=extmap:")?;
+        let (id, rest) = rest.split_once(' ')?;
+        let found = rest.split_whitespace().next()? == uri;
+        let id = id.split('/').next()?.parse::<u8>().ok()?;
+        (found && id != 0).then_some(id)
+    })
+}
+
 fn default_codec(kind: RtpCodecKind) -> RTCRtpCodec {
     use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
     match kind {
@@ -697,5 +771,21 @@ fn default_codec(kind: RtpCodecKind) -> RTCRtpCodec {
             sdp_fmtp_line: String::new(),
             rtcp_feedback: vec![],
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_ids_are_read_from_extmap_lines() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+                   a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+                   a=extmap:1/sendrecv urn:ietf:params:rtp-hdrext:ssrc-audio-level vad=on\r\n";
+        assert_eq!(extmap_id(sdp, AUDIO_LEVEL_URI), Some(1));
+        assert_eq!(extmap_id(sdp, "urn:ietf:params:rtp-hdrext:sdes:mid"), Some(4));
+        assert_eq!(extmap_id(sdp, "urn:x"), None);
+        assert_eq!(extmap_id("a=extmap:0 urn:x\r\na=extmap:zz urn:x", "urn:x"), None);
     }
 }

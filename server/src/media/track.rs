@@ -4,11 +4,22 @@
 //! out on a broadcast channel, one receiver per [`super::forwarder::Forwarder`];
 //! keyframe requests from subscribers come back on a small channel and go
 //! to the publisher as PLI.
+//!
+//! Before fan-out the reader applies what its publisher's
+//! [`PublisherState`] (shared by every track of the publisher, including
+//! tracks published later) says:
+//! - forwarding of the track's kind switched off (an admin mute): the packet
+//!   is dropped, and the sequence numbers of the packets forwarded later are
+//!   shifted down so that subscribers see no gap (a pause, not a loss);
+//! - audio: the RFC 6464 level of each forwarded packet is recorded in the
+//!   publisher's [`LevelMeter`] (suppressed audio is not recorded, so it
+//!   never counts for the active speaker).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use app::model::{ParticipantId, SessionId};
+use app::model::{MediaKind, ParticipantId, SessionId};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
@@ -16,9 +27,65 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
+use super::engine::parse_audio_level;
+use super::speaker::LevelMeter;
+
 /// Packets buffered per subscriber before it lags (then it skips ahead
 /// and asks for a keyframe).
 const FANOUT_CAPACITY: usize = 512;
+
+/// What every track of one publisher shares: the forwarding switches (on
+/// unless switched off, for an admin mute) and the audio levels.
+#[derive(Debug)]
+pub struct PublisherState {
+    audio: AtomicBool,
+    video: AtomicBool,
+    levels: LevelMeter,
+}
+
+impl Default for PublisherState {
+    fn default() -> Self {
+        Self { audio: AtomicBool::new(true), video: AtomicBool::new(true), levels: LevelMeter::default() }
+    }
+}
+
+impl PublisherState {
+    fn switch(&self, kind: MediaKind) -> &AtomicBool {
+        match kind {
+            MediaKind::Audio => &self.audio,
+            MediaKind::Video => &self.video,
+        }
+    }
+
+    /// Whether this publisher's media of `kind` goes to its subscribers.
+    pub fn forwarding(&self, kind: MediaKind) -> bool {
+        self.switch(kind).load(Ordering::Acquire)
+    }
+
+    /// Switches forwarding of `kind`; returns the previous setting. Audio
+    /// switched off also forgets its levels.
+    pub fn set_forwarding(&self, kind: MediaKind, on: bool) -> bool {
+        let was = self.switch(kind).swap(on, Ordering::AcqRel);
+        if kind == MediaKind::Audio && !on {
+            self.levels.clear();
+        }
+        was
+    }
+
+    /// The publisher's recent audio levels.
+    pub fn levels(&self) -> &LevelMeter {
+        &self.levels
+    }
+}
+
+/// The app's media kind of a codec kind (anything not audio is video).
+pub fn media_kind(kind: RtpCodecKind) -> MediaKind {
+    if kind == RtpCodecKind::Audio {
+        MediaKind::Audio
+    } else {
+        MediaKind::Video
+    }
+}
 
 /// One track a participant publishes. Owned by its publisher's media
 /// session; forwarders hold only a receiver and a keyframe sender, so
@@ -32,6 +99,8 @@ pub struct PublishedTrack {
     pub kind: RtpCodecKind,
     /// The codec the publisher sends; each forwarder offers the same.
     pub codec: RTCRtpCodec,
+    /// Shared with the publisher's session and its other tracks.
+    publisher_state: Arc<PublisherState>,
     packets: broadcast::Sender<rtp::Packet>,
     keyframes: mpsc::Sender<()>,
     /// Cancelled by [`PublishedTrack::close`]; child of the session's token.
@@ -52,10 +121,14 @@ pub struct TrackReader {
     remote: Arc<dyn TrackRemote>,
     keyframes: mpsc::Receiver<()>,
     media_ssrc: u32,
+    /// The negotiated id of the audio level extension (audio tracks).
+    audio_level_id: Option<u8>,
 }
 
 impl PublishedTrack {
     /// Makes the track and its reader (to be spawned by the owner).
+    /// `audio_level_id`: the negotiated id of the audio level extension, if
+    /// the publisher sends it on this track.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
@@ -64,6 +137,8 @@ impl PublishedTrack {
         kind: RtpCodecKind,
         codec: RTCRtpCodec,
         media_ssrc: u32,
+        audio_level_id: Option<u8>,
+        publisher_state: Arc<PublisherState>,
         remote: Arc<dyn TrackRemote>,
         token: CancellationToken,
     ) -> (Arc<Self>, TrackReader) {
@@ -75,12 +150,14 @@ impl PublishedTrack {
             session,
             kind,
             codec,
+            publisher_state,
             packets,
             keyframes,
             token,
             closed: AtomicBool::new(false),
         });
-        let reader = TrackReader { track: track.clone(), remote, keyframes: keyframe_rx, media_ssrc };
+        let audio_level_id = audio_level_id.filter(|_| kind == RtpCodecKind::Audio);
+        let reader = TrackReader { track: track.clone(), remote, keyframes: keyframe_rx, media_ssrc, audio_level_id };
         (track, reader)
     }
 
@@ -131,11 +208,27 @@ impl TrackReader {
     /// track's id so the owner can unpublish it.
     pub async fn run(mut self) -> String {
         let token = self.track.token.clone();
+        let kind = media_kind(self.track.kind);
+        // Packets dropped while forwarding was off: later sequence numbers
+        // are shifted down by this much.
+        let mut dropped = 0u16;
         loop {
             tokio::select! {
                 () = token.cancelled() => break,
                 event = self.remote.poll() => match event {
-                    Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                    Some(TrackRemoteEvent::OnRtpPacket(mut packet)) => {
+                        let state = &self.track.publisher_state;
+                        if !state.forwarding(kind) {
+                            dropped = dropped.wrapping_add(1);
+                            continue;
+                        }
+                        if let Some(id) = self.audio_level_id {
+                            let level = packet.header.get_extension(id).and_then(|p| parse_audio_level(&p));
+                            if let Some((level, voice)) = level {
+                                state.levels().record(Instant::now(), level, voice);
+                            }
+                        }
+                        packet.header.sequence_number = packet.header.sequence_number.wrapping_sub(dropped);
                         // No receiver yet is fine: nobody subscribes to it.
                         let _ = self.track.packets.send(packet);
                     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use app::model::{Presence, RoomCode, SessionId, UserId};
+use app::model::{RoomCode, SessionId, UserId};
 use async_trait::async_trait;
 
 use super::{by_arrival, Keys, LiveStore, MemberEntry, ResourceKind, StoreError};
@@ -129,23 +129,49 @@ impl LiveStore for MemoryStore {
         self.put(room, member, self.keys.pending(room))
     }
 
-    async fn set_presence(&self, room: &RoomCode, session: &SessionId, presence: Presence) -> Result<bool, StoreError> {
+    async fn member_raw(&self, room: &RoomCode, session: &SessionId) -> Result<Option<String>, StoreError> {
         let key = self.keys.members(room);
-        let current = self.with(|m| hash(m, &key).and_then(|h| h.get(session.as_str()).cloned()));
-        let Some(current) = current else { return Ok(false) };
-        let mut entry = MemberEntry::from_json(&current)?;
-        if entry.presence == presence {
-            return Ok(false);
-        }
-        entry.presence = presence;
-        let json = entry.to_json()?;
-        // Written only if the session is still a member (it may have left meanwhile).
+        Ok(self.with(|m| hash(m, &key).and_then(|h| h.get(session.as_str()).cloned())))
+    }
+
+    async fn cas_member(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        expected: &str,
+        new: &MemberEntry,
+    ) -> Result<bool, StoreError> {
+        let key = self.keys.members(room);
+        let json = new.to_json()?;
         Ok(self.with(|m| match m.get_mut(&key) {
-            Some(Val::Hash(h)) if h.contains_key(session.as_str()) => {
+            Some(Val::Hash(h)) if h.get(session.as_str()).map(String::as_str) == Some(expected) => {
                 h.insert(session.to_string(), json);
                 true
             }
             _ => false,
+        }))
+    }
+
+    async fn admit(&self, room: &RoomCode, entry: &MemberEntry) -> Result<bool, StoreError> {
+        let (pending, members) = (self.keys.pending(room), self.keys.members(room));
+        let json = entry.to_json()?;
+        Ok(self.with(|m| {
+            if !hdel(m, &pending, entry.session.as_str()) {
+                return false;
+            }
+            hash_mut(m, &members).insert(entry.session.to_string(), json);
+            true
+        }))
+    }
+
+    async fn clear_speaker(&self, room: &RoomCode, session: &SessionId) -> Result<bool, StoreError> {
+        let key = self.keys.speaker(room);
+        Ok(self.with(|m| {
+            let named = get_str(m, &key).as_deref() == Some(session.as_str());
+            if named {
+                m.remove(&key);
+            }
+            named
         }))
     }
 

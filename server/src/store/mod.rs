@@ -54,6 +54,10 @@ pub struct MemberEntry {
     /// Connected, or silent and awaiting removal.
     #[serde(default)]
     pub presence: Presence,
+    #[serde(default)]
+    pub audio_muted: bool,
+    #[serde(default)]
+    pub video_muted: bool,
 }
 
 impl MemberEntry {
@@ -65,6 +69,8 @@ impl MemberEntry {
             state: self.state,
             joined_at_ms: self.joined_at_ms,
             presence: self.presence,
+            audio_muted: self.audio_muted,
+            video_muted: self.video_muted,
         }
     }
 
@@ -203,9 +209,61 @@ pub trait LiveStore: Send + Sync + 'static {
     /// Records a session waiting for approval (and points its user at it).
     async fn put_pending(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError>;
 
-    /// Sets an admitted session's presence, only while it is still a member
-    /// (never re-creates a removed one). Returns whether it changed anything.
-    async fn set_presence(&self, room: &RoomCode, session: &SessionId, presence: Presence) -> Result<bool, StoreError>;
+    /// An admitted session's entry as stored (the token for [`LiveStore::cas_member`]).
+    async fn member_raw(&self, room: &RoomCode, session: &SessionId) -> Result<Option<String>, StoreError>;
+
+    /// Replaces an admitted session's entry only while it still reads
+    /// `expected` (never re-creates a removed one). Returns whether it wrote.
+    async fn cas_member(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        expected: &str,
+        new: &MemberEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// Changes an admitted session's entry with `change` (which returns
+    /// whether it changed anything), retried on a concurrent write. Returns
+    /// the new entry; `None` when the session is not a member or nothing
+    /// changed.
+    async fn update_member(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        change: &(dyn for<'e> Fn(&'e mut MemberEntry) -> bool + Send + Sync),
+    ) -> Result<Option<MemberEntry>, StoreError> {
+        for _ in 0..16 {
+            let Some(raw) = self.member_raw(room, session).await? else { return Ok(None) };
+            let mut entry = MemberEntry::from_json(&raw)?;
+            if !change(&mut entry) {
+                return Ok(None);
+            }
+            if self.cas_member(room, session, &raw, &entry).await? {
+                return Ok(Some(entry));
+            }
+        }
+        Err(StoreError::Unavailable(format!("the entry of {session} kept changing")))
+    }
+
+    /// Sets an admitted session's presence, only while it is still a member.
+    /// Returns whether it changed anything.
+    async fn set_presence(&self, room: &RoomCode, session: &SessionId, presence: Presence) -> Result<bool, StoreError> {
+        let changed = self
+            .update_member(room, session, &|e| {
+                let differs = e.presence != presence;
+                e.presence = presence;
+                differs
+            })
+            .await?;
+        Ok(changed.is_some())
+    }
+
+    /// Moves a waiting session into the members, as `entry`. Returns `false`
+    /// (and changes nothing) when it was not waiting.
+    async fn admit(&self, room: &RoomCode, entry: &MemberEntry) -> Result<bool, StoreError>;
+
+    /// Deletes the speaker pointer only while it names `session`.
+    async fn clear_speaker(&self, room: &RoomCode, session: &SessionId) -> Result<bool, StoreError>;
 
     /// Admitted sessions of the room, in arrival order.
     async fn members(&self, room: &RoomCode) -> Result<Vec<MemberEntry>, StoreError>;

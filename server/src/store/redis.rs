@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use app::model::{Presence, RoomCode, SessionId, UserId};
+use app::model::{RoomCode, SessionId, UserId};
 use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::{Expiration, Value};
@@ -53,12 +53,27 @@ if redis.call('ZSCORE', KEYS[5], ARGV[1]) then table.insert(out, KEYS[5] .. '#' 
 return out
 "#;
 
-/// KEYS: members. ARGV: sid, json. Replaces a member entry only if present.
-const REPLACE_MEMBER_SCRIPT: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+/// KEYS: members. ARGV: sid, expected json, new json. Compare-and-set.
+const CAS_MEMBER_SCRIPT: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
   return 1
 end
+return 0
+"#;
+
+/// KEYS: pending, members. ARGV: sid, json. Moves a waiting session in.
+const ADMIT_SCRIPT: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: speaker. ARGV: sid. Compare-and-delete.
+const CLEAR_SPEAKER_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
 
@@ -156,18 +171,37 @@ impl LiveStore for RedisStore {
         self.put(room, member, pending.clone(), pending).await
     }
 
-    async fn set_presence(&self, room: &RoomCode, session: &SessionId, presence: Presence) -> Result<bool, StoreError> {
-        let key = self.keys.members(room);
-        let current: Option<String> = self.client.hget(key.clone(), session.as_str()).await.map_err(unavailable)?;
-        let Some(current) = current else { return Ok(false) };
-        let mut entry = MemberEntry::from_json(&current)?;
-        if entry.presence == presence {
-            return Ok(false);
-        }
-        entry.presence = presence;
+    async fn member_raw(&self, room: &RoomCode, session: &SessionId) -> Result<Option<String>, StoreError> {
+        self.client.hget(self.keys.members(room), session.as_str()).await.map_err(unavailable)
+    }
+
+    async fn cas_member(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        expected: &str,
+        new: &MemberEntry,
+    ) -> Result<bool, StoreError> {
+        let args = vec![session.to_string(), expected.to_owned(), new.to_json()?];
+        let n: u32 =
+            self.client.eval(CAS_MEMBER_SCRIPT, vec![self.keys.members(room)], args).await.map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn admit(&self, room: &RoomCode, entry: &MemberEntry) -> Result<bool, StoreError> {
+        let keys = vec![self.keys.pending(room), self.keys.members(room)];
         let n: u32 = self
             .client
-            .eval(REPLACE_MEMBER_SCRIPT, vec![key], vec![session.to_string(), entry.to_json()?])
+            .eval(ADMIT_SCRIPT, keys, vec![entry.session.to_string(), entry.to_json()?])
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn clear_speaker(&self, room: &RoomCode, session: &SessionId) -> Result<bool, StoreError> {
+        let n: u32 = self
+            .client
+            .eval(CLEAR_SPEAKER_SCRIPT, vec![self.keys.speaker(room)], vec![session.to_string()])
             .await
             .map_err(unavailable)?;
         Ok(n > 0)

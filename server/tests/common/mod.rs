@@ -255,6 +255,13 @@ impl Guest {
         self.call("/api/leave", &[("session_id", session.as_str())]).await.map(|_| ())
     }
 
+    /// Calls a room action's server function (`/api/{endpoint}`) for `session`.
+    pub async fn act(&self, endpoint: &str, session: &SessionId, form: &[(&str, &str)]) -> Result<(), FnError> {
+        let mut all = vec![("session_id", session.as_str())];
+        all.extend_from_slice(form);
+        self.call(&format!("/api/{endpoint}"), &all).await.map(|_| ())
+    }
+
     /// The leave beacon, as `navigator.sendBeacon` sends it (text/plain).
     pub async fn beacon(&self, session: &SessionId) -> StatusCode {
         self.http
@@ -338,7 +345,7 @@ impl Socket {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {
-                Seen::Msg(ServerMsg::Roster { participants }) if participants.len() == n => return participants,
+                Seen::Msg(ServerMsg::Roster { participants, .. }) if participants.len() == n => return participants,
                 Seen::Msg(_) => continue,
                 Seen::Closed(code) => panic!("socket closed ({code:?}) while waiting for a roster of {n}"),
             }
