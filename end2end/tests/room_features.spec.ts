@@ -1,4 +1,7 @@
-import type { Page } from '@playwright/test';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { chromium, type Page } from '@playwright/test';
+import config from '../playwright.config';
 import {
   createRoom,
   expect,
@@ -264,31 +267,69 @@ test('the call fits a laptop and a phone screen', async ({ newPage }, testInfo) 
   }
 });
 
-test('the active speaker follows the one who is talking', async ({ newPage }) => {
-  const ada = await newPage();
-  const bob = await newPage();
-  const code = await createRoom(ada, 'Ada');
-  const a = await join(ada);
-  await open(bob, `/r/${code}`);
-  const b = await join(bob, 'Bob');
+/** A 2 s, 440 Hz tone at half scale (16-bit mono WAV): a steady "voice". */
+function toneWav(): Buffer {
+  const rate = 48_000;
+  const samples = rate * 2;
+  const wav = Buffer.alloc(44 + samples * 2);
+  wav.write('RIFF', 0);
+  wav.writeUInt32LE(36 + samples * 2, 4);
+  wav.write('WAVEfmt ', 8);
+  wav.writeUInt32LE(16, 16);
+  wav.writeUInt16LE(1, 20);
+  wav.writeUInt16LE(1, 22);
+  wav.writeUInt32LE(rate, 24);
+  wav.writeUInt32LE(rate * 2, 28);
+  wav.writeUInt16LE(2, 32);
+  wav.writeUInt16LE(16, 34);
+  wav.write('data', 36);
+  wav.writeUInt32LE(samples * 2, 40);
+  for (let i = 0; i < samples; i++) wav.writeInt16LE(Math.round(16_000 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
+  return wav;
+}
 
-  // Bob is silent (microphone off); Ada's fake microphone plays a tone.
-  await bob.getByTestId('mute-audio').click();
-  for (const page of [ada, bob]) {
-    await expect(tile(page, a.participant_id)).toHaveAttribute('data-speaking', 'true', { timeout: 20_000 });
-    await expect(tile(page, b.participant_id)).toHaveAttribute('data-speaking', 'false');
+test('the active speaker follows the one who is talking', async ({}, testInfo) => {
+  test.setTimeout(120_000);
+  // Chromium's default fake microphone only blips; this browser plays a steady tone.
+  const tone = testInfo.outputPath('tone.wav');
+  fs.mkdirSync(path.dirname(tone), { recursive: true });
+  fs.writeFileSync(tone, toneWav());
+  const launch = config.use?.launchOptions ?? {};
+  const browser = await chromium.launch({
+    ...launch,
+    args: [...(launch.args ?? []), `--use-file-for-fake-audio-capture=${tone}`],
+  });
+  try {
+    const ada = await (await browser.newContext({ baseURL: config.use?.baseURL })).newPage();
+    const bob = await (await browser.newContext({ baseURL: config.use?.baseURL })).newPage();
+    const code = await createRoom(ada, 'Ada');
+    const a = await join(ada);
+    await open(bob, `/r/${code}`);
+    await join(bob, 'Bob');
+    const b = (await bob.getByTestId('participant-tile').and(bob.locator('[data-self="true"]')).getAttribute(
+      'data-participant-id',
+    ))!;
+
+    // Bob is silent (microphone off); Ada talks.
+    await bob.getByTestId('mute-audio').click();
+    for (const page of [ada, bob]) {
+      await expect(tile(page, a.participant_id)).toHaveAttribute('data-speaking', 'true', { timeout: 20_000 });
+      await expect(tile(page, b)).toHaveAttribute('data-speaking', 'false');
+    }
+    await expect(tile(bob, a.participant_id)).toHaveClass(/speaking/);
+
+    // They swap: the speaker follows.
+    await ada.getByTestId('mute-audio').click();
+    await bob.getByTestId('mute-audio').click();
+    for (const page of [ada, bob]) {
+      await expect(tile(page, b)).toHaveAttribute('data-speaking', 'true', { timeout: 20_000 });
+      await expect(tile(page, a.participant_id)).toHaveAttribute('data-speaking', 'false');
+    }
+
+    // The speaker leaves: cleared at once for the others.
+    await bob.getByTestId('leave-button').click();
+    await expect(ada.locator('[data-testid="participant-tile"][data-speaking="true"]')).toHaveCount(0);
+  } finally {
+    await browser.close();
   }
-  await expect(tile(bob, a.participant_id)).toHaveClass(/speaking/);
-
-  // They swap: the speaker follows.
-  await ada.getByTestId('mute-audio').click();
-  await bob.getByTestId('mute-audio').click();
-  for (const page of [ada, bob]) {
-    await expect(tile(page, b.participant_id)).toHaveAttribute('data-speaking', 'true', { timeout: 20_000 });
-    await expect(tile(page, a.participant_id)).toHaveAttribute('data-speaking', 'false');
-  }
-
-  // The speaker leaves: cleared at once for the others.
-  await bob.getByTestId('leave-button').click();
-  await expect(ada.locator('[data-testid="participant-tile"][data-speaking="true"]')).toHaveCount(0);
 });

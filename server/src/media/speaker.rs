@@ -5,9 +5,10 @@
 //! - [`LevelMeter`], one per publisher (shared by its audio tracks' readers,
 //!   which record every level they read before fan-out): the levels of the
 //!   last [`WINDOW`]. A publisher is *speaking* when enough packets arrived
-//!   in the window, at least half of them flagged as voice, and their mean
-//!   level is at or below [`SPEAKING_LEVEL`] (levels are −dBov: lower is
-//!   louder).
+//!   in the window and their mean level is at or below [`SPEAKING_LEVEL`]
+//!   (levels are −dBov: lower is louder). The voice-activity flag is not
+//!   required: senders set it inconsistently (browsers' VAD does not flag
+//!   every sound), so, as other SFUs do, the level alone decides.
 //! - [`SpeakerTracker`], one per room: the decision, evaluated every
 //!   [`EVALUATE_EVERY`] by the room's evaluator task (so it changes a few
 //!   times per second at most, and is announced only on change).
@@ -61,7 +62,6 @@ pub struct LevelMeter {
 struct Sample {
     at: Instant,
     level: u8,
-    voice: bool,
 }
 
 impl LevelMeter {
@@ -70,13 +70,13 @@ impl LevelMeter {
     }
 
     /// Records the level of one packet (−dBov, clamped to 127).
-    pub fn record(&self, at: Instant, level: u8, voice: bool) {
+    pub fn record(&self, at: Instant, level: u8) {
         let mut samples = self.lock();
         trim(&mut samples, at);
         if samples.len() >= MAX_SAMPLES {
             samples.pop_front();
         }
-        samples.push_back(Sample { at, level: level.min(127), voice });
+        samples.push_back(Sample { at, level: level.min(127) });
     }
 
     /// Forgets every level (the publisher's audio is suppressed).
@@ -90,10 +90,6 @@ impl LevelMeter {
         trim(&mut samples, now);
         let n = samples.len();
         if n < MIN_SAMPLES {
-            return None;
-        }
-        let voiced = samples.iter().filter(|s| s.voice).count();
-        if voiced * 2 < n {
             return None;
         }
         let sum: usize = samples.iter().map(|s| usize::from(s.level)).sum();
@@ -207,13 +203,14 @@ mod tests {
     fn feed(meter: &LevelMeter, from: Instant, span: Duration, level: u8, voice: bool) {
         let mut at = from;
         while at < from + span {
-            meter.record(at, level, voice);
+            let _ = voice; // the flag does not decide (see the module docs)
+            meter.record(at, level);
             at += Duration::from_millis(20);
         }
     }
 
     #[test]
-    fn a_meter_speaks_on_a_loud_voiced_window_only() {
+    fn a_meter_speaks_on_a_loud_window_only() {
         let t0 = Instant::now();
         let meter = LevelMeter::default();
         assert_eq!(meter.speaking(t0), None, "no packets");
@@ -221,10 +218,10 @@ mod tests {
         assert_eq!(meter.speaking(t0 + Duration::from_millis(400)), Some(30));
         // Old levels leave the window.
         assert_eq!(meter.speaking(t0 + Duration::from_secs(2)), None);
-        // Loud but unvoiced (noise, or a sender without VAD at silence).
+        // Loud without the voice flag still counts (the level decides).
         let unvoiced = LevelMeter::default();
         feed(&unvoiced, t0, Duration::from_millis(400), 20, false);
-        assert_eq!(unvoiced.speaking(t0 + Duration::from_millis(400)), None);
+        assert_eq!(unvoiced.speaking(t0 + Duration::from_millis(400)), Some(20));
         // A 100 ms burst among silence is not speech.
         let burst = LevelMeter::default();
         feed(&burst, t0, Duration::from_millis(300), 127, true);
@@ -243,7 +240,7 @@ mod tests {
         let t0 = Instant::now();
         let meter = LevelMeter::default();
         for _ in 0..10_000 {
-            meter.record(t0, 10, true);
+            meter.record(t0, 10);
         }
         assert_eq!(meter.lock().len(), MAX_SAMPLES);
     }

@@ -224,8 +224,8 @@ impl TrackReader {
                         }
                         if let Some(id) = self.audio_level_id {
                             let level = packet.header.get_extension(id).and_then(|p| parse_audio_level(&p));
-                            if let Some((level, voice)) = level {
-                                state.levels().record(Instant::now(), level, voice);
+                            if let Some((level, _voice)) = level {
+                                state.levels().record(Instant::now(), level);
                             }
                         }
                         packet.header.sequence_number = packet.header.sequence_number.wrapping_sub(dropped);
