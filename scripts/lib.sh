@@ -49,3 +49,21 @@ ensure_node_packages() {
   fi
   export PATH="$ROOT/node_modules/.bin:$PATH"
 }
+
+ensure_chromium() {
+  [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || apt_install chromium
+}
+
+# The browser suite's test host (end2end/netns.sh): a network namespace with
+# a veth pair, cut with nftables. Needs root.
+ensure_netns_tools() {
+  have ip || apt_install iproute2
+  have nft || apt_install nftables
+}
+
+# Cargo's target directory (honours CARGO_TARGET_DIR and .cargo/config).
+target_dir() {
+  cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -30,14 +30,11 @@ ensure_services() {
   die "PostgreSQL or Redis did not come up"
 }
 
-ensure_chromium() {
-  [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || apt_install chromium
-}
-
 ensure_rust_tools
 ensure_node_packages
 ensure_services
 ensure_chromium
+ensure_netns_tools
 
 log "cargo fmt --check"
 cargo fmt --all --check
@@ -66,9 +63,17 @@ stop_server() {
     E2E_DB=""
   fi
 }
-trap stop_server EXIT
+cleanup() {
+  stop_server
+  "$ROOT/end2end/netns.sh" down || true
+}
+trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# The test host for network cuts (end2end/tests/network.spec.ts): a browser in
+# this namespace reaches the server at $NETNS_HOST_IP over a veth pair.
+NETNS_HOST_IP="10.77.0.1"
+log "network namespace for the browser suite"
+"$ROOT/end2end/netns.sh" up
 
 # Runs the Playwright suite against one deployment: $1 = label, then env assignments.
 e2e() {
@@ -78,8 +83,9 @@ e2e() {
   log="$ROOT/target/e2e-$label.log"
   mkdir -p "$ROOT/target"
   log "browser suite against $label (port $port)"
-  env "$@" CLEANROOM_ADDR="127.0.0.1:$port" CLEANROOM_DEBUG_API=1 \
-    "$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/cleanroom" \
+  # Reachable from this host (127.0.0.1) and from the namespace ($NETNS_HOST_IP).
+  env "$@" CLEANROOM_ADDR="0.0.0.0:$port" CLEANROOM_ICE_ADDRS="127.0.0.1,$NETNS_HOST_IP" CLEANROOM_DEBUG_API=1 \
+    "$(target_dir)/debug/cleanroom" \
     >"$log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do
@@ -87,7 +93,7 @@ e2e() {
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$log"; die "server for $label exited"; }
     sleep 0.2
   done
-  BASE_URL="http://127.0.0.1:$port" npx playwright test -c end2end/playwright.config.ts \
+  BASE_URL="http://127.0.0.1:$port" NETNS_BASE_URL="http://$NETNS_HOST_IP:$port" npx playwright test -c end2end/playwright.config.ts \
     || { tail -n 50 "$log"; die "browser suite failed against $label"; }
   stop_server
 }

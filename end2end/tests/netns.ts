@@ -1,0 +1,155 @@
+import { chromium, type Browser, type BrowserServer, type LaunchOptions, type Page } from '@playwright/test';
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import path from 'node:path';
+import config from '../playwright.config';
+
+/**
+ * The test host in a network namespace (end2end/netns.sh): a browser launched
+ * there reaches the server only through a veth pair that `cut()` silences in
+ * both directions, like Wi-Fi loss: no close frame, no reset, nothing.
+ */
+const NETNS_SCRIPT = path.resolve(__dirname, '..', 'netns.sh');
+const NETNS_CHROMIUM = path.resolve(__dirname, '..', 'netns-chromium.sh');
+
+/** The server as seen from inside the namespace (the host side of the veth). */
+export const NETNS_BASE_URL =
+  process.env.NETNS_BASE_URL ?? `http://10.77.0.1:${new URL(String(config.use?.baseURL)).port || '80'}`;
+
+function netns(command: 'check'): void {
+  try {
+    execFileSync(NETNS_SCRIPT, [command], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: Buffer; message: string };
+    throw new Error(`end2end/netns.sh ${command} failed: ${err.stderr?.toString().trim() || err.message}`);
+  }
+}
+
+/** Throws (so the test fails, never skips) unless the namespace is up. */
+export function requireNetns(): void {
+  netns('check');
+}
+
+/**
+ * Cut and restore go through one long-lived `nft -i` (the same transaction
+ * as `netns.sh cut|restore`, on the table `netns.sh up` made): a few
+ * milliseconds each even on a loaded machine, where starting a process can
+ * take longer than the blip being tested. Each change is confirmed by
+ * listing the chain back.
+ */
+const TABLE = 'cleanroom_e2e_cut';
+const CUT = [
+  `flush chain netdev ${TABLE} ingress`,
+  `flush chain netdev ${TABLE} egress`,
+  `add rule netdev ${TABLE} ingress drop`,
+  `add rule netdev ${TABLE} egress drop`,
+];
+const RESTORE = [`flush chain netdev ${TABLE} ingress`, `flush chain netdev ${TABLE} egress`];
+let nft: ChildProcessWithoutNullStreams | undefined;
+let nftOut = '';
+let nftErr = '';
+
+async function nftApply(commands: string[], dropping: boolean): Promise<void> {
+  if (!nft || nft.exitCode !== null) {
+    nft = spawn('nft', ['-i']);
+    nft.stdout.on('data', (d) => (nftOut += String(d)));
+    nft.stderr.on('data', (d) => (nftErr += String(d)));
+    nft.unref();
+    for (const stream of [nft.stdin, nft.stdout, nft.stderr]) (stream as unknown as { unref?: () => void }).unref?.();
+  }
+  nftOut = '';
+  nftErr = '';
+  nft.stdin.write(`${commands.join('\n')}\nlist chain netdev ${TABLE} egress\n`);
+  const deadline = Date.now() + 5_000;
+  while (!/}\s*}\s*$/.test(nftOut)) {
+    if (nftErr || nft.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`nft -i failed (is the namespace up? end2end/netns.sh up): ${nftErr.trim() || 'no answer'}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  if (/\bdrop\b/.test(nftOut) !== dropping) throw new Error(`nft did not ${dropping ? 'cut' : 'restore'}: ${nftOut}`);
+}
+
+/** Drops every packet crossing the veth, both ways. */
+export async function cutNetwork(): Promise<void> {
+  await nftApply(CUT, true);
+}
+/** Lets packets through again. */
+export async function restoreNetwork(): Promise<void> {
+  await nftApply(RESTORE, false);
+}
+
+/**
+ * Launch options for Chromium inside the namespace: the suite's flags, plus
+ * treating the namespace's server address as a secure origin (it is not
+ * loopback, and camera/microphone need a secure context).
+ */
+export function netnsLaunchOptions(): LaunchOptions {
+  const base = config.use?.launchOptions ?? {};
+  return {
+    ...base,
+    executablePath: NETNS_CHROMIUM,
+    headless: true,
+    args: [...(base.args ?? []), `--unsafely-treat-insecure-origin-as-secure=${NETNS_BASE_URL}`],
+  };
+}
+
+/** A browser of its own inside the namespace. */
+export async function launchInNetns(): Promise<Browser> {
+  requireNetns();
+  return chromium.launch(netnsLaunchOptions());
+}
+
+/** A browser server of its own inside the namespace (its process can be killed). */
+export async function launchServerInNetns(): Promise<BrowserServer> {
+  requireNetns();
+  return chromium.launchServer(netnsLaunchOptions());
+}
+
+/** What `watchTile` saw, in wall-clock milliseconds (the same clock as node's `Date.now()`). */
+export interface TileWatch {
+  reconnectingAt: number | null;
+  goneAt: number | null;
+  /** Went back to `connected` after being `reconnecting`. */
+  recoveredAt: number | null;
+}
+
+/**
+ * Starts watching, in the page, one participant's tile: records the first
+ * moment it shows `data-state="reconnecting"`, and the first moment it is
+ * gone from the DOM (MutationObserver, `performance.timeOrigin + now()`).
+ */
+export async function watchTile(page: Page, participantId: string): Promise<void> {
+  await page.evaluate((id) => {
+    const w = window as unknown as { __tileWatch?: Record<string, TileWatch> };
+    w.__tileWatch ??= {};
+    const rec: TileWatch = { reconnectingAt: null, goneAt: null, recoveredAt: null };
+    w.__tileWatch[id] = rec;
+    const selector = `[data-testid="participant-tile"][data-participant-id="${id}"]`;
+    const now = () => performance.timeOrigin + performance.now();
+    const check = () => {
+      const el = document.querySelector(selector);
+      if (!el) {
+        rec.goneAt ??= now();
+        return;
+      }
+      const state = el.getAttribute('data-state');
+      if (state === 'reconnecting') rec.reconnectingAt ??= now();
+      else if (state === 'connected' && rec.reconnectingAt !== null) rec.recoveredAt ??= now();
+    };
+    new MutationObserver(check).observe(document.documentElement, {
+      subtree: true,
+      childList: true,
+      attributes: true,
+      attributeFilter: ['data-state', 'data-participant-id', 'data-testid'],
+    });
+    check();
+  }, participantId);
+}
+
+/** What `watchTile` recorded so far. */
+export async function tileWatch(page: Page, participantId: string): Promise<TileWatch> {
+  return page.evaluate(
+    (id) => (window as unknown as { __tileWatch: Record<string, TileWatch> }).__tileWatch[id],
+    participantId,
+  );
+}
