@@ -101,6 +101,7 @@ BASE_URL="http://127.0.0.1:$PORT" NETNS_BASE_URL="http://$NETNS_HOST_IP:$PORT" \
   npx playwright test -c end2end/bench.config.ts
 STATUS=$?
 set -e
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$STATUS" = 0 ] || { tail -n 30 "$WORK/server.log"; log "some paths failed (exit $STATUS); reporting what was measured"; }
 [ -s "$SAMPLES" ] || die "no samples were taken"
 mkdir -p "$ROOT/end2end/test-results/bench"
@@ -109,6 +110,8 @@ cp "$SAMPLES" "$ROOT/end2end/test-results/bench/exits-$(date -u +%Y%m%dT%H%M%SZ)
 REPORT_ARGS=(--in "$SAMPLES")
 [ "$WRITE" = 1 ] && [ "$STATUS" = 0 ] && [ -z "$PATHS" ] && REPORT_ARGS+=(--write "$ROOT/BENCHMARKS.md")
 [ "$WRITE" = 1 ] && { [ "$STATUS" != 0 ] || [ -n "$PATHS" ]; } && log "not writing BENCHMARKS.md (a failed or partial run)"
-BENCH_BUILD="$BUILD" BENCH_SERVER="$SERVER" BENCH_LOAD_BEFORE="$LOAD_BEFORE" BENCH_RUNS="$RUNS" BENCH_RUNS_ABRUPT="$ABRUPT_RUNS" \
+BENCH_BUILD="$BUILD" BENCH_SERVER_BUILT="$(date -u -r "$SERVER" '+%Y-%m-%d %H:%M UTC')" \
+  BENCH_COMMIT="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
+  BENCH_LOAD_BEFORE="$LOAD_BEFORE" BENCH_LOAD_AFTER="$LOAD_AFTER" BENCH_RUNS="$RUNS" BENCH_RUNS_ABRUPT="$ABRUPT_RUNS" \
   node end2end/bench/report.mjs "${REPORT_ARGS[@]}"
 exit "$STATUS"

@@ -15,8 +15,8 @@
  * `/api/debug/sessions/{id}` says live false, no store entries, no database
  * row and a leave reason, and then (2) `/api/debug/resources` is back to the
  * counts taken before Bob joined (sessions, peer connections, tracks,
- * forwarders, WebSockets; the room's participants, pending, store keys and
- * database rows). "Last resource" is (2), as seen by the first poll answer
+ * forwarders, WebSockets; the room's participants, pending and database
+ * rows). "Last resource" is (2), as seen by the first poll answer
  * that showed it. Each run gives up 25 s after t0 (then "not seen").
  */
 import { chromium, type Browser, type BrowserContext, type Page } from '@playwright/test';
@@ -53,8 +53,10 @@ async function counts(code: string) {
     websockets: r.websockets,
     participants: room.participants,
     pending: room.pending,
-    store_keys: room.store_keys,
     db_participants: room.db_participants,
+    // Not the room's store_keys: room-level keys (the active speaker) change
+    // on their own; the session's own store entries are checked through
+    // /api/debug/sessions.
   };
 }
 type Counts = Awaited<ReturnType<typeof counts>>;
@@ -77,7 +79,34 @@ interface ExitPath {
   leaver: (browser: Browser, code: string) => Promise<Leaver>;
 }
 
+/**
+ * Records in the page (wall clock) when it starts its leave request, the
+ * `/api/leave` call or the `/api/beacon/leave` beacon: a diagnostic that
+ * splits an exit's time between the leaving browser and the server.
+ */
+async function markLeaveRequests(context: BrowserContext) {
+  await context.addInitScript(() => {
+    const w = window as unknown as { __leaveSentAt?: number };
+    const mark = (url: unknown) => {
+      if (w.__leaveSentAt === undefined && /\/api\/(leave|beacon\/leave)(\?|$)/.test(String(url))) {
+        w.__leaveSentAt = performance.timeOrigin + performance.now();
+      }
+    };
+    const fetch = window.fetch.bind(window);
+    window.fetch = (input: RequestInfo | URL, init?: RequestInit) => {
+      mark(input instanceof Request ? input.url : input);
+      return fetch(input, init);
+    };
+    const beacon = navigator.sendBeacon.bind(navigator);
+    navigator.sendBeacon = (url: string | URL, data?: BodyInit | null) => {
+      mark(url);
+      return beacon(url, data);
+    };
+  });
+}
+
 async function enter(context: BrowserContext, code: string) {
+  await markLeaveRequests(context);
   const page = await context.newPage();
   await open(page, `/r/${code}`);
   const joined = await join(page, 'Bob');
@@ -252,13 +281,6 @@ for (const exitPath of PATHS) {
         await watchTile(ada, id);
         await sleep(200); // settle: nothing else in flight when the clock starts
 
-        // When the leave left the browser: the Leave/navigation request or the
-        // pagehide beacon, as Playwright saw the request start (null when not
-        // seen, e.g. a context closed under it, or no request at all).
-        let leaveSentAt: number | null = null;
-        bob.page.context().on('request', (r) => {
-          if (leaveSentAt === null && /\/api\/(leave|beacon\/leave)$/.test(new URL(r.url()).pathname)) leaveSentAt = Date.now();
-        });
         const t0 = Date.now();
         const exiting = bob.exit().catch((e) => e);
         const deadline = t0 + 25_000;
@@ -270,6 +292,14 @@ for (const exitPath of PATHS) {
         }
         const server = await released;
         await exiting;
+        // When the leaving page started its leave request (see markLeaveRequests);
+        // readable only where the same document survived the exit.
+        const leaveSentAt = await Promise.race([
+          bob.page
+            .evaluate(() => (window as unknown as { __leaveSentAt?: number }).__leaveSentAt ?? null)
+            .catch(() => null),
+          sleep(2_000).then(() => null),
+        ]);
         const sample: Sample = {
           path: exitPath.name,
           abrupt: exitPath.abrupt,
@@ -280,7 +310,7 @@ for (const exitPath of PATHS) {
           countsBackMs: server.countsAt,
           lastResourceMs:
             server.sessionAt === null || server.countsAt === null ? null : Math.max(server.sessionAt, server.countsAt),
-          leaveSentMs: leaveSentAt === null ? null : leaveSentAt - t0,
+          leaveSentMs: leaveSentAt === null ? null : Math.round(leaveSentAt - t0),
           leaveReason: server.reason,
           leftover: server.leftover,
           trace: server.trace,
