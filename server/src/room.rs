@@ -288,6 +288,22 @@ impl Rooms {
         }
     }
 
+    /// [`Rooms::end_session`] for a request: run on the tracked tasks, so a
+    /// caller that goes away mid-way (a window closing while its leave
+    /// beacon is handled drops the request) never cuts a cleanup short.
+    async fn end_session_for_request(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        user: &UserId,
+        reason: LeaveReason,
+    ) -> Result<(), AppError> {
+        let Some(rooms) = self.me.upgrade() else { return self.end_session(room, session, user, reason).await };
+        let (room, session, user) = (room.clone(), session.clone(), user.clone());
+        let close = self.tasks.spawn(async move { rooms.end_session(&room, &session, &user, reason).await });
+        close.await.unwrap_or(Err(AppError::Internal))
+    }
+
     /// Removes the store entries and ends the rows, each step retried with
     /// `policy` and verified by reading back.
     async fn durable_cleanup(
@@ -474,7 +490,7 @@ impl Rooms {
         everyone.extend(self.store.pending(room).await.map_err(store_down)?);
         let mut result = Ok(());
         for m in everyone {
-            if let Err(e) = self.end_session(room, &m.session, &m.user, LeaveReason::RoomEnded).await {
+            if let Err(e) = self.end_session_for_request(room, &m.session, &m.user, LeaveReason::RoomEnded).await {
                 result = Err(e);
             }
         }
@@ -617,7 +633,7 @@ impl RoomService for Rooms {
             tracing::warn!(session = %session, "leave refused: not the caller's session");
             return Err(AppError::Forbidden);
         }
-        self.end_session(&room, session, &owner, reason).await
+        self.end_session_for_request(&room, session, &owner, reason).await
     }
 
     async fn act(&self, who: &Identity, session: &SessionId, action: RoomAction) -> Result<(), AppError> {
@@ -641,14 +657,14 @@ impl RoomService for Rooms {
             }
             RoomAction::Admit { participant, approve: false } => {
                 let entry = self.find(&room, &participant, true).await?;
-                return self.end_session(&room, &entry.session, &entry.user, LeaveReason::Denied).await;
+                return self.end_session_for_request(&room, &entry.session, &entry.user, LeaveReason::Denied).await;
             }
             RoomAction::Kick { participant } => {
                 let target = self.find(&room, &participant, false).await?;
                 if target.session == me.session {
                     return Err(AppError::Invalid("Use Leave to leave the meeting.".into()));
                 }
-                return self.end_session(&room, &target.session, &target.user, LeaveReason::Kicked).await;
+                return self.end_session_for_request(&room, &target.session, &target.user, LeaveReason::Kicked).await;
             }
             RoomAction::MuteParticipant { participant } => {
                 let target = self.find(&room, &participant, false).await?;
