@@ -288,7 +288,7 @@ function toneWav(): Buffer {
   return wav;
 }
 
-test('the active speaker follows the one who is talking', async ({}, testInfo) => {
+test('the active speaker follows the one who is talking', async ({ request: api }, testInfo) => {
   test.setTimeout(120_000);
   // Chromium's default fake microphone only blips; this browser plays a steady tone.
   const tone = testInfo.outputPath('tone.wav');
@@ -329,6 +329,11 @@ test('the active speaker follows the one who is talking', async ({}, testInfo) =
     // The speaker leaves: cleared at once for the others.
     await bob.getByTestId('leave-button').click();
     await expect(ada.locator('[data-testid="participant-tile"][data-speaking="true"]')).toHaveCount(0);
+    // Ada leaves too, so no session of this browser outlives the test.
+    await ada.getByTestId('leave-button').click();
+    await expect
+      .poll(async () => (await roomResources(api, code)).room)
+      .toMatchObject({ participants: 0, db_participants: 0, store_keys: 0 });
   } finally {
     await browser.close();
   }
