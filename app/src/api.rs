@@ -8,7 +8,9 @@ use leptos::prelude::*;
 
 use crate::error::AppError;
 #[cfg(feature = "ssr")]
-use crate::model::{validate_display_name, LeaveReason, MediaKind, ParticipantId, RoomAction, RoomCode, SessionId};
+use crate::model::{
+    validate_display_name, LeaveReason, MediaKind, ParticipantId, RoomAction, RoomCode, RoomOptions, SessionId,
+};
 use crate::model::{JoinOutcome, RoomPageData};
 
 #[cfg(feature = "ssr")]
@@ -36,10 +38,15 @@ fn remember_name(ports: &crate::ports::Ports, me: &crate::ports::Identity, name:
 
 /// Creates a room and sends the creator to it.
 #[server(prefix = "/api", endpoint = "create-room")]
-pub async fn create_room(display_name: String, private: Option<String>) -> Result<(), AppError> {
+pub async fn create_room(
+    display_name: String,
+    private: Option<String>,
+    host_unmutes: Option<String>,
+) -> Result<(), AppError> {
     let (ports, me) = caller().await?;
     let name = validate_display_name(&display_name)?;
-    let code = ports.rooms.create_room(&me, private.is_some()).await?;
+    let options = RoomOptions { private: private.is_some(), host_unmutes: host_unmutes.is_some() };
+    let code = ports.rooms.create_room(&me, options).await?;
     remember_name(&ports, &me, &name);
     leptos_axum::redirect(&format!("/r/{code}"));
     Ok(())
@@ -92,6 +99,13 @@ async fn act(session_id: String, action: RoomAction) -> Result<(), AppError> {
 #[server(prefix = "/api", endpoint = "admit")]
 pub async fn admit(session_id: String, participant_id: String, approve: bool) -> Result<(), AppError> {
     act(session_id, RoomAction::Admit { participant: ParticipantId::new(participant_id), approve }).await
+}
+
+/// Admin: lets a participant they muted unmute themselves again (rooms
+/// where only the host lets people unmute).
+#[server(prefix = "/api", endpoint = "allow-unmute")]
+pub async fn allow_unmute(session_id: String, participant_id: String) -> Result<(), AppError> {
+    act(session_id, RoomAction::AllowUnmute { participant: ParticipantId::new(participant_id) }).await
 }
 
 /// Admin: removes a participant from the call.

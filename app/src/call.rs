@@ -165,7 +165,15 @@ impl CallStore {
             }
             if view.audio_muted && self.audio_muted.try_get_untracked() == Some(false) {
                 let _ = self.audio_muted.try_set(true);
-                self.toast("The host muted your microphone.");
+                self.toast(if view.audio_locked {
+                    "The host muted your microphone. Raise your hand to ask to speak."
+                } else {
+                    "The host muted your microphone."
+                });
+            }
+            let was_locked = before.iter().any(|b| b.id == me.participant_id && b.audio_locked);
+            if was_locked && !view.audio_locked {
+                self.toast("The host lets you unmute again.");
             }
             if view.role != me.role || view.state != me.state {
                 let _ = self.me.try_set(Some(Me { role: view.role, state: view.state, ..me.clone() }));
@@ -239,6 +247,12 @@ impl CallStore {
         self.me.with(|me| me.as_ref().is_some_and(|m| m.role == Role::Admin))
     }
 
+    /// Whether the host muted us and only the host may let us unmute.
+    pub fn audio_locked(&self) -> bool {
+        let Some(me) = self.me.with(|me| me.as_ref().map(|m| m.participant_id.clone())) else { return false };
+        self.participants.with(|ps| ps.iter().any(|p| p.id == me && p.audio_locked))
+    }
+
     /// Whether a participant id is the caller's own.
     pub fn is_me(&self, id: &ParticipantId) -> bool {
         self.me.with_untracked(|me| me.as_ref().is_some_and(|m| &m.participant_id == id))
@@ -260,6 +274,7 @@ mod tests {
             presence: Presence::Connected,
             audio_muted: false,
             video_muted: false,
+            audio_locked: false,
         }
     }
 
@@ -297,6 +312,31 @@ mod tests {
         // At most three notices at once: the oldest go first.
         assert_eq!(texts(&store), ["BOB joined", "BOB is now the host", "ADA left"]);
         assert!(!store.is_admin());
+    }
+
+    #[test]
+    fn a_host_only_unmute_is_told_and_lifted() {
+        let owner = Owner::new();
+        owner.set();
+        let store = CallStore::new();
+        store.enter(JoinOutcome {
+            session_id: SessionId::new("s"),
+            participant_id: ParticipantId::new("me"),
+            role: Role::Member,
+            state: ParticipantState::Active,
+            roster: vec![person("ada", Role::Admin), person("me", Role::Member)],
+        });
+        assert!(!store.audio_locked());
+        let mut locked = person("me", Role::Member);
+        (locked.audio_muted, locked.audio_locked) = (true, true);
+        store.apply(roster(vec![person("ada", Role::Admin), locked.clone()]));
+        assert!(store.audio_muted.get_untracked() && store.audio_locked());
+        assert_eq!(texts(&store), ["The host muted your microphone. Raise your hand to ask to speak."]);
+        // Allowed again: still muted (the person unmutes), no longer locked.
+        locked.audio_locked = false;
+        store.apply(roster(vec![person("ada", Role::Admin), locked]));
+        assert!(store.audio_muted.get_untracked() && !store.audio_locked());
+        assert_eq!(texts(&store).last().map(String::as_str), Some("The host lets you unmute again."));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub enum AppError {
     /// The caller may not do this.
     #[error("You are not allowed to do that.")]
     Forbidden,
+    /// The host muted the caller, and in this room only the host lets
+    /// people unmute.
+    #[error("The host muted you. Raise your hand to ask to speak.")]
+    MutedByHost,
     /// A backing service (database, live-state store) did not answer.
     #[error("The service is temporarily unavailable. Please try again in a moment.")]
     Unavailable,

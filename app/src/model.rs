@@ -251,6 +251,19 @@ pub struct RoomInfo {
     pub code: RoomCode,
     pub private: bool,
     pub ended: bool,
+    /// People the host muted wait for the host to let them unmute.
+    #[serde(default)]
+    pub host_unmutes: bool,
+}
+
+/// How a room is set up when it is created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomOptions {
+    /// Joiners wait for the admin's approval.
+    pub private: bool,
+    /// Somebody the admin muted may unmute only once the admin allows it
+    /// (otherwise they may unmute themselves at once).
+    pub host_unmutes: bool,
 }
 
 /// What the room page shows before joining: the room and the name we remember.
@@ -277,6 +290,9 @@ pub struct ParticipantView {
     /// The camera is off.
     #[serde(default)]
     pub video_muted: bool,
+    /// Muted by the host in a room where only the host lets them unmute.
+    #[serde(default)]
+    pub audio_locked: bool,
 }
 
 /// A kind of media a person sends.
@@ -312,8 +328,11 @@ pub enum RoomAction {
     Admit { participant: ParticipantId, approve: bool },
     /// Remove a participant from the call.
     Kick { participant: ParticipantId },
-    /// Turn a participant's microphone off (they may turn it on again).
+    /// Turn a participant's microphone off (they may turn it on again
+    /// unless the room leaves that to the host).
     MuteParticipant { participant: ParticipantId },
+    /// Let a participant the host muted unmute themselves again.
+    AllowUnmute { participant: ParticipantId },
     /// Hand the admin role to another participant.
     MakeAdmin { participant: ParticipantId },
     /// End the meeting for everyone.

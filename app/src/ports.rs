@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::AppError;
-use crate::model::{JoinOutcome, LeaveReason, RoomAction, RoomCode, RoomInfo, SessionId, UserId};
+use crate::model::{JoinOutcome, LeaveReason, RoomAction, RoomCode, RoomInfo, RoomOptions, SessionId, UserId};
 
 /// The caller as the identity cookie proves them. Inserted into every
 /// request's extensions by the server's identity middleware.
@@ -23,7 +23,7 @@ pub struct Identity {
 #[async_trait]
 pub trait RoomService: Send + Sync + 'static {
     /// Creates a room; the creator becomes its admin when they join.
-    async fn create_room(&self, creator: &Identity, private: bool) -> Result<RoomCode, AppError>;
+    async fn create_room(&self, creator: &Identity, options: RoomOptions) -> Result<RoomCode, AppError>;
     /// Looks a room up by code.
     async fn room_info(&self, code: &RoomCode) -> Result<RoomInfo, AppError>;
     /// Joins `who` to the room under `display_name` (already validated).

@@ -36,10 +36,15 @@ export async function open(page: Page, path: string): Promise<void> {
 }
 
 /** Creates a room from the lobby; returns its code. */
-export async function createRoom(page: Page, name: string, opts: { private?: boolean } = {}): Promise<string> {
+export async function createRoom(
+  page: Page,
+  name: string,
+  opts: { private?: boolean; hostUnmutes?: boolean } = {},
+): Promise<string> {
   await open(page, '/');
   await page.getByTestId('display-name').fill(name);
   if (opts.private) await page.getByTestId('room-private').check();
+  if (opts.hostUnmutes) await page.getByTestId('room-host-unmutes').check();
   await page.getByTestId('create-room').click();
   await page.waitForURL(/\/r\/[a-z]{3}-[a-z]{4}-[a-z]{3}$/);
   await expect(page.locator('body[data-hydrated="true"]')).toHaveCount(1);

@@ -12,6 +12,7 @@
 //! - [`room`]: the room domain service, home of the single close path.
 //! - [`participant`]: live sessions of this node and their registry.
 //! - [`hub`]: per-room fan-out to sockets.
+//! - [`nodes`]: events between the nodes of a deployment (Redis pub/sub).
 //! - [`media`]: the SFU (peer connections, published tracks, forwarders).
 //! - [`loadgen`]: a headless WebRTC client (tests, load generation).
 //! - [`signal`]: the WebSocket adapter.
@@ -37,6 +38,7 @@ pub mod identity;
 pub mod loadgen;
 pub mod media;
 pub mod metrics;
+pub mod nodes;
 pub mod ops;
 pub mod participant;
 pub mod reconcile;
@@ -132,7 +134,31 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     spawn_speakers(&state, speakers);
     spawn_liveness(&state, Duration::from_millis(config.suspect_ms), Duration::from_millis(config.remove_ms));
     spawn_reconciler(&state, Duration::from_millis(config.reconcile_ms));
+    spawn_node_events(&state);
     Ok(state)
+}
+
+/// Does what the other nodes of the deployment send (see [`nodes`]); one
+/// at a time, in the order sent.
+fn spawn_node_events(state: &AppState) {
+    let Some(mut events) = state.rooms.store().events() else { return };
+    let rooms = state.rooms.clone();
+    let stop = state.shutdown.clone();
+    state.tasks.spawn(async move {
+        loop {
+            let payload = tokio::select! {
+                () = stop.cancelled() => break,
+                p = events.recv() => p,
+            };
+            match payload {
+                Ok(payload) => rooms.on_node_event(&payload).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "node events missed");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
 }
 
 /// Ends the sessions whose media failed (ICE failure) through the single

@@ -177,7 +177,7 @@ pub fn status_of(e: &AppError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         AppError::NotInRoom => StatusCode::CONFLICT,
-        AppError::Forbidden => StatusCode::FORBIDDEN,
+        AppError::Forbidden | AppError::MutedByHost => StatusCode::FORBIDDEN,
         AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         AppError::Internal | AppError::Transport(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

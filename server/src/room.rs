@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use app::error::AppError;
 use app::model::{
     JoinOutcome, LeaveReason, MediaKind, ParticipantId, ParticipantState, ParticipantView, Presence, Role, RoomAction,
-    RoomCode, RoomInfo, SessionId, UserId,
+    RoomCode, RoomInfo, RoomOptions, SessionId, UserId,
 };
 use app::ports::{Identity, RoomService};
 use app::signal::ServerMsg;
@@ -26,6 +26,7 @@ use crate::db::{self, Db, DbError};
 use crate::hub::Hub;
 use crate::media::Sfu;
 use crate::metrics as m;
+use crate::nodes::{NodeEvent, Outbox};
 use crate::participant::{LiveSession, Liveness, SessionRegistry};
 use crate::store::{LiveStore, MemberEntry, StoreError};
 
@@ -116,6 +117,8 @@ pub struct Rooms {
     node_id: String,
     sessions: SessionRegistry,
     hub: Hub,
+    /// What the other nodes of the deployment must hear.
+    outbox: Outbox,
     /// Parent of every session's token; cancelled at shutdown.
     root: CancellationToken,
     /// The SFU: each session's media, closed by [`Rooms::end_session`].
@@ -137,7 +140,9 @@ impl Rooms {
         tasks: TaskTracker,
         limits: Limits,
     ) -> Arc<Self> {
+        let outbox = Outbox::start(store.clone(), node_id.clone(), &tasks, root.clone());
         Arc::new_cyclic(|me| Self {
+            outbox,
             limits,
             db,
             store,
@@ -171,6 +176,39 @@ impl Rooms {
         &self.hub
     }
 
+    /// Sends `msg` to every socket of the room, on every node.
+    fn publish(&self, room: &RoomCode, msg: ServerMsg) {
+        self.outbox.send(NodeEvent::Room { room: room.clone(), msg: msg.clone() });
+        self.hub.publish(room, msg);
+    }
+
+    /// Switches forwarding of a publisher's media, on the node that has it.
+    fn set_forwarding(&self, room: &RoomCode, session: &SessionId, kind: MediaKind, on: bool) {
+        if !self.media.set_forwarding(room, session, kind, on) {
+            self.outbox.send(NodeEvent::Forwarding { room: room.clone(), session: session.clone(), kind, on });
+        }
+    }
+
+    /// Does what another node asked (`payload`, from the live store's
+    /// event channel); this node's own events are skipped.
+    pub async fn on_node_event(&self, payload: &str) {
+        match self.outbox.receive(payload) {
+            None => {}
+            Some(NodeEvent::Room { room, msg }) => self.hub.publish(&room, msg),
+            Some(NodeEvent::Forwarding { room, session, kind, on }) => {
+                self.media.set_forwarding(&room, &session, kind, on);
+            }
+            Some(NodeEvent::Ended { room, session, reason }) => {
+                // Its durable state is gone already: only the live part is
+                // here (counted and recorded by the node that ended it).
+                let Some(live) = self.sessions.take(&session) else { return };
+                live.close(reason);
+                self.media.close_session(&room, &session, reason).await;
+                tracing::info!(room = %room, session = %session, reason = reason.as_str(), "session ended on another node");
+            }
+        }
+    }
+
     /// The room's admitted participants, in arrival order.
     pub async fn roster(&self, room: &RoomCode) -> Result<Vec<ParticipantView>, StoreError> {
         Ok(self.store.members(room).await?.iter().map(MemberEntry::view).collect())
@@ -181,6 +219,15 @@ impl Rooms {
     pub async fn room_state(&self, room: &RoomCode) -> Result<ServerMsg, StoreError> {
         let members = self.store.members(room).await?;
         let pending = self.store.pending(room).await?;
+        self.roster_of(room, members, pending).await
+    }
+
+    async fn roster_of(
+        &self,
+        room: &RoomCode,
+        members: Vec<MemberEntry>,
+        pending: Vec<MemberEntry>,
+    ) -> Result<ServerMsg, StoreError> {
         let public_id = |s: &SessionId| members.iter().find(|m| &m.session == s).map(|m| m.participant.clone());
         let hands = self.store.hands(room).await?.iter().filter_map(public_id).collect();
         let speaker = self.store.speaker(room).await?.as_ref().and_then(public_id);
@@ -192,9 +239,31 @@ impl Rooms {
         })
     }
 
+    /// Tells the room a session is leaving before its cleanup runs: the
+    /// roster as it will be without it (the full one follows once the store
+    /// is clean). Nothing to tell if it is not in the room's lists.
+    async fn announce_departure(&self, room: &RoomCode, session: &SessionId) {
+        let lists = async {
+            let mut members = self.store.members(room).await?;
+            let mut pending = self.store.pending(room).await?;
+            let before = members.len() + pending.len();
+            members.retain(|m| &m.session != session);
+            pending.retain(|m| &m.session != session);
+            if members.len() + pending.len() == before {
+                return Ok(None);
+            }
+            self.roster_of(room, members, pending).await.map(Some)
+        };
+        match lists.await {
+            Ok(Some(msg)) => self.publish(room, msg),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(room = %room, error = %e, "departure not announced"),
+        }
+    }
+
     async fn broadcast_roster(&self, room: &RoomCode) {
         match self.room_state(room).await {
-            Ok(msg) => self.hub.publish(room, msg),
+            Ok(msg) => self.publish(room, msg),
             Err(e) => tracing::warn!(room = %room, error = %e, "roster not broadcast"),
         }
     }
@@ -221,7 +290,7 @@ impl Rooms {
                 Err(_) => return,
             },
         };
-        self.hub.publish(room, ServerMsg::Speaker { participant });
+        self.publish(room, ServerMsg::Speaker { participant });
     }
 
     /// When the room has people but no admin (the admin left by any exit),
@@ -265,11 +334,20 @@ impl Rooms {
     ) -> Result<(), AppError> {
         let started = Instant::now();
         // 1. Live part, exactly once: the registry hands it to one caller.
-        let closed_here = self.sessions.take(session).is_some_and(|live| live.close(reason));
-        // Its media (peer connection, tracks, forwarders from and to it),
-        // before the store entries so no late resource write outlives them;
-        // the others renegotiate without its tracks.
-        self.media.close_session(room, session, reason).await;
+        let live_here = self.sessions.take(session);
+        let closed_here = live_here.as_ref().is_some_and(|live| live.close(reason));
+        if live_here.is_none() {
+            // Its socket and media may be on another node.
+            self.outbox.send(NodeEvent::Ended { room: room.clone(), session: session.clone(), reason });
+        }
+        // Forwarding from and to it stops now, and the room hears at once
+        // (the others remove the tile without waiting for the rest).
+        let closing = self.media.start_close(room, session, reason);
+        self.announce_departure(room, session).await;
+        // Its media (peer connection, tracks, forwarders from and to it)
+        // is released before the store entries, so no late resource write
+        // outlives them; the others renegotiate without its tracks.
+        closing.wait().await;
         // 2. Durable steps, retried and verified; the room hears of it as
         //    soon as the store entries are gone.
         let outcome = self.durable_cleanup(room, session, user, reason, quick_retries()).await;
@@ -506,7 +584,8 @@ impl Rooms {
 
 #[async_trait]
 impl RoomService for Rooms {
-    async fn create_room(&self, creator: &Identity, private: bool) -> Result<RoomCode, AppError> {
+    async fn create_room(&self, creator: &Identity, options: RoomOptions) -> Result<RoomCode, AppError> {
+        let RoomOptions { private, host_unmutes } = options;
         // 26^10 codes; a collision is retried with a fresh code.
         for _ in 0..5 {
             let letters: [u8; 10] = rand::random();
@@ -527,10 +606,11 @@ impl RoomService for Rooms {
                     created_at_ms: now_ms(),
                     ended_at_ms: None,
                     end_reason: None,
+                    host_unmutes,
                 })
                 .await
                 .map_err(db_down)?;
-            tracing::info!(room = %code, private, "room created");
+            tracing::info!(room = %code, private, host_unmutes, "room created");
             return Ok(code);
         }
         Err(AppError::Internal)
@@ -538,7 +618,12 @@ impl RoomService for Rooms {
 
     async fn room_info(&self, code: &RoomCode) -> Result<RoomInfo, AppError> {
         let room = self.db.room(code.as_str()).await.map_err(db_down)?.ok_or(AppError::RoomNotFound)?;
-        Ok(RoomInfo { code: code.clone(), private: room.private, ended: room.ended_at_ms.is_some() })
+        Ok(RoomInfo {
+            code: code.clone(),
+            private: room.private,
+            ended: room.ended_at_ms.is_some(),
+            host_unmutes: room.host_unmutes,
+        })
     }
 
     async fn join(&self, who: &Identity, code: &RoomCode, display_name: &str) -> Result<JoinOutcome, AppError> {
@@ -570,6 +655,7 @@ impl RoomService for Rooms {
             presence: Presence::Connected,
             audio_muted: false,
             video_muted: false,
+            audio_locked: false,
         };
 
         // Store first; if the database then fails, undo the store write so
@@ -668,8 +754,18 @@ impl RoomService for Rooms {
             }
             RoomAction::MuteParticipant { participant } => {
                 let target = self.find(&room, &participant, false).await?;
-                self.set_flag(&room, &target.session, &|e| !std::mem::replace(&mut e.audio_muted, true)).await?;
-                self.media.set_forwarding(&room, &target.session, MediaKind::Audio, false);
+                let lock = self.db.room(room.as_str()).await.map_err(db_down)?.is_some_and(|r| r.host_unmutes);
+                self.set_flag(&room, &target.session, &|e| {
+                    let changed = !e.audio_muted || e.audio_locked != lock;
+                    (e.audio_muted, e.audio_locked) = (true, lock);
+                    changed
+                })
+                .await?;
+                self.set_forwarding(&room, &target.session, MediaKind::Audio, false);
+            }
+            RoomAction::AllowUnmute { participant } => {
+                let target = self.find(&room, &participant, false).await?;
+                self.set_flag(&room, &target.session, &|e| std::mem::take(&mut e.audio_locked)).await?;
             }
             RoomAction::MakeAdmin { participant } => {
                 let target = self.find(&room, &participant, false).await?;
@@ -686,7 +782,15 @@ impl RoomService for Rooms {
                 self.store.lower_hand(&room, session).await.map_err(store_down)?;
             }
             RoomAction::Mute { kind, muted } => {
+                // Checked in the same write that would unmute, so an admin's
+                // mute landing meanwhile is never overwritten.
+                let refused = AtomicBool::new(false);
                 self.set_flag(&room, session, &|e| {
+                    let locked = kind == MediaKind::Audio && !muted && e.audio_locked;
+                    refused.store(locked, Ordering::Release);
+                    if locked {
+                        return false;
+                    }
                     let flag = match kind {
                         MediaKind::Audio => &mut e.audio_muted,
                         MediaKind::Video => &mut e.video_muted,
@@ -694,9 +798,13 @@ impl RoomService for Rooms {
                     std::mem::replace(flag, muted) != muted
                 })
                 .await?;
-                // Unmuting oneself lifts an admin's mute (rooms allow it).
+                if refused.load(Ordering::Acquire) {
+                    return Err(AppError::MutedByHost);
+                }
+                // Unmuting oneself lifts an admin's mute (where the room
+                // leaves it to the admin, only once they allowed it).
                 if kind == MediaKind::Audio && !muted {
-                    self.media.set_forwarding(&room, session, MediaKind::Audio, true);
+                    self.set_forwarding(&room, session, MediaKind::Audio, true);
                 }
             }
         }

@@ -35,6 +35,7 @@ fn room_row(code: &str, created_at_ms: i64) -> room::Model {
         created_at_ms,
         ended_at_ms: None,
         end_reason: None,
+        host_unmutes: false,
     }
 }
 

@@ -51,6 +51,7 @@ async fn plant(server: &TestServer, room: &RoomCode, node: &str, store: bool, ro
         presence: Presence::Connected,
         audio_muted: false,
         video_muted: false,
+        audio_locked: false,
     };
     let rooms = &server.state.rooms;
     if store {

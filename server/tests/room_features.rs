@@ -238,7 +238,10 @@ async fn admin_controls_are_the_admins_alone() {
     // Admin mute: Bob's microphone flag goes on; Bob may turn it off again.
     let bob_form = [("participant_id", bob.id.as_str())];
     ada.guest.act("mute-participant", &ada.session, &bob_form).await.unwrap();
-    roster_until(&mut bob.socket, "Bob muted", |p, _, _| p.iter().any(|v| v.id == bob.id && v.audio_muted)).await;
+    roster_until(&mut bob.socket, "Bob muted, free to unmute", |p, _, _| {
+        p.iter().any(|v| v.id == bob.id && v.audio_muted && !v.audio_locked)
+    })
+    .await;
     bob.guest.act("mute", &bob.session, &[("kind", "audio"), ("muted", "false")]).await.unwrap();
     roster_until(&mut ada.socket, "Bob unmuted", |p, _, _| p.iter().any(|v| v.id == bob.id && !v.audio_muted)).await;
     // Own camera off and on: peers see it.
@@ -273,6 +276,52 @@ async fn admin_controls_are_the_admins_alone() {
     let r = server.resources(&room).await;
     assert_eq!((r["sessions"].as_u64(), r["rooms"][0]["store_keys"].as_u64()), (Some(0), Some(0)), "{r}");
     assert_eq!(r["rooms"][0]["db_participants"], 0, "{r}");
+    server.stop().await;
+}
+
+/// A member's (audio muted, audio locked) flags in the store.
+async fn audio_flags(server: &TestServer, room: &RoomCode, session: &SessionId) -> (bool, bool) {
+    let members = server.state.rooms.store().members(room).await.unwrap();
+    let m = members.iter().find(|m| &m.session == session).expect("still in the room");
+    (m.audio_muted, m.audio_locked)
+}
+
+#[tokio::test]
+async fn where_the_host_unmutes_a_muted_person_waits_for_the_host() {
+    let server = TestServer::sqlite_with(&[]).await;
+    let ada_guest = server.guest();
+    let room = ada_guest.create_room_with("Ada", &["host_unmutes"]).await.unwrap();
+    let row = server.state.rooms.db().room(room.as_str()).await.unwrap().unwrap();
+    assert!(row.host_unmutes && !row.private, "{row:?}");
+    let (mut ada, _) = enter(&server, ada_guest, &room, "Ada").await;
+    let (mut bob, _) = enter(&server, server.guest(), &room, "Bob").await;
+    roster_until(&mut ada.socket, "two in the call", |p, _, _| p.len() == 2).await;
+    let bob_form = [("participant_id", bob.id.as_str())];
+
+    // Only the admin may let people speak again.
+    refused(bob.guest.act("allow-unmute", &bob.session, &bob_form).await, AppError::Forbidden);
+
+    ada.guest.act("mute-participant", &ada.session, &bob_form).await.unwrap();
+    roster_until(&mut bob.socket, "Bob muted and locked", |p, _, _| {
+        p.iter().any(|v| v.id == bob.id && v.audio_muted && v.audio_locked)
+    })
+    .await;
+    // Bob cannot unmute himself: refused, nothing changed, still not forwarded.
+    refused(bob.guest.act("mute", &bob.session, &[("kind", "audio"), ("muted", "false")]).await, AppError::MutedByHost);
+    assert_eq!(audio_flags(&server, &room, &bob.session).await, (true, true));
+    // His camera is still his own.
+    bob.guest.act("mute", &bob.session, &[("kind", "video"), ("muted", "true")]).await.unwrap();
+    assert_eq!(audio_flags(&server, &room, &bob.session).await, (true, true));
+
+    // The admin lets him: still muted until he unmutes himself.
+    ada.guest.act("allow-unmute", &ada.session, &bob_form).await.unwrap();
+    roster_until(&mut bob.socket, "Bob free to unmute", |p, _, _| {
+        p.iter().any(|v| v.id == bob.id && v.audio_muted && !v.audio_locked)
+    })
+    .await;
+    bob.guest.act("mute", &bob.session, &[("kind", "audio"), ("muted", "false")]).await.unwrap();
+    roster_until(&mut ada.socket, "Bob unmuted", |p, _, _| p.iter().any(|v| v.id == bob.id && !v.audio_muted)).await;
+    assert_eq!(audio_flags(&server, &room, &bob.session).await, (false, false));
     server.stop().await;
 }
 

@@ -49,6 +49,7 @@ fn member(session: &str, user: &str, joined_at_ms: i64) -> MemberEntry {
         presence: Presence::Connected,
         audio_muted: false,
         video_muted: false,
+        audio_locked: false,
     }
 }
 

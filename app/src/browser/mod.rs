@@ -381,6 +381,41 @@ impl Drop for Call {
     }
 }
 
+/// Where the Leave button's leave goes: the `leave_room` server function.
+const LEAVE_PATH: &str = "/api/leave";
+
+/// Starts the Leave button's leave at once: `fetch` is called here, not when
+/// a future is first polled, so the request is on its way before the page
+/// tears the call down and re-renders (which takes hundreds of milliseconds
+/// in a slow tab). `keepalive` lets it outlive a navigation. The returned
+/// future tells whether the server confirmed it.
+pub fn send_leave(session: &SessionId) -> Result<impl std::future::Future<Output = Result<(), String>>, JsValue> {
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    // `keepalive` is not in web-sys's stable dictionary API; it is a plain field.
+    js_sys::Reflect::set(&init, &JsValue::from_str("keepalive"), &JsValue::TRUE)?;
+    init.set_credentials(web_sys::RequestCredentials::SameOrigin);
+    let headers = web_sys::Headers::new()?;
+    headers.set("Content-Type", "application/x-www-form-urlencoded")?;
+    headers.set("Accept", "application/json")?;
+    init.set_headers(&headers);
+    init.set_body(&JsValue::from_str(&format!("session_id={session}")));
+    let pending = window()?.fetch_with_str_and_init(LEAVE_PATH, &init);
+    Ok(async move {
+        let response: web_sys::Response =
+            JsFuture::from(pending).await.and_then(|r| r.dyn_into()).map_err(|e| format!("{e:?}"))?;
+        if response.ok() {
+            Ok(())
+        } else {
+            let body = match response.text() {
+                Ok(text) => JsFuture::from(text).await.ok().and_then(|t| t.as_string()).unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            Err(format!("{} {body}", response.status()))
+        }
+    })
+}
+
 /// Sends the leave for `session` in a way that survives the page going away.
 pub fn send_leave_beacon(session: &SessionId) -> bool {
     let body = format!("session={session}");

@@ -34,6 +34,10 @@ pub fn Lobby() -> impl IntoView {
                             <input type="checkbox" data-testid="room-private" name="private" value="on"/>
                             " Private room: I admit who joins"
                         </label>
+                        <label class="check">
+                            <input type="checkbox" data-testid="room-host-unmutes" name="host_unmutes" value="on"/>
+                            " People I mute wait for me to let them speak"
+                        </label>
                         <button type="submit" data-testid="create-room" disabled=move || create.pending().get()>
                             {move || if create.pending().get() { "Creating…" } else { "Create room" }}
                         </button>

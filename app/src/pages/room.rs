@@ -3,11 +3,12 @@ use leptos::task::spawn_local;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
 use crate::api::{
-    admit, end_meeting, get_room_page, join_room, kick, leave_room, make_admin, mute_participant, set_hand, set_muted,
+    admit, allow_unmute, end_meeting, get_room_page, join_room, kick, leave_room, make_admin, mute_participant,
+    set_hand, set_muted,
 };
 use crate::call::CallStore;
 use crate::error::AppError;
-use crate::model::{validate_display_name, ParticipantState, ParticipantView, Role, RoomCode, RoomPageData};
+use crate::model::{validate_display_name, ParticipantState, ParticipantView, Role, RoomCode, RoomPageData, SessionId};
 use crate::pages::not_found::NotFound;
 
 /// `/r/{code}`: the pre-join screen, then the call.
@@ -48,19 +49,15 @@ fn Room(data: RoomPageData) -> impl IntoView {
     #[cfg(feature = "hydrate")]
     let call = StoredValue::new_local(None::<crate::browser::Call>);
 
-    // The one local leave: release browser resources, reset the store, tell the server.
+    // The one local leave: tell the server first (the others see us go as
+    // soon as it hears), then release browser resources and reset the store.
     let leave = move || {
-        let session = store.me.try_get_untracked().flatten().map(|m| m.session_id);
+        if let Some(session) = store.me.try_get_untracked().flatten().map(|m| m.session_id) {
+            tell_leave(session);
+        }
         #[cfg(feature = "hydrate")]
         let _ = call.try_set_value(None);
         store.reset();
-        if let Some(session) = session {
-            spawn_local(async move {
-                if let Err(e) = leave_room(session.to_string()).await {
-                    leptos::logging::warn!("leave was not confirmed: {e}");
-                }
-            });
-        }
     };
     // Leaving the route in-app runs the same leave.
     on_cleanup(leave);
@@ -193,6 +190,27 @@ fn Room(data: RoomPageData) -> impl IntoView {
             <CallView code=code.clone() store=store on_leave=on_leave/>
         </Show>
     }
+}
+
+/// Sends our leave: in the browser as a request started right now; the
+/// server function otherwise (and if the browser refused the request).
+fn tell_leave(session: SessionId) {
+    #[cfg(feature = "hydrate")]
+    let sent = crate::browser::send_leave(&session);
+    #[cfg(feature = "hydrate")]
+    if let Ok(confirmed) = sent {
+        spawn_local(async move {
+            if let Err(e) = confirmed.await {
+                leptos::logging::warn!("leave was not confirmed: {e}");
+            }
+        });
+        return;
+    }
+    spawn_local(async move {
+        if let Err(e) = leave_room(session.to_string()).await {
+            leptos::logging::warn!("leave was not confirmed: {e}");
+        }
+    });
 }
 
 /// The screen before joining: name, camera/microphone preview, Join.
@@ -390,6 +408,29 @@ fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl In
 fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl IntoView {
     let connection = move || store.connection.get();
     let panel_open = RwSignal::new(false);
+    // Keyboard: opening the people panel moves focus into it; Escape closes
+    // it and gives focus back to the button that opened it.
+    let panel_heading = NodeRef::<leptos::html::H2>::new();
+    let people_button = NodeRef::<leptos::html::Button>::new();
+    let toggle_panel = move |_| {
+        let open = !panel_open.get_untracked();
+        panel_open.set(open);
+        if open {
+            request_animation_frame(move || {
+                if let Some(h) = panel_heading.get_untracked() {
+                    let _ = h.focus();
+                }
+            });
+        }
+    };
+    let close_panel = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Escape" && panel_open.get_untracked() {
+            panel_open.set(false);
+            if let Some(b) = people_button.get_untracked() {
+                let _ = b.focus();
+            }
+        }
+    };
     let count = move || store.participants.with(Vec::len);
     let layout = move || match count() {
         0 | 1 => "tiles n1",
@@ -403,11 +444,23 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
         let me = my_id();
         store.hands.with(|h| me.is_some_and(|me| h.contains(&me)))
     };
+    let locked = move || store.audio_muted.get() && store.audio_locked();
     let toggle_audio = move |_| {
         let muted = !store.audio_muted.get_untracked();
+        if !muted && store.audio_locked() {
+            store.toast("The host muted you. Raise your hand to ask to speak.");
+            return;
+        }
         store.audio_muted.set(muted);
         if let Some(session) = my_session(store) {
-            run_action(store, set_muted(session, "audio".into(), muted));
+            run_action(store, async move {
+                let result = set_muted(session, "audio".into(), muted).await;
+                if result == Err(AppError::MutedByHost) {
+                    // The host's mute came first: the microphone stays off.
+                    let _ = store.audio_muted.try_set(true);
+                }
+                result
+            });
         }
     };
     let toggle_video = move |_| {
@@ -432,7 +485,7 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
     dismiss_toasts(store);
 
     view! {
-        <main class="page call" data-testid="call">
+        <main class="page call" data-testid="call" on:keydown=close_panel>
             <header class="call-bar">
                 <a class="brand-link" href="/" data-testid="home-link" title="Leave and go to the lobby">"Cleanroom"</a>
                 <span class="room-code">"Room " <code>{code.to_string()}</code></span>
@@ -453,9 +506,14 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
                         children=move |p| view! { <Tile participant=p store=store/> }
                     />
                 </section>
-                <aside class="panel" class:open=move || panel_open.get() aria-label="Participants">
+                <aside
+                    class="panel"
+                    class:open=move || panel_open.get()
+                    aria-label="Participants"
+                    data-testid="participant-panel"
+                >
                     <Pending store=store/>
-                    <h2>{move || format!("In the call ({})", count())}</h2>
+                    <h2 node_ref=panel_heading tabindex="-1">{move || format!("In the call ({})", count())}</h2>
                     <ul data-testid="participant-list">
                         <For
                             each=move || {
@@ -483,9 +541,15 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
                     data-testid="mute-audio"
                     class:off=move || store.audio_muted.get()
                     aria-pressed=move || store.audio_muted.get().to_string()
+                    aria-disabled=move || locked().to_string()
+                    title=move || locked().then_some("The host muted you; raise your hand to ask to speak")
                     on:click=toggle_audio
                 >
-                    {move || if store.audio_muted.get() { "Unmute" } else { "Mute" }}
+                    {move || match (store.audio_muted.get(), locked()) {
+                        (_, true) => "Muted by host",
+                        (true, false) => "Unmute",
+                        (false, false) => "Mute",
+                    }}
                 </button>
                 <button
                     data-testid="mute-video"
@@ -500,8 +564,9 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
                 </button>
                 <button
                     data-testid="participants-button"
+                    node_ref=people_button
                     aria-expanded=move || panel_open.get().to_string()
-                    on:click=move |_| panel_open.update(|o| *o = !*o)
+                    on:click=toggle_panel
                 >
                     {move || format!("People ({})", count())}
                     {move || {
@@ -620,6 +685,7 @@ fn Tile(participant: ParticipantView, store: CallStore) -> impl IntoView {
     let current = Memo::new(move |_| store.participants.with(|ps| ps.iter().find(|p| p.id == view_id).cloned()));
     let presence = move || current.with(|p| p.as_ref().map_or("connected", |p| p.presence.as_str()));
     let audio_off = move || current.with(|p| p.as_ref().is_some_and(|p| p.audio_muted));
+    let audio_locked = move || current.with(|p| p.as_ref().is_some_and(|p| p.audio_locked));
     let video_off = move || current.with(|p| p.as_ref().is_some_and(|p| p.video_muted));
     let speaking_id = participant.id.clone();
     let speaking = Memo::new(move |_| store.speaker.with(|s| s.as_ref() == Some(&speaking_id)));
@@ -665,17 +731,43 @@ fn Tile(participant: ParticipantView, store: CallStore) -> impl IntoView {
             <span class="tile-badge" aria-live="polite">{move || (presence() == "reconnecting").then_some("Reconnecting…")}</span>
             {move || (store.is_admin() && !me).then(|| {
                 let (kick_id, mute_id, name) = (kick_id.clone(), mute_id.clone(), name.clone());
+                let (allow_id, allow_name) = (mute_id.clone(), name.clone());
                 view! {
                     <span class="tile-actions">
-                        <button
-                            class="small secondary"
-                            data-testid="mute-participant"
-                            aria-label=format!("Mute {name}")
-                            disabled=audio_off
-                            on:click=move |_| if let Some(s) = my_session(store) {
-                                run_action(store, mute_participant(s, mute_id.clone()));
+                        <Show
+                            when=audio_locked
+                            fallback={
+                                let (mute_id, name) = (mute_id.clone(), name.clone());
+                                move || {
+                                    let (mute_id, name) = (mute_id.clone(), name.clone());
+                                    view! {
+                                        <button
+                                            class="small secondary"
+                                            data-testid="mute-participant"
+                                            aria-label=format!("Mute {name}")
+                                            disabled=audio_off
+                                            on:click=move |_| if let Some(s) = my_session(store) {
+                                                run_action(store, mute_participant(s, mute_id.clone()));
+                                            }
+                                        >"Mute"</button>
+                                    }
+                                }
                             }
-                        >"Mute"</button>
+                        >
+                            {
+                                let (allow_id, allow_name) = (allow_id.clone(), allow_name.clone());
+                                view! {
+                                    <button
+                                        class="small secondary"
+                                        data-testid="allow-unmute"
+                                        aria-label=format!("Let {allow_name} unmute")
+                                        on:click=move |_| if let Some(s) = my_session(store) {
+                                            run_action(store, allow_unmute(s, allow_id.clone()));
+                                        }
+                                    >"Let speak"</button>
+                                }
+                            }
+                        </Show>
                         <button
                             class="small danger"
                             data-testid="kick"

@@ -17,6 +17,8 @@ pub mod room {
         pub ended_at_ms: Option<i64>,
         /// `ended` (by its admin), `empty` or `unused` (closed by itself).
         pub end_reason: Option<String>,
+        /// Somebody the admin muted waits for the admin to let them unmute.
+        pub host_unmutes: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

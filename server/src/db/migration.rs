@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Init), Box::new(M0002RoomEndReason)]
+        vec![Box::new(M0001Init), Box::new(M0002RoomEndReason), Box::new(M0003HostUnmutes)]
     }
 }
 
@@ -22,6 +22,7 @@ enum Rooms {
     CreatedAtMs,
     EndedAtMs,
     EndReason,
+    HostUnmutes,
 }
 
 #[derive(DeriveIden)]
@@ -144,5 +145,25 @@ impl MigrationTrait for M0002RoomEndReason {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.alter_table(Table::alter().table(Rooms::Table).add_column(string_len_null(Rooms::EndReason, 32)).to_owned())
             .await
+    }
+}
+
+/// A room setting: somebody the admin muted may unmute only once the admin
+/// allows it. Rooms from before keep the old rule (they may unmute).
+struct M0003HostUnmutes;
+
+impl MigrationName for M0003HostUnmutes {
+    fn name(&self) -> &str {
+        "m0003_room_host_unmutes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003HostUnmutes {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter().table(Rooms::Table).add_column(boolean(Rooms::HostUnmutes).default(false)).to_owned(),
+        )
+        .await
     }
 }

@@ -443,14 +443,19 @@ impl Sfu {
     /// Closes the media of a session (if any) and waits for its task to
     /// release everything. Idempotent.
     pub async fn close_session(&self, room: &RoomCode, session: &SessionId, reason: LeaveReason) {
+        self.start_close(room, session, reason).wait().await;
+    }
+
+    /// Starts closing the media of a session (if any): from here no packet
+    /// is forwarded from or to it. [`Closing::wait`] waits (bounded by the
+    /// close timeout) for its tasks to release everything. Idempotent.
+    pub fn start_close(&self, room: &RoomCode, session: &SessionId, reason: LeaveReason) -> Closing {
         // Also a session already detached from its room but still closing.
-        let Some(media) = self.session(room, session).or_else(|| self.shared.live.find_session(session)) else {
-            return;
-        };
-        media.close(reason);
-        if tokio::time::timeout(self.shared.config.close_timeout, media.closed()).await.is_err() {
-            tracing::warn!(room = %room, session = %session, "media session still closing after the close timeout");
+        let media = self.session(room, session).or_else(|| self.shared.live.find_session(session));
+        if let Some(media) = &media {
+            media.close(reason);
         }
+        Closing { media, limit: self.shared.config.close_timeout }
     }
 
     /// Every session with media open on this node (the reconciler checks
@@ -482,6 +487,24 @@ impl Sfu {
         self.shared.tasks.close();
         if tokio::time::timeout(limit, self.shared.tasks.wait()).await.is_err() {
             tracing::warn!(tasks = self.shared.tasks.len(), "media tasks still running after shutdown");
+        }
+    }
+}
+
+/// A session's media on its way out (see [`Sfu::start_close`]).
+#[must_use = "the media is still closing: wait for it before the durable steps"]
+pub struct Closing {
+    media: Option<Arc<MediaSession>>,
+    limit: Duration,
+}
+
+impl Closing {
+    /// Resolves once the session's media tasks have released everything,
+    /// or after the close timeout (logged; the reconciler reaps the rest).
+    pub async fn wait(self) {
+        let Some(media) = self.media else { return };
+        if tokio::time::timeout(self.limit, media.closed()).await.is_err() {
+            tracing::warn!(room = %media.room, session = %media.id, "media session still closing after the close timeout");
         }
     }
 }

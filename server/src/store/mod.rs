@@ -58,6 +58,9 @@ pub struct MemberEntry {
     pub audio_muted: bool,
     #[serde(default)]
     pub video_muted: bool,
+    /// Muted by the admin in a room where only the admin lets them unmute.
+    #[serde(default)]
+    pub audio_locked: bool,
 }
 
 impl MemberEntry {
@@ -71,6 +74,7 @@ impl MemberEntry {
             presence: self.presence,
             audio_muted: self.audio_muted,
             video_muted: self.video_muted,
+            audio_locked: self.audio_locked,
         }
     }
 
@@ -147,6 +151,10 @@ impl Keys {
     }
     pub fn speaker(&self, room: &RoomCode) -> String {
         self.room(room, "speaker")
+    }
+    /// The pub/sub channel between the nodes of one deployment.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.prefix)
     }
     /// Prefix shared by every key of a room.
     pub fn room_prefix(&self, room: &RoomCode) -> String {
@@ -363,6 +371,18 @@ pub trait LiveStore: Send + Sync + 'static {
     async fn drop_lease(&self, node: &str) -> Result<(), StoreError>;
     /// Nodes whose lease has not expired.
     async fn live_nodes(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Sends `payload` to every node of the deployment (this one too), in
+    /// the order sent. The in-process store serves one node: nothing to do.
+    async fn send_event(&self, _payload: String) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// What the nodes send with [`LiveStore::send_event`]; `None` for a
+    /// store that serves a single node.
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }
 
 /// Sorts members by arrival, ties by session id (stable across backends).

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use app::model::{RoomCode, SessionId, UserId};
 use async_trait::async_trait;
+use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::{Expiration, Value};
 use futures::TryStreamExt;
@@ -84,10 +85,54 @@ fn unavailable(e: Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Hands the messages of the events channel to [`RedisStore::events`]
+/// readers until the store goes; then closes the subscriber connection.
+async fn hand_on_events(
+    subscriber: SubscriberClient,
+    channel: String,
+    events: tokio::sync::broadcast::Sender<String>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut messages = subscriber.message_rx();
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => break,
+            m = messages.recv() => m,
+        };
+        match message {
+            Ok(m) if *m.channel == *channel => {
+                if let Some(text) = m.value.as_string() {
+                    let _ = events.send(text);
+                }
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "node events missed (reader too slow)");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    let _ = subscriber.quit().await;
+}
+
+/// How many node events may queue for a slow reader before it misses some.
+const EVENT_BACKLOG: usize = 1024;
+
 /// Redis implementation of [`LiveStore`].
 pub struct RedisStore {
     keys: Keys,
     client: Client,
+    /// A second connection, in subscribe mode, for the node events.
+    subscriber: SubscriberClient,
+    events: tokio::sync::broadcast::Sender<String>,
+    /// Stops the task that hands the node events on.
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl RedisStore {
@@ -95,31 +140,46 @@ impl RedisStore {
     /// connection fails (a bad setting at start); later losses reconnect.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
         let config = Config::from_url(url).map_err(unavailable)?;
-        let client = Builder::from_config(config)
+        let mut builder = Builder::from_config(config);
+        builder
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = COMMAND_TIMEOUT;
                 c.max_command_attempts = 2;
             })
             .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .build()
-            .map_err(unavailable)?;
-        match tokio::time::timeout(Duration::from_secs(5), client.init()).await {
-            Ok(Ok(_task)) => Ok(Self { keys: Keys::new(prefix), client }),
-            Ok(Err(e)) => {
-                let _ = client.quit().await;
-                Err(unavailable(e))
-            }
-            Err(_) => {
-                let _ = client.quit().await;
-                Err(StoreError::Unavailable("no answer within 5 s".into()))
-            }
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let client = builder.build().map_err(unavailable)?;
+        let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+        let keys = Keys::new(prefix);
+        let channel = keys.events();
+        let started = async {
+            client.init().await?;
+            subscriber.init().await?;
+            subscriber.subscribe(channel.clone()).await
+        };
+        let failure = match tokio::time::timeout(Duration::from_secs(5), started).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(unavailable(e)),
+            Err(_) => Some(StoreError::Unavailable("no answer within 5 s".into())),
+        };
+        if let Some(e) = failure {
+            let _ = client.quit().await;
+            let _ = subscriber.quit().await;
+            return Err(e);
         }
+        // Subscribed again after a reconnect.
+        let _resubscribe = subscriber.manage_subscriptions();
+        let (events, _) = tokio::sync::broadcast::channel(EVENT_BACKLOG);
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(hand_on_events(subscriber.clone(), channel, events.clone(), stop.clone()));
+        Ok(Self { keys, client, subscriber, events, stop })
     }
 
-    /// Closes the connection (and stops reconnecting).
+    /// Closes the connections (and stops reconnecting).
     pub async fn quit(&self) {
+        self.stop.cancel();
+        let _ = self.subscriber.quit().await;
         let _ = self.client.quit().await;
     }
 
@@ -341,5 +401,14 @@ impl LiveStore for RedisStore {
     async fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
         let prefix = self.keys.lease_prefix();
         Ok(self.scan(&prefix).await?.into_iter().map(|k| k[prefix.len()..].to_owned()).collect())
+    }
+
+    async fn send_event(&self, payload: String) -> Result<(), StoreError> {
+        self.client.publish::<i64, _, _>(self.keys.events(), payload).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.events.subscribe())
     }
 }

@@ -230,10 +230,14 @@ impl Guest {
 
     /// Creates a room through the lobby's server function; returns its code.
     pub async fn create_room(&self, name: &str, private: bool) -> Result<RoomCode, FnError> {
+        self.create_room_with(name, if private { &["private"] } else { &[] }).await
+    }
+
+    /// Creates a room with the lobby's checkboxes `options` ticked
+    /// (`private`, `host_unmutes`).
+    pub async fn create_room_with(&self, name: &str, options: &[&str]) -> Result<RoomCode, FnError> {
         let mut form = vec![("display_name", name)];
-        if private {
-            form.push(("private", "on"));
-        }
+        form.extend(options.iter().map(|o| (*o, "on")));
         let resp = self.call("/api/create-room", &form).await?;
         let location = resp
             .headers()
