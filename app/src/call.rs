@@ -286,18 +286,24 @@ mod tests {
         store.toasts.get_untracked().into_iter().map(|t| t.text).collect()
     }
 
-    #[test]
-    fn a_waiting_caller_is_let_in_and_follows_the_roster() {
-        let owner = Owner::new();
-        owner.set();
+    /// A store that joined as member "me" in `state`, seeing `roster`.
+    fn entered(state: ParticipantState, roster: Vec<ParticipantView>) -> CallStore {
         let store = CallStore::new();
         store.enter(JoinOutcome {
             session_id: SessionId::new("s"),
             participant_id: ParticipantId::new("me"),
             role: Role::Member,
-            state: ParticipantState::Pending,
-            roster: vec![person("ada", Role::Admin)],
+            state,
+            roster,
         });
+        store
+    }
+
+    #[test]
+    fn a_waiting_caller_is_let_in_and_follows_the_roster() {
+        let owner = Owner::new();
+        owner.set();
+        let store = entered(ParticipantState::Pending, vec![person("ada", Role::Admin)]);
         store.apply(roster(vec![person("ada", Role::Admin), person("me", Role::Member)]));
         assert_eq!(store.me.get_untracked().unwrap().state, ParticipantState::Active);
         assert_eq!(texts(&store), ["You were let in."]);
@@ -318,14 +324,7 @@ mod tests {
     fn a_host_only_unmute_is_told_and_lifted() {
         let owner = Owner::new();
         owner.set();
-        let store = CallStore::new();
-        store.enter(JoinOutcome {
-            session_id: SessionId::new("s"),
-            participant_id: ParticipantId::new("me"),
-            role: Role::Member,
-            state: ParticipantState::Active,
-            roster: vec![person("ada", Role::Admin), person("me", Role::Member)],
-        });
+        let store = entered(ParticipantState::Active, vec![person("ada", Role::Admin), person("me", Role::Member)]);
         assert!(!store.audio_locked());
         let mut locked = person("me", Role::Member);
         (locked.audio_muted, locked.audio_locked) = (true, true);

@@ -1,5 +1,15 @@
 import { type Page } from '@playwright/test';
-import { createRoom, expect, join, open, recordMedia, roomResources, test, tile } from './helpers';
+import {
+  createRoom,
+  expect,
+  join,
+  microphonesEnabled,
+  open,
+  recordMedia,
+  roomResources,
+  test,
+  tile,
+} from './helpers';
 
 /** The `data-testid` of the focused element (or its tag when it has none). */
 function focused(page: Page): Promise<string> {
@@ -122,13 +132,7 @@ test('where the host unmutes: a muted person waits for the host', async ({ newCo
   await join(ada);
   await open(bob, `/r/${code}`);
   const b = await join(bob, 'Bob');
-  const micEnabled = () =>
-    bob.evaluate(() =>
-      (window as unknown as { __media: { streams: MediaStream[] } }).__media.streams
-        .flatMap((s) => s.getAudioTracks())
-        .filter((t) => t.readyState === 'live')
-        .map((t) => t.enabled),
-    );
+  const micEnabled = () => microphonesEnabled(bob);
 
   await tile(ada, b.participant_id).getByTestId('mute-participant').click();
   const mic = bob.getByTestId('mute-audio');

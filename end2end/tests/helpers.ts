@@ -113,6 +113,16 @@ export async function recordMedia(context: BrowserContext): Promise<void> {
   });
 }
 
+/** Whether each live microphone track the page opened is enabled (needs `recordMedia`). */
+export function microphonesEnabled(page: Page): Promise<boolean[]> {
+  return page.evaluate(() =>
+    (window as unknown as { __media: { streams: MediaStream[] } }).__media.streams
+      .flatMap((s) => s.getAudioTracks())
+      .filter((t) => t.readyState === 'live')
+      .map((t) => t.enabled),
+  );
+}
+
 /** What the page still holds: track states, peer connection states, videos with a stream. */
 export async function mediaState(page: Page) {
   return page.evaluate(() => {

@@ -7,6 +7,7 @@ import {
   expect,
   join,
   mediaFlowing,
+  microphonesEnabled,
   open,
   recordMedia,
   roomResources,
@@ -121,13 +122,7 @@ test('the admin mutes a participant; they see it and may unmute', async ({ newCo
   await tile(ada, b.participant_id).getByTestId('mute-participant').click();
   await expect(bob.getByTestId('mute-audio')).toHaveAttribute('aria-pressed', 'true');
   await expect(listed(ada, b.participant_id)).toContainText('muted');
-  const enabled = () =>
-    bob.evaluate(() =>
-      (window as unknown as { __media: { streams: MediaStream[] } }).__media.streams
-        .flatMap((s) => s.getAudioTracks())
-        .filter((t) => t.readyState === 'live')
-        .map((t) => t.enabled),
-    );
+  const enabled = () => microphonesEnabled(bob);
   await expect.poll(enabled).toEqual([false]);
 
   await bob.getByTestId('mute-audio').click();

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use app::model::{LeaveReason, ParticipantId, Role, RoomCode, SessionId};
-use app::signal::{close_code, ServerMsg};
+use app::signal::ServerMsg;
 use common::{Seen, Socket, TestServer};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -28,21 +28,6 @@ async fn roster_until(socket: &mut Socket, what: &str, check: impl Fn(&ServerMsg
     }
 }
 
-/// Reads `socket` until the server ends the session; returns the reason.
-async fn ended(socket: &mut Socket) -> LeaveReason {
-    let mut reason = None;
-    loop {
-        match socket.next_non_media(WAIT).await {
-            Seen::Msg(ServerMsg::SessionEnded { reason: r }) => reason = Some(r),
-            Seen::Msg(_) => {}
-            Seen::Closed(code) => {
-                assert_eq!(code, Some(close_code::SESSION_ENDED));
-                return reason.expect("a session-ended message before the close");
-            }
-        }
-    }
-}
-
 fn lists(msg: &ServerMsg, id: &ParticipantId) -> bool {
     matches!(msg, ServerMsg::Roster { participants, .. } if participants.iter().any(|p| &p.id == id))
 }
@@ -57,22 +42,7 @@ fn released_on(node: &TestServer, room: &RoomCode, session: &SessionId) -> bool 
 async fn what_happens_on_one_node_reaches_the_other_at_once() {
     let database = common::TestDb::postgres().await;
     let prefix = common::unique("cleanroom-test-");
-    let args = |node: &str| -> Vec<String> {
-        [
-            "cleanroom",
-            "--debug-api",
-            "--database-url",
-            &database.url,
-            "--redis-url",
-            &common::redis_url(),
-            "--node-id",
-            node,
-            "--reconcile-ms",
-            "600000",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let args = |node: &str| common::node_args(&database.url, node, &["--reconcile-ms", "600000"]);
     let a = TestServer::with_args_prefix(&args("node-a"), &prefix).await;
     let b = TestServer::with_args_prefix(&args("node-b"), &prefix).await;
 
@@ -109,7 +79,7 @@ async fn what_happens_on_one_node_reaches_the_other_at_once() {
 
     // The admin on node A removes Bob: node B closes his socket and media now.
     ada.act("kick", &on_a.session_id, &bob_form).await.unwrap();
-    assert_eq!(ended(&mut bob_socket).await, LeaveReason::Kicked);
+    assert_eq!(bob_socket.ended(WAIT).await, LeaveReason::Kicked);
     common::eventually(WAIT, "Bob's live part released on node B", || async {
         released_on(&b, &room, &bob_in.session_id).then_some(())
     })
@@ -123,7 +93,7 @@ async fn what_happens_on_one_node_reaches_the_other_at_once() {
         .end_session(&room, &cy_in.session_id, &user_of(&b, &room, &cy_in.session_id).await, LeaveReason::Left)
         .await
         .unwrap();
-    assert_eq!(ended(&mut cy_socket).await, LeaveReason::Left);
+    assert_eq!(cy_socket.ended(WAIT).await, LeaveReason::Left);
     common::eventually(WAIT, "Cy's live part released on node B", || async {
         released_on(&b, &room, &cy_in.session_id).then_some(())
     })

@@ -241,22 +241,7 @@ fn orphan_count(metrics: &str, kind: &str) -> f64 {
 async fn a_surviving_node_reaps_a_crashed_node() {
     let database = common::TestDb::postgres().await;
     let prefix = common::unique("cleanroom-test-");
-    let args = |node: &str| -> Vec<String> {
-        [
-            "cleanroom",
-            "--debug-api",
-            "--database-url",
-            &database.url,
-            "--redis-url",
-            &common::redis_url(),
-            "--node-id",
-            node,
-            "--reconcile-ms",
-            "150",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let args = |node: &str| common::node_args(&database.url, node, &["--reconcile-ms", "150"]);
     let a = TestServer::with_args_prefix(&args("node-a"), &prefix).await;
     let b = TestServer::with_args_prefix(&args("node-b"), &prefix).await;
     let (ada, bob) = (a.guest(), b.guest());

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use app::error::AppError;
 use app::model::{LeaveReason, ParticipantId, ParticipantState, Role, RoomCode, SessionId};
-use app::signal::{close_code, ServerMsg};
+use app::signal::ServerMsg;
 use common::{Guest, Seen, Socket, TestServer};
 use futures::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -38,21 +38,6 @@ async fn roster_until(
             }
             Seen::Msg(_) => {}
             Seen::Closed(code) => panic!("socket closed ({code:?}) waiting for: {what}"),
-        }
-    }
-}
-
-/// Reads `socket` until the server ends the session; returns the reason.
-async fn ended(socket: &mut Socket) -> LeaveReason {
-    let mut reason = None;
-    loop {
-        match socket.next_non_media(WAIT).await {
-            Seen::Msg(ServerMsg::SessionEnded { reason: r }) => reason = Some(r),
-            Seen::Msg(_) => {}
-            Seen::Closed(code) => {
-                assert_eq!(code, Some(close_code::SESSION_ENDED));
-                return reason.expect("a session-ended message before the close");
-            }
         }
     }
 }
@@ -135,7 +120,7 @@ async fn private_room_knock_approve_and_deny() {
 
     // Denied: Cy is told, and nothing of Cy is left.
     ada.guest.act("admit", &ada.session, &[("participant_id", cy.id.as_str()), ("approve", "false")]).await.unwrap();
-    assert_eq!(ended(&mut cy.socket).await, LeaveReason::Denied);
+    assert_eq!(cy.socket.ended(WAIT).await, LeaveReason::Denied);
     roster_until(&mut ada.socket, "Cy's request gone", |_, _, p| p.is_empty()).await;
     assert_eq!(history_reason(&server, &cy.session).await.as_deref(), Some("denied"));
     let r = server.resources(&room).await;
@@ -250,7 +235,7 @@ async fn admin_controls_are_the_admins_alone() {
 
     // Kick: Cy is told why, and nothing of Cy is left.
     ada.guest.act("kick", &ada.session, &cy_form).await.unwrap();
-    assert_eq!(ended(&mut cy.socket).await, LeaveReason::Kicked);
+    assert_eq!(cy.socket.ended(WAIT).await, LeaveReason::Kicked);
     assert_eq!(history_reason(&server, &cy.session).await.as_deref(), Some("kicked"));
     roster_until(&mut ada.socket, "Cy gone", |p, _, _| p.len() == 2).await;
 
@@ -267,8 +252,8 @@ async fn admin_controls_are_the_admins_alone() {
 
     // End meeting: everyone is told, the room is ended, nobody can join.
     bob.guest.act("end-meeting", &bob.session, &[]).await.unwrap();
-    assert_eq!(ended(&mut ada.socket).await, LeaveReason::RoomEnded);
-    assert_eq!(ended(&mut bob.socket).await, LeaveReason::RoomEnded);
+    assert_eq!(ada.socket.ended(WAIT).await, LeaveReason::RoomEnded);
+    assert_eq!(bob.socket.ended(WAIT).await, LeaveReason::RoomEnded);
     let row = server.state.rooms.db().room(room.as_str()).await.unwrap().unwrap();
     assert!(row.ended_at_ms.is_some());
     assert_eq!(row.end_reason.as_deref(), Some("ended"));

@@ -74,6 +74,16 @@ impl TestDb {
     }
 }
 
+/// The flags of node `node` of a deployment on PostgreSQL (`database_url`)
+/// and the test Redis, with the debug API, plus `extra`.
+pub fn node_args(database_url: &str, node: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["cleanroom", "--debug-api", "--database-url", database_url, "--redis-url"].map(String::from).to_vec();
+    args.extend([redis_url(), "--node-id".into(), node.into()]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 /// The two deployments every behaviour is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -339,6 +349,22 @@ impl Socket {
                 Some(Ok(Message::Close(frame))) => return Some(Seen::Closed(frame.map(|f| u16::from(f.code)))),
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Some(Seen::Closed(None)),
+            }
+        }
+    }
+
+    /// Reads until the server ends the session (a `session-ended` message,
+    /// then the close code for it); returns the reason.
+    pub async fn ended(&mut self, limit: Duration) -> app::model::LeaveReason {
+        let mut reason = None;
+        loop {
+            match self.next_non_media(limit).await {
+                Seen::Msg(ServerMsg::SessionEnded { reason: r }) => reason = Some(r),
+                Seen::Msg(_) => {}
+                Seen::Closed(code) => {
+                    assert_eq!(code, Some(app::signal::close_code::SESSION_ENDED));
+                    return reason.expect("a session-ended message before the close");
+                }
             }
         }
     }
