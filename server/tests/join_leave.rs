@@ -229,14 +229,24 @@ async fn malformed_or_oversized_frames_close_only_that_socket() {
     server.stop().await;
 }
 
+/// GET `path`, failing with its name if no answer comes within 30 s (a
+/// hang here was seen once in CI and never reproduced).
+async fn get(server: &TestServer, path: &str) -> reqwest::Response {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    match client.get(server.url(path)).send().await {
+        Ok(r) => r,
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
 #[tokio::test]
 async fn pages_and_operations_answer() {
     let server = TestServer::start(Backend::SqliteMemory).await;
-    let lobby = reqwest::get(server.url("/")).await.unwrap();
+    let lobby = get(&server, "/").await;
     assert_eq!(lobby.status(), 200);
     assert!(lobby.headers().get("set-cookie").is_some(), "a guest identity is issued");
     let html = lobby.text().await.unwrap();
-    for hook in ["display-name", "room-private", "create-room", "join-code", "join-room"] {
+    for hook in ["display-name", "room-private", "room-host-unmutes", "create-room", "join-code", "join-room"] {
         assert!(html.contains(&format!("data-testid=\"{hook}\"")), "lobby lacks {hook}");
     }
     let ada = server.guest();
@@ -247,14 +257,14 @@ async fn pages_and_operations_answer() {
     assert!(html.contains("data-testid=\"prejoin\"") && html.contains("data-testid=\"join-button\""));
     assert!(html.contains("value=\"Ada\""), "the remembered name is offered");
 
-    let missing = reqwest::get(server.url("/r/zzz-zzzz-zzz")).await.unwrap();
+    let missing = get(&server, "/r/zzz-zzzz-zzz").await;
     assert_eq!(missing.status(), 404);
     assert!(missing.text().await.unwrap().contains("data-testid=\"not-found\""));
-    assert_eq!(reqwest::get(server.url("/no/such/page")).await.unwrap().status(), 404);
+    assert_eq!(get(&server, "/no/such/page").await.status(), 404);
 
-    assert_eq!(reqwest::get(server.url("/healthz")).await.unwrap().status(), 200);
-    assert_eq!(reqwest::get(server.url("/readyz")).await.unwrap().status(), 200);
-    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(get(&server, "/healthz").await.status(), 200);
+    assert_eq!(get(&server, "/readyz").await.status(), 200);
+    let metrics = get(&server, "/metrics").await.text().await.unwrap();
     for name in [
         "cleanroom_sessions_active",
         "cleanroom_peer_connections_active",

@@ -215,6 +215,9 @@ impl Guest {
         let http = reqwest::Client::builder()
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
+            // A request that never gets an answer fails the test (naming
+            // the request) instead of hanging the suite.
+            .timeout(Duration::from_secs(30))
             .build()
             .expect("client");
         Self { addr, jar, http }
