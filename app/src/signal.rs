@@ -76,6 +76,10 @@ pub mod close_code {
     pub const BAD_FRAME: u16 = 4002;
     /// The session ended (leave, kick, replacement, shutdown).
     pub const SESSION_ENDED: u16 = 4003;
+    /// From the page: it is going away (`pagehide`: tab or window closed,
+    /// refresh, another site). The same leave as the beacon, over the
+    /// connection that is already open, so it arrives first.
+    pub const LEAVING: u16 = 4004;
 }
 
 #[cfg(test)]

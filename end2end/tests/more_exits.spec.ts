@@ -19,6 +19,31 @@ test('navigating away inside the app leaves and releases the media', async ({ ne
   await expect.poll(async () => mediaState(bob)).toMatchObject({ liveTracks: 0, openPeerConnections: 0, videosWithStream: 0 });
 });
 
+test("the browser's back button leaves like any in-app route change", async ({ newContext, newPage, request }) => {
+  const ada = await newPage();
+  const code = await createRoom(ada, 'Ada');
+  await join(ada);
+  const bobContext = await newContext();
+  await recordMedia(bobContext);
+  const bob = await bobContext.newPage();
+  await open(bob, '/');
+  // Into the room in-app (the lobby's join form), so Back stays in the app.
+  await bob.getByTestId('join-code').fill(code);
+  await bob.getByTestId('join-room').click();
+  await bob.waitForURL((url) => url.pathname === `/r/${code}`);
+  const b = await join(bob, 'Bob');
+  await expect(tile(ada, b.participant_id)).toBeVisible();
+
+  await bob.goBack();
+  await bob.waitForURL((url) => url.pathname === '/');
+  await expect(bob.getByTestId('create-room')).toBeVisible();
+  await expect(tile(ada, b.participant_id)).toHaveCount(0, { timeout: 1_000 });
+  await expect
+    .poll(async () => sessionResources(request, b.session_id))
+    .toMatchObject({ live: false, store_entries: [], db_row: false, leave_reason: 'left' });
+  await expect.poll(async () => mediaState(bob)).toMatchObject({ liveTracks: 0, openPeerConnections: 0, videosWithStream: 0 });
+});
+
 test('closing the window leaves', async ({ newContext, newPage, request }) => {
   const ada = await newPage();
   const code = await createRoom(ada, 'Ada');

@@ -366,6 +366,19 @@ impl Rooms {
         }
     }
 
+    /// The page of a live session said it is going away (its socket closed
+    /// with [`app::signal::close_code::LEAVING`]): ends it as the leave beacon would, on
+    /// the tracked tasks. The beacon that follows finds nothing left.
+    pub fn end_for_page_hidden(&self, live: &LiveSession) {
+        let Some(rooms) = self.me.upgrade() else { return };
+        let (room, session, user) = (live.room.clone(), live.id.clone(), live.user.clone());
+        self.tasks.spawn(async move {
+            if let Err(e) = rooms.end_session(&room, &session, &user, LeaveReason::PageHidden).await {
+                tracing::warn!(room = %room, session = %session, error = %e, "session not fully ended");
+            }
+        });
+    }
+
     /// [`Rooms::end_session`] for a request: run on the tracked tasks, so a
     /// caller that goes away mid-way (a window closing while its leave
     /// beacon is handled drops the request) never cuts a cleanup short.

@@ -182,6 +182,12 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
                     break;
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(Some(frame)))) if frame.code == close_code::LEAVING => {
+                    // The page is going away: the leave its beacon also sends.
+                    live.note_clean_close();
+                    rooms.end_for_page_hidden(&live);
+                    break;
+                }
                 Some(Ok(Message::Close(_))) => {
                     // The page said goodbye (leave, tab close): not a loss by itself.
                     live.note_clean_close();

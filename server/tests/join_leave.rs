@@ -93,6 +93,45 @@ async fn two_guests_join_see_each_other_and_leave_clean(backend: Backend) {
     server.stop().await;
 }
 
+/// A page going away closes its socket with the leaving code before its
+/// beacon goes out: that alone ends the session (reason `page-hidden`),
+/// and only a plain close frame does not (Leave sends its own request).
+#[tokio::test]
+async fn a_socket_closed_as_leaving_ends_the_session() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start(Backend::SqliteMemory).await;
+    let (ada, bob) = (server.guest(), server.guest());
+    let room = ada.create_room("Ada", false).await.unwrap();
+    let a = ada.join(&room, "Ada").await.unwrap();
+    let mut ada_socket = ada.socket(&room, &a.session_id).await;
+    let b = bob.join(&room, "Bob").await.unwrap();
+    let mut bob_socket = bob.socket(&room, &b.session_id).await;
+    ada_socket.roster_of(2, WAIT).await;
+
+    // A plain close frame: Bob is still in the room (not a leave, not a loss yet).
+    let close = |code: u16| Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: "".into() }));
+    bob_socket.ws.send(close(1000)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.state.rooms.sessions().get(&b.session_id).is_some(), "a plain close is not a leave");
+    // Back on a new socket, then going away with the leaving code.
+    let mut bob_socket = bob.socket(&room, &b.session_id).await;
+    bob_socket.ws.send(close(close_code::LEAVING)).await.unwrap();
+    assert_eq!(ada_socket.roster_of(1, WAIT).await[0].id, a.participant_id);
+    common::eventually(WAIT, "Bob's session closed", || async {
+        (history_reason(&server, &b.session_id).await.as_deref() == Some("page-hidden")).then_some(())
+    })
+    .await;
+    // The beacon that follows finds nothing left and changes nothing.
+    assert_eq!(bob.beacon(&b.session_id).await, reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(history_reason(&server, &b.session_id).await.as_deref(), Some("page-hidden"));
+    let r = server.resources(&room).await;
+    assert_eq!((r["sessions"].as_u64(), r["rooms"][0]["db_participants"].as_u64()), (Some(1), Some(1)), "{r}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn join_and_leave_sqlite_memory() {
     two_guests_join_see_each_other_and_leave_clean(Backend::SqliteMemory).await;

@@ -296,20 +296,25 @@ impl Drop for Connection {
 pub struct Call {
     connection: Option<Connection>,
     local: Option<MediaStream>,
-    _pagehide: Option<PageHideGuard>,
+    pagehide: Option<PageHideGuard>,
 }
 
 impl Call {
     /// Starts owning a call: from this moment a `pagehide` sends the leave.
     pub fn new(store: CallStore) -> Self {
-        Self { connection: None, local: None, _pagehide: PageHideGuard::install(store) }
+        Self { connection: None, local: None, pagehide: PageHideGuard::install(store) }
     }
 
     /// Opens the signalling socket and the peer connection with our media.
     pub fn connect(&mut self, code: &RoomCode, session: &SessionId, store: CallStore, local: Option<MediaStream>) {
         self.local = local.clone();
         self.connection = match Connection::open(code, session, store, local) {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                if let Some(guard) = &self.pagehide {
+                    guard.watch(c.link.slot.clone());
+                }
+                Some(c)
+            }
             Err(e) => {
                 leptos::logging::warn!("signalling socket not opened: {e:?}");
                 store.connection.set(ConnectionState::Disconnected);
@@ -423,20 +428,33 @@ pub fn send_leave_beacon(session: &SessionId) -> bool {
 }
 
 /// While alive, a `pagehide` (tab or window closed, refresh, another site)
-/// sends the leave beacon for the store's session.
+/// sends the leave for the store's session twice over: as a close frame on
+/// the open signalling socket ([`close_code::LEAVING`]; first to arrive) and
+/// as the leave beacon (which works without a socket).
 pub struct PageHideGuard {
     callback: Closure<dyn FnMut(Event)>,
+    socket: Rc<std::cell::RefCell<Option<SocketSlot>>>,
 }
 
 impl PageHideGuard {
     pub fn install(store: CallStore) -> Option<Self> {
+        let socket: Rc<std::cell::RefCell<Option<SocketSlot>>> = Rc::default();
+        let watched = socket.clone();
         let callback = Closure::<dyn FnMut(Event)>::new(move |_ev: Event| {
             if let Some(me) = store.me.try_get_untracked().flatten() {
+                if let Some(ws) = watched.borrow().as_ref().and_then(|slot| slot.borrow().clone()) {
+                    let _ = ws.close_with_code_and_reason(close_code::LEAVING, "page hidden");
+                }
                 send_leave_beacon(&me.session_id);
             }
         });
         window().ok()?.add_event_listener_with_callback("pagehide", callback.as_ref().unchecked_ref()).ok()?;
-        Some(Self { callback })
+        Some(Self { callback, socket })
+    }
+
+    /// The signalling socket in use from now on (see [`Link`]).
+    fn watch(&self, slot: SocketSlot) {
+        *self.socket.borrow_mut() = Some(slot);
     }
 }
 

@@ -59,7 +59,14 @@ fn Room(data: RoomPageData) -> impl IntoView {
         let _ = call.try_set_value(None);
         store.reset();
     };
-    // Leaving the route in-app runs the same leave.
+    // Leaving the route in-app runs the same leave: at once for the
+    // browser's back and forward buttons (the route's cleanup comes only
+    // after the next page has rendered), and on cleanup for anything else.
+    #[cfg(feature = "hydrate")]
+    {
+        let history = window_event_listener(leptos::ev::popstate, move |_| leave());
+        on_cleanup(move || history.remove());
+    }
     on_cleanup(leave);
 
     // When the server ends the session, release the call's browser resources too.
@@ -487,7 +494,21 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
     view! {
         <main class="page call" data-testid="call" on:keydown=close_panel>
             <header class="call-bar">
-                <a class="brand-link" href="/" data-testid="home-link" title="Leave and go to the lobby">"Cleanroom"</a>
+                <a
+                    class="brand-link"
+                    href="/"
+                    data-testid="home-link"
+                    title="Leave and go to the lobby"
+                    on:click=move |ev| {
+                        // The leave goes out before the lobby renders (as the Leave button's).
+                        if ev.button() == 0 && !(ev.ctrl_key() || ev.meta_key() || ev.shift_key() || ev.alt_key()) {
+                            ev.prevent_default();
+                            on_leave.run(());
+                        }
+                    }
+                >
+                    "Cleanroom"
+                </a>
                 <span class="room-code">"Room " <code>{code.to_string()}</code></span>
                 <span
                     class="connection"
