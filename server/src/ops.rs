@@ -195,6 +195,7 @@ pub async fn leave_beacon(State(state): State<AppState>, Extension(me): Extensio
     let Some(session) = session else {
         return (StatusCode::BAD_REQUEST, "expected session=<id>").into_response();
     };
+    tracing::debug!(session = %session, "page going away (beacon)");
     match state.rooms.leave(&me, &SessionId::new(session), LeaveReason::PageHidden).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => (status_of(&e), e.to_string()).into_response(),

@@ -184,6 +184,7 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(Some(frame)))) if frame.code == close_code::LEAVING => {
                     // The page is going away: the leave its beacon also sends.
+                    tracing::debug!(session = %live.id, room = %live.room, "page going away (socket)");
                     live.note_clean_close();
                     rooms.end_for_page_hidden(&live);
                     break;
