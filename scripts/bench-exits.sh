@@ -11,11 +11,12 @@
 # --runs: runs per graceful path (default 10); --abrupt-runs: per network cut
 # and killed browser (default 5, each costs ~15 s); --paths: only these
 # (the names in end2end/bench/exits.bench.ts); --server: the cleanroom binary
-# (default: the release build if there is one, else the debug build; built
-# with `cargo leptos build --release` when neither exists); --site: the site
-# root it serves (default: Leptos.toml's, i.e. what the last cargo-leptos
-# build wrote); --no-write: print the table only. Needs root (the network
-# namespace of end2end/netns.sh). The server runs on a free port with a
+# (default: a release build of the work tree, server and site, made by
+# `cargo leptos build --release` first); --site: the site root it serves
+# (default: Leptos.toml's, i.e. what the last cargo-leptos build wrote; it
+# must come from the same build as the server, or pages do not hydrate);
+# --no-write: print the table only. Needs root (the network namespace of
+# end2end/netns.sh). The server runs on a free port with a
 # temporary SQLite database and the debug API, and is stopped at the end.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -44,17 +45,13 @@ ensure_chromium
 ensure_netns_tools
 
 if [ -z "$SERVER" ]; then
-  TARGET="$(target_dir)"
-  if [ -x "$TARGET/release/cleanroom" ]; then
-    SERVER="$TARGET/release/cleanroom"
-  elif [ -x "$TARGET/debug/cleanroom" ]; then
-    SERVER="$TARGET/debug/cleanroom"
-  else
-    ensure_rust_tools
-    log "building a release (cargo leptos build --release)"
-    cargo leptos build --release
-    SERVER="$TARGET/release/cleanroom"
-  fi
+  # Server and site are built together, every time (seconds when nothing
+  # changed): a site left by another build (a debug site next to a release
+  # server) does not hydrate, and the runs would wait forever.
+  ensure_rust_tools
+  log "building a release (cargo leptos build --release)"
+  cargo leptos build --release
+  SERVER="$(target_dir)/release/cleanroom"
 fi
 [ -x "$SERVER" ] || die "no server binary at $SERVER"
 case "$SERVER" in
