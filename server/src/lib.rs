@@ -151,7 +151,7 @@ fn spawn_node_events(state: &AppState) {
                 p = events.recv() => p,
             };
             match payload {
-                Ok(payload) => rooms.on_node_event(&payload).await,
+                Ok(payload) => rooms.on_node_event(&payload),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "node events missed");
                 }

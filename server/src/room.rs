@@ -191,7 +191,7 @@ impl Rooms {
 
     /// Does what another node asked (`payload`, from the live store's
     /// event channel); this node's own events are skipped.
-    pub async fn on_node_event(&self, payload: &str) {
+    pub fn on_node_event(&self, payload: &str) {
         match self.outbox.receive(payload) {
             None => {}
             Some(NodeEvent::Room { room, msg }) => self.hub.publish(&room, msg),
@@ -203,8 +203,10 @@ impl Rooms {
                 // here (counted and recorded by the node that ended it).
                 let Some(live) = self.sessions.take(&session) else { return };
                 live.close(reason);
-                self.media.close_session(&room, &session, reason).await;
                 tracing::info!(room = %room, session = %session, reason = reason.as_str(), "session ended on another node");
+                // Waiting for the media here would hold up the events behind it.
+                let closing = self.media.start_close(&room, &session, reason);
+                self.tasks.spawn(closing.wait());
             }
         }
     }
@@ -366,23 +368,10 @@ impl Rooms {
         }
     }
 
-    /// The page of a live session said it is going away (its socket closed
-    /// with [`app::signal::close_code::LEAVING`]): ends it as the leave beacon would, on
-    /// the tracked tasks. The beacon that follows finds nothing left.
-    pub fn end_for_page_hidden(&self, live: &LiveSession) {
-        let Some(rooms) = self.me.upgrade() else { return };
-        let (room, session, user) = (live.room.clone(), live.id.clone(), live.user.clone());
-        self.tasks.spawn(async move {
-            if let Err(e) = rooms.end_session(&room, &session, &user, LeaveReason::PageHidden).await {
-                tracing::warn!(room = %room, session = %session, error = %e, "session not fully ended");
-            }
-        });
-    }
-
     /// [`Rooms::end_session`] for a request: run on the tracked tasks, so a
     /// caller that goes away mid-way (a window closing while its leave
     /// beacon is handled drops the request) never cuts a cleanup short.
-    async fn end_session_for_request(
+    pub async fn end_session_for_request(
         &self,
         room: &RoomCode,
         session: &SessionId,

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use app::model::{MediaKind, Role, RoomCode, SessionId};
+use app::model::{LeaveReason, MediaKind, Role, RoomCode, SessionId};
 use app::ports::Identity;
 use app::signal::{close_code, ClientMsg, ServerMsg, MAX_FRAME_BYTES};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -113,6 +113,7 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
         Some(media)
     };
     let mut media = None;
+    let mut leaving = false;
     match rooms.room_state(&live.room).await {
         Ok(state) => {
             if let Some(mic_off) = admitted(&live, &state) {
@@ -186,7 +187,7 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
                     // The page is going away: the leave its beacon also sends.
                     tracing::debug!(session = %live.id, room = %live.room, "page going away (socket)");
                     live.note_clean_close();
-                    rooms.end_for_page_hidden(&live);
+                    leaving = true;
                     break;
                 }
                 Some(Ok(Message::Close(_))) => {
@@ -199,4 +200,10 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
         }
     }
     tracing::debug!(session = %live.id, room = %live.room, "socket closed");
+    if leaving {
+        // The beacon's leave, over the socket (the beacon then finds nothing).
+        if let Err(e) = rooms.end_session_for_request(&live.room, &live.id, &live.user, LeaveReason::PageHidden).await {
+            tracing::warn!(session = %live.id, room = %live.room, error = %e, "session not fully ended");
+        }
+    }
 }
