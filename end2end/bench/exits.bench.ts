@@ -80,13 +80,23 @@ interface ExitPath {
 }
 
 /**
- * Records in the page (wall clock) when it starts its leave request, the
- * `/api/leave` call or the `/api/beacon/leave` beacon: a diagnostic that
- * splits an exit's time between the leaving browser and the server.
+ * Records in the page (wall clock) when the last click reached it (the event's
+ * own time stamp, i.e. when the browser dispatched the input) and when it
+ * starts its leave request, the `/api/leave` call or the `/api/beacon/leave`
+ * beacon: diagnostics that split an exit's time between the harness
+ * (Playwright's actionability checks before it clicks), the leaving page and
+ * the server.
  */
 async function markLeaveRequests(context: BrowserContext) {
   await context.addInitScript(() => {
-    const w = window as unknown as { __leaveSentAt?: number };
+    const w = window as unknown as { __leaveSentAt?: number; __clickAt?: number };
+    window.addEventListener(
+      'click',
+      (e) => {
+        w.__clickAt = performance.timeOrigin + e.timeStamp;
+      },
+      { capture: true },
+    );
     const mark = (url: unknown) => {
       if (w.__leaveSentAt === undefined && /\/api\/(leave|beacon\/leave)(\?|$)/.test(String(url))) {
         w.__leaveSentAt = performance.timeOrigin + performance.now();
@@ -190,6 +200,10 @@ interface Sample {
   countsBackMs: number | null;
   lastResourceMs: number | null;
   leaveSentMs: number | null;
+  /** When the exit's click reached the page (Leave button, in-app navigation). */
+  clickMs: number | null;
+  /** From that click to the tile gone. */
+  tileAfterClickMs: number | null;
   leaveReason: string | null;
   /** What was left when a run gave up. */
   leftover: string | null;
@@ -294,12 +308,18 @@ for (const exitPath of PATHS) {
         await exiting;
         // When the leaving page started its leave request (see markLeaveRequests);
         // readable only where the same document survived the exit.
-        const leaveSentAt = await Promise.race([
+        const marks = await Promise.race([
           bob.page
-            .evaluate(() => (window as unknown as { __leaveSentAt?: number }).__leaveSentAt ?? null)
+            .evaluate(() => {
+              const w = window as unknown as { __leaveSentAt?: number; __clickAt?: number };
+              return { leaveSentAt: w.__leaveSentAt ?? null, clickAt: w.__clickAt ?? null };
+            })
             .catch(() => null),
           sleep(2_000).then(() => null),
         ]);
+        const leaveSentAt = marks?.leaveSentAt ?? null;
+        // The join's click is earlier than t0: only the exit's own click counts.
+        const clickAt = marks?.clickAt != null && marks.clickAt >= t0 - 5 ? marks.clickAt : null;
         const sample: Sample = {
           path: exitPath.name,
           abrupt: exitPath.abrupt,
@@ -311,6 +331,8 @@ for (const exitPath of PATHS) {
           lastResourceMs:
             server.sessionAt === null || server.countsAt === null ? null : Math.max(server.sessionAt, server.countsAt),
           leaveSentMs: leaveSentAt === null ? null : Math.round(leaveSentAt - t0),
+          clickMs: clickAt === null ? null : Math.round(clickAt - t0),
+          tileAfterClickMs: clickAt === null || seen.goneAt === null ? null : Math.round(seen.goneAt - clickAt),
           leaveReason: server.reason,
           leftover: server.leftover,
           trace: server.trace,
@@ -318,7 +340,7 @@ for (const exitPath of PATHS) {
         };
         fs.appendFileSync(OUT, `${JSON.stringify(sample)}\n`);
         console.log(
-          `${exitPath.name} #${run}: leave sent ${sample.leaveSentMs} ms, tile gone ${sample.tileGoneMs} ms, reconnecting ${sample.reconnectingMs} ms, ` +
+          `${exitPath.name} #${run}: click in page ${sample.clickMs} ms, leave sent ${sample.leaveSentMs} ms, tile gone ${sample.tileGoneMs} ms, reconnecting ${sample.reconnectingMs} ms, ` +
             `session released ${sample.sessionReleasedMs} ms, counts back ${sample.countsBackMs} ms (${sample.leaveReason})` +
             (sample.leftover ? `; left after 25 s: ${sample.leftover}` : ''),
         );

@@ -60,6 +60,9 @@ const pair = (values) => {
   return missing ? `${text} (${missing} not seen)` : text;
 };
 
+/** A diagnostic column: only where the page could report it. */
+const optional = (values) => (values.every((x) => x === null) ? '–' : pair(values));
+
 const paths = [...new Set(samples.map((s) => s.path))].sort(
   (a, b) => (ORDER.indexOf(a) + 1 || 99) - (ORDER.indexOf(b) + 1 || 99),
 );
@@ -73,6 +76,8 @@ for (const name of paths) {
   const sess = s.map((x) => x.sessionReleasedMs);
   const last = s.map((x) => x.lastResourceMs);
   const sent = s.map((x) => x.leaveSentMs ?? null);
+  const click = s.map((x) => x.clickMs ?? null);
+  const afterClick = s.map((x) => x.tileAfterClickMs ?? null);
   const reasonCounts = new Map();
   for (const x of s) reasonCounts.set(x.leaveReason ?? 'not seen', (reasonCounts.get(x.leaveReason ?? 'not seen') ?? 0) + 1);
   const reasons = [...reasonCounts].map(([r, n]) => (reasonCounts.size > 1 ? `${r} ×${n}` : r)).join(', ');
@@ -102,7 +107,7 @@ for (const name of paths) {
       ? `seen in ${rec.filter((x) => x !== null).length} of ${rec.length}`
       : 'never (as expected)';
   rows.push(
-    `| ${name} | ${s.length} | ${sent.every((x) => x === null) ? '–' : pair(sent)} | ${pair(tile)} | ${reconnectingCell} | ${pair(sess)} | ${pair(last)} | ${reasons} | ${budget} | ${verdict} |`,
+    `| ${name} | ${s.length} | ${optional(click)} | ${optional(sent)} | ${pair(tile)} | ${optional(afterClick)} | ${reconnectingCell} | ${pair(sess)} | ${pair(last)} | ${reasons} | ${budget} | ${verdict} |`,
   );
 }
 
@@ -110,8 +115,8 @@ const cpu = os.cpus();
 const when = samples.length ? samples.map((s) => s.at).sort() : [];
 const build = process.env.BENCH_BUILD ?? 'unknown';
 const table = [
-  '| exit path | runs | leave request sent p50 / p95 | tile gone p50 / p95 | reconnecting p50 / p95 | session released p50 / p95 | last resource p50 / p95 | leave reason | budget | verdict (p95) |',
-  '|---|---|---|---|---|---|---|---|---|---|',
+  '| exit path | runs | click in page p50 / p95 | leave request sent p50 / p95 | tile gone p50 / p95 | tile gone after the click p50 / p95 | reconnecting p50 / p95 | session released p50 / p95 | last resource p50 / p95 | leave reason | budget | verdict (p95) |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...rows,
 ].join('\n');
 
@@ -161,8 +166,8 @@ const generated = [
     `(p95 is nearest-rank: with fewer than 20 runs it is the slowest run).`,
   '',
   `Machine: ${os.cpus().length} vCPUs (${cpu[0]?.model ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, shared VM; ` +
-    'the server, both headless Chromiums and the bench share these cores, and another engineer\'s builds ' +
-    'were running at the same time, so the figures are noisy' +
+    'the server, both headless Chromiums and the bench share these cores, and other work on the machine ' +
+    'shows in the figures' +
     (process.env.BENCH_LOAD_BEFORE ? ` (load average ${process.env.BENCH_LOAD_BEFORE} at the start, ${process.env.BENCH_LOAD_AFTER ?? os.loadavg().map((x) => x.toFixed(2)).join(' ')} at the end).` : '.'),
   '',
   table,
@@ -174,7 +179,9 @@ const generated = [
     : []),
   '',
   'Times are from the exit being triggered (node `Date.now()` just before the click, close, reload, ' +
-    'navigation, nftables cut or SIGKILL). *Leave request sent*: when the leaving page called `fetch` ' +
+    'navigation, nftables cut or SIGKILL). *Click in page*: the time stamp of the exit\'s click event ' +
+    'in the leaving page (when the browser dispatched it, after Playwright\'s actionability checks); ' +
+    '*tile gone after the click* is measured from there. *Leave request sent*: when the leaving page called `fetch` ' +
     'for `/api/leave` (or `sendBeacon` for `/api/beacon/leave`), recorded in the page; a diagnostic ' +
     'that splits the time between the leaving browser and the server, readable only where the page ' +
     'survives its exit (Leave button, in-app navigation). *Tile gone* and *reconnecting*: first moment seen by a ' +

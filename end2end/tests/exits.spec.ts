@@ -1,14 +1,11 @@
 import { chromium } from '@playwright/test';
-import { createRoom, expect, join, open, roomResources, sessionResources, test, tile } from './helpers';
+import { createRoom, expect, join, open, roomResources, sessionResources, test, tile, twoInRoom } from './helpers';
 import config from '../playwright.config';
 
 test('a refresh never leaves a duplicate of the same person', async ({ newPage, request }) => {
   const ada = await newPage();
   const bob = await newPage();
-  const code = await createRoom(ada, 'Ada');
-  await join(ada);
-  await open(bob, `/r/${code}`);
-  const first = await join(bob, 'Bob');
+  const { code, b: first } = await twoInRoom(ada, bob);
 
   await bob.reload();
   await expect(bob.locator('body[data-hydrated="true"]')).toHaveCount(1);
@@ -28,10 +25,7 @@ test('a refresh never leaves a duplicate of the same person', async ({ newPage, 
 test('going to another site leaves the room', async ({ newPage, request }) => {
   const ada = await newPage();
   const bob = await newPage();
-  const code = await createRoom(ada, 'Ada');
-  await join(ada);
-  await open(bob, `/r/${code}`);
-  const b = await join(bob, 'Bob');
+  const { b } = await twoInRoom(ada, bob);
 
   await bob.goto('about:blank');
   await expect(tile(ada, b.participant_id)).toHaveCount(0, { timeout: 1_000 });

@@ -64,6 +64,18 @@ export async function join(page: Page, name?: string): Promise<Joined> {
   return joined;
 }
 
+/**
+ * The common start of a call: Ada creates a room and joins it, then Bob opens
+ * its link and joins as "Bob". Returns the room's code and both join answers.
+ */
+export async function twoInRoom(ada: Page, bob: Page): Promise<{ code: string; a: Joined; b: Joined }> {
+  const code = await createRoom(ada, 'Ada');
+  const a = await join(ada);
+  await open(bob, `/r/${code}`);
+  const b = await join(bob, 'Bob');
+  return { code, a, b };
+}
+
 /** Node-wide live counts from `/api/debug/resources`. */
 export async function liveCounts(request: APIRequestContext) {
   const res = await request.get('/api/debug/resources?room=aaa-aaaa-aaa');

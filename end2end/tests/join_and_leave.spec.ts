@@ -1,4 +1,4 @@
-import { createRoom, expect, join, open, roomResources, sessionResources, test, tile } from './helpers';
+import { createRoom, expect, join, open, roomResources, sessionResources, test, tile, twoInRoom } from './helpers';
 
 test('two people join one room, see each other, and leaving removes every trace', async ({ newPage, request }) => {
   const ada = await newPage();
@@ -52,10 +52,7 @@ test('closing the tab leaves through the beacon', async ({ newContext, newPage, 
   const ada = await newPage();
   const bobContext = await newContext();
   const bob = await bobContext.newPage();
-  const code = await createRoom(ada, 'Ada');
-  await join(ada);
-  await open(bob, `/r/${code}`);
-  const b = await join(bob, 'Bob');
+  const { b } = await twoInRoom(ada, bob);
   await expect(ada.getByTestId('participant-list').getByTestId('participant')).toHaveCount(2);
 
   await bob.close({ runBeforeUnload: true });

@@ -1,14 +1,11 @@
-import { createRoom, expect, join, mediaState, open, recordMedia, sessionResources, test, tile } from './helpers';
+import { createRoom, expect, join, mediaState, open, recordMedia, sessionResources, test, tile, twoInRoom } from './helpers';
 
 test('navigating away inside the app leaves and releases the media', async ({ newContext, newPage, request }) => {
   const ada = await newPage();
   const bobContext = await newContext();
   await recordMedia(bobContext);
   const bob = await bobContext.newPage();
-  const code = await createRoom(ada, 'Ada');
-  await join(ada);
-  await open(bob, `/r/${code}`);
-  const b = await join(bob, 'Bob');
+  const { b } = await twoInRoom(ada, bob);
 
   await bob.getByTestId('home-link').click(); // an in-app route change, no page load
   await bob.waitForURL((url) => url.pathname === '/');

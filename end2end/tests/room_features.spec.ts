@@ -14,6 +14,7 @@ import {
   sessionResources,
   test,
   tile,
+  twoInRoom,
   type Joined,
 } from './helpers';
 
@@ -91,10 +92,7 @@ test('private room: the requester closes the tab, the request disappears', async
 test('the admin removes a participant; others are refused the controls', async ({ newPage, request: api }) => {
   const ada = await newPage();
   const bob = await newPage();
-  const code = await createRoom(ada, 'Ada');
-  const a = await join(ada);
-  await open(bob, `/r/${code}`);
-  const b = await join(bob, 'Bob');
+  const { code, a, b } = await twoInRoom(ada, bob);
 
   // Only the admin sees kick and mute on the others' tiles.
   await expect(tile(bob, a.participant_id).getByTestId('kick')).toHaveCount(0);
@@ -114,10 +112,7 @@ test('the admin mutes a participant; they see it and may unmute', async ({ newCo
   const bobContext = await newContext();
   await recordMedia(bobContext);
   const bob = await bobContext.newPage();
-  const code = await createRoom(ada, 'Ada');
-  await join(ada);
-  await open(bob, `/r/${code}`);
-  const b = await join(bob, 'Bob');
+  const { b } = await twoInRoom(ada, bob);
 
   await tile(ada, b.participant_id).getByTestId('mute-participant').click();
   await expect(bob.getByTestId('mute-audio')).toHaveAttribute('aria-pressed', 'true');
@@ -136,10 +131,7 @@ test('own camera off turns the camera light off; peers see it; on again', async 
   const bobContext = await newContext();
   await recordMedia(bobContext);
   const bob = await bobContext.newPage();
-  const code = await createRoom(ada, 'Ada');
-  await join(ada);
-  await open(bob, `/r/${code}`);
-  const b = await join(bob, 'Bob');
+  const { b } = await twoInRoom(ada, bob);
   await expect.poll(async () => (await mediaFlowing(ada, b.participant_id)).frames, { timeout: 15_000 }).toBe(true);
 
   // Distinct camera tracks still live (a track may sit in two recorded streams).
@@ -165,10 +157,7 @@ test('own camera off turns the camera light off; peers see it; on again', async 
 test('the admin ends the meeting for everyone', async ({ newPage, request: api }) => {
   const ada = await newPage();
   const bob = await newPage();
-  const code = await createRoom(ada, 'Ada');
-  await join(ada);
-  await open(bob, `/r/${code}`);
-  const b = await join(bob, 'Bob');
+  const { code, b } = await twoInRoom(ada, bob);
   await expect(bob.getByTestId('end-meeting')).toHaveCount(0);
 
   await ada.getByTestId('end-meeting').click();
@@ -185,10 +174,7 @@ test('admin passes to the longest present on leave and on tab close', async ({ n
   const ada = await newPage();
   const bob = await newPage();
   const cy = await newPage();
-  const code = await createRoom(ada, 'Ada');
-  await join(ada);
-  await open(bob, `/r/${code}`);
-  const b = await join(bob, 'Bob');
+  const { code, b } = await twoInRoom(ada, bob);
   await open(cy, `/r/${code}`);
   const c = await join(cy, 'Cy');
 
@@ -206,10 +192,7 @@ test('raised hands queue in order and show on tiles', async ({ newPage }) => {
   const ada = await newPage();
   const bob = await newPage();
   const cy = await newPage();
-  const code = await createRoom(ada, 'Ada');
-  const a = await join(ada);
-  await open(bob, `/r/${code}`);
-  const b = await join(bob, 'Bob');
+  const { code, a, b } = await twoInRoom(ada, bob);
   await open(cy, `/r/${code}`);
   const c = await join(cy, 'Cy');
 
