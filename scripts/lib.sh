@@ -50,6 +50,16 @@ ensure_node_packages() {
   export PATH="$ROOT/node_modules/.bin:$PATH"
 }
 
+# cargo-fuzz and the nightly toolchain it needs (libFuzzer's coverage
+# instrumentation); both are on this kind of machine or come from crates.io.
+ensure_fuzz_tools() {
+  rustup toolchain list | grep -q '^nightly' || die "the nightly toolchain (for cargo fuzz) is missing: rustup toolchain install nightly"
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+  fi
+}
+
 ensure_chromium() {
   [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || apt_install chromium
 }

@@ -47,6 +47,9 @@ cargo clippy -p app -p frontend --target wasm32-unknown-unknown --features app/h
 log "unit and integration tests"
 cargo test -p app -p server --features app/ssr
 
+log "fuzzing the input parsers (FUZZ_SECONDS=${FUZZ_SECONDS:-20} s per target)"
+bash "$ROOT/scripts/fuzz.sh"
+
 log "building the site for the browser suite"
 cargo leptos build
 

@@ -86,44 +86,44 @@ pub async fn join_room(code: String, display_name: String) -> Result<JoinOutcome
 #[server(prefix = "/api", endpoint = "leave")]
 pub async fn leave_room(session_id: String) -> Result<(), AppError> {
     let (ports, me) = caller().await?;
-    ports.rooms.leave(&me, &SessionId::new(session_id), LeaveReason::Left).await
+    ports.rooms.leave(&me, &SessionId::parse(&session_id)?, LeaveReason::Left).await
 }
 
 #[cfg(feature = "ssr")]
 async fn act(session_id: String, action: RoomAction) -> Result<(), AppError> {
     let (ports, me) = caller().await?;
-    ports.rooms.act(&me, &SessionId::new(session_id), action).await
+    ports.rooms.act(&me, &SessionId::parse(&session_id)?, action).await
 }
 
 /// Admin: lets a waiting participant in (`approve` = "true") or turns them away.
 #[server(prefix = "/api", endpoint = "admit")]
 pub async fn admit(session_id: String, participant_id: String, approve: bool) -> Result<(), AppError> {
-    act(session_id, RoomAction::Admit { participant: ParticipantId::new(participant_id), approve }).await
+    act(session_id, RoomAction::Admit { participant: ParticipantId::parse(&participant_id)?, approve }).await
 }
 
 /// Admin: lets a participant they muted unmute themselves again (rooms
 /// where only the host lets people unmute).
 #[server(prefix = "/api", endpoint = "allow-unmute")]
 pub async fn allow_unmute(session_id: String, participant_id: String) -> Result<(), AppError> {
-    act(session_id, RoomAction::AllowUnmute { participant: ParticipantId::new(participant_id) }).await
+    act(session_id, RoomAction::AllowUnmute { participant: ParticipantId::parse(&participant_id)? }).await
 }
 
 /// Admin: removes a participant from the call.
 #[server(prefix = "/api", endpoint = "kick")]
 pub async fn kick(session_id: String, participant_id: String) -> Result<(), AppError> {
-    act(session_id, RoomAction::Kick { participant: ParticipantId::new(participant_id) }).await
+    act(session_id, RoomAction::Kick { participant: ParticipantId::parse(&participant_id)? }).await
 }
 
 /// Admin: turns a participant's microphone off.
 #[server(prefix = "/api", endpoint = "mute-participant")]
 pub async fn mute_participant(session_id: String, participant_id: String) -> Result<(), AppError> {
-    act(session_id, RoomAction::MuteParticipant { participant: ParticipantId::new(participant_id) }).await
+    act(session_id, RoomAction::MuteParticipant { participant: ParticipantId::parse(&participant_id)? }).await
 }
 
 /// Admin: hands the admin role to another participant.
 #[server(prefix = "/api", endpoint = "make-admin")]
 pub async fn make_admin(session_id: String, participant_id: String) -> Result<(), AppError> {
-    act(session_id, RoomAction::MakeAdmin { participant: ParticipantId::new(participant_id) }).await
+    act(session_id, RoomAction::MakeAdmin { participant: ParticipantId::parse(&participant_id)? }).await
 }
 
 /// Admin: ends the meeting for everyone.

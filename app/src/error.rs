@@ -33,6 +33,19 @@ pub enum AppError {
     /// people unmute.
     #[error("The host muted you. Raise your hand to ask to speak.")]
     MutedByHost,
+    /// The request came without the identity cookie a page load issues
+    /// (cookies blocked, or a request from outside the page).
+    #[error("Your browser did not send Cleanroom's cookie. Reload the page (and allow cookies for this site).")]
+    NoIdentity,
+    /// A limit was reached (a rate, or a cap such as rooms per person);
+    /// trying again after `retry_after_s` seconds may succeed.
+    #[error("{message}")]
+    Limited {
+        /// What the person reads.
+        message: String,
+        /// Seconds to wait before trying again (the `Retry-After` header).
+        retry_after_s: u64,
+    },
     /// A backing service (database, live-state store) did not answer.
     #[error("The service is temporarily unavailable. Please try again in a moment.")]
     Unavailable,
@@ -42,6 +55,33 @@ pub enum AppError {
     /// The request did not reach the server or its answer was unreadable.
     #[error("Could not reach the server: {0}")]
     Transport(String),
+}
+
+impl AppError {
+    /// The HTTP status an answer with this error carries: 4xx for what the
+    /// caller sent or may not do, 5xx only for failures on our side.
+    /// (`Transport` seen by the server means the request could not be
+    /// decoded.)
+    pub fn http_status(&self) -> u16 {
+        match self {
+            AppError::BadRoomCode | AppError::BadName(_) | AppError::Invalid(_) | AppError::Transport(_) => 400,
+            AppError::Forbidden | AppError::MutedByHost | AppError::NoIdentity => 403,
+            AppError::RoomNotFound => 404,
+            AppError::NotInRoom => 409,
+            AppError::RoomEnded => 410,
+            AppError::Limited { .. } => 429,
+            AppError::Internal => 500,
+            AppError::Unavailable => 503,
+        }
+    }
+
+    /// A rate limit's refusal.
+    pub fn too_many(retry_after_s: u64) -> Self {
+        AppError::Limited {
+            message: format!("Too many requests. Please wait {retry_after_s} s and try again."),
+            retry_after_s,
+        }
+    }
 }
 
 impl FromServerFnError for AppError {

@@ -32,8 +32,27 @@ use leptos_router::{path, SsrMode};
 
 use pages::{lobby::Lobby, not_found::NotFound, room::RoomPage};
 
+/// The page's Content-Security-Policy: scripts from this origin, or inline
+/// with this response's `nonce` (Leptos puts it on every inline script it
+/// renders); WebAssembly may compile; styles, images and connections only
+/// from this origin; no plug-ins, no `<base>`, and no framing (which also
+/// keeps the host's buttons from being clickjacked).
+pub fn content_security_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
 /// The HTML document the server renders around [`App`].
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let (Some(response), Some(nonce)) = (use_context::<leptos_axum::ResponseOptions>(), leptos::nonce::use_nonce()) {
+        if let Ok(policy) = http::HeaderValue::from_str(&content_security_policy(&nonce)) {
+            response.insert_header(http::header::CONTENT_SECURITY_POLICY, policy);
+        }
+    }
     view! {
         <!DOCTYPE html>
         <html lang="en">

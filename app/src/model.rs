@@ -24,6 +24,19 @@ macro_rules! id_newtype {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+            /// Whether `raw` has the shape the server gives these ids: 1 to
+            /// 64 ASCII letters and digits.
+            pub fn is_well_formed(raw: &str) -> bool {
+                !raw.is_empty() && raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_alphanumeric())
+            }
+            /// An id a request names, refused unless [`Self::is_well_formed`].
+            pub fn parse(raw: &str) -> Result<Self, AppError> {
+                if Self::is_well_formed(raw) {
+                    Ok(Self(raw.to_owned()))
+                } else {
+                    Err(AppError::Invalid(concat!("That is not a valid ", stringify!($name), ".").into()))
+                }
+            }
         }
 
         impl fmt::Display for $name {
@@ -91,20 +104,80 @@ impl fmt::Display for RoomCode {
 /// The longest display name we accept, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 
-/// Validates and normalises a display name (trimmed; 1..=64 characters; no
-/// control characters).
+/// Text-direction controls: they reorder what others see around the name.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing (or a blank) however they are placed, so a
+/// name with them looks like another name. The joiners (U+200C, U+200D)
+/// and variation selectors are not among them: emoji and several scripts
+/// need them between visible characters.
+fn is_hidden(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{034F}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}'
+            | '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{206A}'..='\u{206F}' | '\u{2800}' | '\u{3164}'
+            | '\u{FEFF}' | '\u{FFA0}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
+/// Marks that draw on the character before them (the blocks of combining
+/// diacritics that "zalgo" text piles up).
+fn is_combining(c: char) -> bool {
+    matches!(c, '\u{0300}'..='\u{036F}' | '\u{1AB0}'..='\u{1AFF}' | '\u{1DC0}'..='\u{1DFF}' | '\u{20D0}'..='\u{20FF}' | '\u{FE20}'..='\u{FE2F}')
+}
+
+/// Whether a character shows anything by itself.
+fn is_visible(c: char) -> bool {
+    !(c.is_whitespace()
+        || is_hidden(c)
+        || is_combining(c)
+        || matches!(c, '\u{200C}' | '\u{200D}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}'))
+}
+
+/// Most combining marks one character may carry.
+pub const MAX_MARKS_PER_CHAR: usize = 4;
+
+/// Validates and normalises a display name: blanks trimmed and runs of
+/// them made one space, Unicode NFC on the server (feature `normalize`),
+/// 1..=64 characters with at least one visible; no control characters,
+/// text-direction controls, invisible characters, replacement characters
+/// (what invalid UTF-8 becomes) or piles of combining marks.
 pub fn validate_display_name(input: &str) -> Result<String, AppError> {
-    let name = input.trim();
+    let bad = |why: &str| Err(AppError::BadName(why.to_owned()));
+    #[cfg(feature = "normalize")]
+    let input: String = unicode_normalization::UnicodeNormalization::nfc(input).collect();
+    if input.trim().chars().any(char::is_control) {
+        return bad("A display name cannot contain control characters.");
+    }
+    let name = input.split_whitespace().collect::<Vec<_>>().join(" ");
     if name.is_empty() {
-        return Err(AppError::BadName("Please enter a display name.".into()));
+        return bad("Please enter a display name.");
     }
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(AppError::BadName(format!("A display name can have at most {MAX_NAME_CHARS} characters.")));
     }
-    if name.chars().any(char::is_control) {
-        return Err(AppError::BadName("A display name cannot contain control characters.".into()));
+    if name.contains('\u{FFFD}') {
+        return bad("A display name cannot contain unreadable characters (\u{FFFD}); please type it again.");
     }
-    Ok(name.to_owned())
+    if name.chars().any(is_bidi_control) {
+        return bad("A display name cannot contain text-direction controls.");
+    }
+    if name.chars().any(is_hidden) {
+        return bad("A display name cannot contain invisible characters.");
+    }
+    if !name.chars().any(is_visible) {
+        return bad("A display name needs at least one visible character.");
+    }
+    let mut marks = 0;
+    for c in name.chars() {
+        marks = if is_combining(c) { marks + 1 } else { 0 };
+        if marks > MAX_MARKS_PER_CHAR {
+            return bad("A display name cannot stack that many accents on one letter.");
+        }
+    }
+    Ok(name)
 }
 
 /// A participant's role in a room.
@@ -392,6 +465,47 @@ mod tests {
         assert_eq!(validate_display_name(&"é".repeat(64)).unwrap().chars().count(), 64);
         assert!(validate_display_name("a\u{7}b").is_err());
         assert!(validate_display_name("a\nb").is_err());
+    }
+
+    #[test]
+    fn names_that_hide_or_disguise_themselves_are_refused() {
+        for invisible in
+            ["\u{200B}", "\u{FEFF}", "\u{3164}", "\u{200B}\u{FEFF} \u{3164}", "\u{0301}\u{0301}", "\u{200D}"]
+        {
+            assert!(validate_display_name(invisible).is_err(), "{invisible:?} is invisible");
+        }
+        assert!(validate_display_name("Ada\u{200B}").is_err(), "a hidden character makes a look-alike");
+        assert!(validate_display_name("\u{202E}nimda").is_err(), "bidi override");
+        assert!(validate_display_name("Ada\u{2066}x").is_err(), "bidi isolate");
+        assert!(validate_display_name("Ad\u{FFFD}a").is_err(), "invalid UTF-8, decoded lossily");
+        assert!(validate_display_name(&format!("a{}", "\u{0300}".repeat(8))).is_err(), "zalgo");
+        assert!(validate_display_name(&format!("a{}", "\u{0300}".repeat(2))).is_ok(), "two accents are fine");
+    }
+
+    #[test]
+    fn names_people_use_are_kept() {
+        for name in [
+            "Ada Lovelace",
+            "Zoë",
+            "Nguyễn Văn A",
+            "李小龍",
+            "Ἀθηνᾶ",
+            "Ma\u{0301}ria",
+            "👩\u{200D}💻 Kim",
+            "नमस्ते",
+            "محمد",
+        ] {
+            assert!(validate_display_name(name).is_ok(), "{name:?} is a name");
+        }
+        assert_eq!(validate_display_name("  Ada    Lovelace ").unwrap(), "Ada Lovelace", "blank runs become one space");
+    }
+
+    #[test]
+    fn ids_are_checked_where_requests_name_them() {
+        assert!(SessionId::parse("abc123").is_ok());
+        assert!(SessionId::parse("").is_err());
+        assert!(SessionId::parse("a b").is_err());
+        assert!(SessionId::parse(&"a".repeat(65)).is_err());
     }
 
     #[test]

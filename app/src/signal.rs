@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{LeaveReason, ParticipantId, ParticipantView};
+use crate::model::{LeaveReason, ParticipantId, ParticipantView, SessionId};
 
 /// One trickled ICE candidate, as `RTCIceCandidateInit` carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +15,60 @@ pub struct IceCandidate {
     pub sdp_m_line_index: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username_fragment: Option<String>,
+}
+
+/// Longest candidate line we read.
+pub const MAX_CANDIDATE_BYTES: usize = 512;
+
+/// The parts of an ICE candidate line (RFC 8839 `candidate-attribute`)
+/// that decide whether to use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateLine<'a> {
+    pub component: u16,
+    /// `udp` or `tcp`, lower case.
+    pub transport: String,
+    /// An IP address, or a host name (browsers hide their own addresses
+    /// behind `….local` mDNS names).
+    pub address: &'a str,
+    pub port: u16,
+    /// `host`, `srflx`, `prflx` or `relay`.
+    pub kind: &'a str,
+}
+
+impl IceCandidate {
+    /// Reads the candidate line; `None` for anything that is not one
+    /// (including the empty end-of-candidates marker).
+    pub fn line(&self) -> Option<CandidateLine<'_>> {
+        let text = self.candidate.as_str();
+        if text.len() > MAX_CANDIDATE_BYTES {
+            return None;
+        }
+        let text = text.strip_prefix("a=").unwrap_or(text);
+        let mut fields = text.strip_prefix("candidate:")?.split_ascii_whitespace();
+        let foundation = fields.next()?;
+        if foundation.is_empty()
+            || foundation.len() > 32
+            || !foundation.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        {
+            return None;
+        }
+        let component: u16 = fields.next()?.parse().ok()?;
+        let transport = fields.next()?.to_ascii_lowercase();
+        if transport != "udp" && transport != "tcp" {
+            return None;
+        }
+        let _priority: u32 = fields.next()?.parse().ok()?;
+        let address = fields.next()?;
+        let port: u16 = fields.next()?.parse().ok()?;
+        if fields.next()? != "typ" {
+            return None;
+        }
+        let kind = fields.next()?;
+        if !matches!(kind, "host" | "srflx" | "prflx" | "relay") {
+            return None;
+        }
+        Some(CandidateLine { component, transport, address, port, kind })
+    }
 }
 
 /// Largest frame either side accepts; a larger one closes the socket.
@@ -68,11 +122,24 @@ pub enum ClientMsg {
     IceCandidate { candidate: IceCandidate },
 }
 
+/// The session a leave beacon names: its body is `session=<id>` (form
+/// encoded, any content type, as `navigator.sendBeacon` sends it). `None`
+/// for anything else.
+pub fn beacon_session(body: &str) -> Option<SessionId> {
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "session")
+        .map(|(_, v)| v.trim())
+        .filter(|v| SessionId::is_well_formed(v))
+        .map(SessionId::new)
+}
+
 /// WebSocket close codes the server uses (4000–4999 is the application range).
 pub mod close_code {
     /// The session is unknown or not the caller's.
     pub const UNKNOWN_SESSION: u16 = 4001;
-    /// A frame was malformed or over [`super::MAX_FRAME_BYTES`].
+    /// A frame was malformed, not UTF-8 text, over
+    /// [`super::MAX_FRAME_BYTES`], or broke the WebSocket protocol.
     pub const BAD_FRAME: u16 = 4002;
     /// The session ended (leave, kick, replacement, shutdown).
     pub const SESSION_ENDED: u16 = 4003;
@@ -80,11 +147,57 @@ pub mod close_code {
     /// refresh, another site). The same leave as the beacon, over the
     /// connection that is already open, so it arrives first.
     pub const LEAVING: u16 = 4004;
+    /// The socket did not take its messages in time (a frozen tab, a
+    /// stalled network): the server dropped it; the session follows the
+    /// loss path (the page may reconnect within the grace window).
+    pub const TOO_SLOW: u16 = 4005;
+    /// A newer socket of the same session took over (one live socket per
+    /// session).
+    pub const REPLACED: u16 = 4006;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn candidate(line: &str) -> IceCandidate {
+        IceCandidate { candidate: line.into(), sdp_mid: None, sdp_m_line_index: None, username_fragment: None }
+    }
+
+    #[test]
+    fn candidate_lines_are_read() {
+        let c = candidate(
+            "candidate:842163049 1 udp 1677729535 203.0.113.5 54321 typ srflx raddr 10.0.0.2 rport 5000 generation 0",
+        );
+        let line = c.line().expect("a candidate");
+        assert_eq!(
+            (line.component, line.transport.as_str(), line.address, line.port, line.kind),
+            (1, "udp", "203.0.113.5", 54321, "srflx")
+        );
+        assert!(candidate("a=candidate:1 1 UDP 2122260223 127.0.0.1 4000 typ host").line().is_some());
+        for bad in [
+            "",
+            "candidate:",
+            "candidate:1 1 udp x 1.2.3.4 1 typ host",
+            "candidate:1 1 sctp 1 1.2.3.4 1 typ host",
+            "candidate:1 1 udp 1 1.2.3.4 70000 typ host",
+            "candidate:1 1 udp 1 1.2.3.4 1 type host",
+            "candidate:1 1 udp 1 1.2.3.4 1 typ sneaky",
+            "not a candidate",
+        ] {
+            assert!(candidate(bad).line().is_none(), "{bad:?}");
+        }
+        assert!(candidate(&format!("candidate:1 1 udp 1 1.2.3.4 1 typ host {}", "x".repeat(600))).line().is_none());
+    }
+
+    #[test]
+    fn beacon_bodies_name_one_well_formed_session() {
+        assert_eq!(beacon_session("session=abc123"), Some(SessionId::new("abc123")));
+        assert_eq!(beacon_session("x=1&session=abc123"), Some(SessionId::new("abc123")));
+        assert_eq!(beacon_session("session="), None);
+        assert_eq!(beacon_session("session=a%20b"), None);
+        assert_eq!(beacon_session("nothing"), None);
+    }
 
     #[test]
     fn messages_have_a_stable_shape() {

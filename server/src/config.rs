@@ -39,6 +39,12 @@ pub struct Config {
     #[arg(long = "ice-addrs", env = "CLEANROOM_ICE_ADDRS", value_delimiter = ',', default_value = "127.0.0.1")]
     pub ice_addrs: Vec<IpAddr>,
 
+    /// Private or loopback networks (CIDR, comma-separated) whose addresses
+    /// browsers may name as ICE candidates, besides the networks of the ICE
+    /// addresses themselves; public addresses are always allowed.
+    #[arg(long = "ice-allow-nets", env = "CLEANROOM_ICE_ALLOW_NETS", value_delimiter = ',', value_parser = parse_net)]
+    pub ice_allow_nets: Vec<crate::media::candidates::Net>,
+
     /// Media UDP port range `min-max` (any free port when unset).
     #[arg(long = "ice-ports", env = "CLEANROOM_ICE_PORTS", value_parser = parse_port_range)]
     pub ice_ports: Option<PortRange>,
@@ -98,6 +104,10 @@ fn parse_port_range(s: &str) -> Result<PortRange, String> {
         return Err("expected 1 <= min <= max".into());
     }
     Ok(PortRange { min, max })
+}
+
+fn parse_net(s: &str) -> Result<crate::media::candidates::Net, String> {
+    crate::media::candidates::Net::parse(s)
 }
 
 fn parse_node_id(s: &str) -> Result<String, String> {

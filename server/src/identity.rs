@@ -2,10 +2,17 @@
 //! HttpOnly, SameSite=Lax cookie. The middleware gives every request an
 //! [`Identity`]; editing the cookie breaks its signature and yields a new
 //! identity, so nobody can act as another user.
+//!
+//! A new identity is issued (the cookie set) only on a top-level page load
+//! ([`is_page_load`]): a page's own requests always carry the cookie, while
+//! a form another site submits arrives without it (SameSite=Lax), and must
+//! not replace the visitor's identity. A state-changing request without a
+//! valid cookie is refused (`NoIdentity`); other requests without one get a
+//! throwaway identity that nothing remembers.
 
 use axum::extract::{Request, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use cookie::{Cookie, CookieJar, Key, SameSite};
@@ -82,11 +89,33 @@ impl IdentityIssuer for IdentityCookies {
     }
 }
 
-/// Middleware: attaches the caller's [`Identity`]; issues one when missing.
+/// Whether a request is a person opening a page (where an identity may be
+/// issued): a GET the browser marks as a document navigation, or, from a
+/// client that sends no fetch metadata, a GET of a page's path.
+pub fn is_page_load(req: &Request) -> bool {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return false;
+    }
+    match req.headers().get("sec-fetch-dest") {
+        Some(dest) => dest.as_bytes() == b"document",
+        None => {
+            let path = req.uri().path();
+            path == "/" || path.starts_with("/r/")
+        }
+    }
+}
+
+/// Middleware: attaches the caller's [`Identity`]; issues one on a page load
+/// when missing, refuses a state-changing request that has none.
 pub async fn layer(State(cookies): State<Arc<IdentityCookies>>, mut req: Request, next: Next) -> Response {
     let (identity, issued) = match cookies.read(req.headers()) {
         Some(id) => (id, false),
-        None => (IdentityCookies::fresh(), true),
+        None if is_page_load(&req) => (IdentityCookies::fresh(), true),
+        None if req.method().is_safe() => (IdentityCookies::fresh(), false),
+        None => {
+            tracing::info!(path = %req.uri().path(), method = %req.method(), "request without identity refused");
+            return crate::security::refusal(&app::error::AppError::NoIdentity);
+        }
     };
     req.extensions_mut().insert(identity.clone());
     let mut response = next.run(req).await;

@@ -7,6 +7,8 @@
 //! Layout, one module per domain noun:
 //! - [`config`]: flags and environment.
 //! - [`identity`]: the signed guest cookie and its middleware.
+//! - [`security`]: same-origin checks, security headers, error statuses.
+//! - [`limits`]: rate limits per identity and address.
 //! - [`db`]: SeaORM persistence (rooms, live roster, history).
 //! - [`store`]: the live-state store, in-process or Redis.
 //! - [`room`]: the room domain service, home of the single close path.
@@ -35,6 +37,7 @@ pub mod config;
 pub mod db;
 pub mod hub;
 pub mod identity;
+pub mod limits;
 pub mod loadgen;
 pub mod media;
 pub mod metrics;
@@ -43,6 +46,7 @@ pub mod ops;
 pub mod participant;
 pub mod reconcile;
 pub mod room;
+pub mod security;
 pub mod signal;
 pub mod store;
 
@@ -75,6 +79,8 @@ pub struct AppState {
     pub leptos: LeptosOptions,
     pub rooms: Arc<Rooms>,
     pub identity: Arc<IdentityCookies>,
+    /// Rate limits of the edge (tidied by the lease loop).
+    pub limits: Arc<limits::RateLimits>,
     pub metrics: PrometheusHandle,
     pub debug_api: bool,
     /// Background tasks of the process (lease renewal, …).
@@ -123,6 +129,7 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
         leptos,
         rooms,
         identity: Arc::new(IdentityCookies::new(config.secret.as_deref())),
+        limits: Arc::new(limits::RateLimits::default()),
         metrics: metrics::install(),
         debug_api: config.debug_api,
         tasks,
@@ -245,6 +252,7 @@ fn spawn_reconciler(state: &AppState, every: Duration) {
 
 fn spawn_lease(state: &AppState) {
     let rooms = state.rooms.clone();
+    let limits = state.limits.clone();
     let stop = state.shutdown.clone();
     state.tasks.spawn(async move {
         let mut tick = tokio::time::interval(LEASE_EVERY);
@@ -252,6 +260,7 @@ fn spawn_lease(state: &AppState) {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {
+                    limits.tidy();
                     if let Err(e) = rooms.store().renew_lease(rooms.node_id(), LEASE_TTL).await {
                         tracing::warn!(error = %e, "lease not renewed");
                     }
@@ -277,7 +286,7 @@ pub fn router(state: &AppState) -> Router {
             .route("/api/debug/sessions/{session}", get(ops::debug_session));
     }
     let options = state.leptos.clone();
-    router
+    let mut router = router
         .leptos_routes_with_context(
             state,
             routes,
@@ -285,9 +294,16 @@ pub fn router(state: &AppState) -> Router {
             move || app::shell(options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        // Outermost last: trace, headers, error statuses, same-origin
+        // check, identity, then the rate limits (which name the caller).
+        .layer(axum::middleware::from_fn_with_state(state.limits.clone(), limits::layer))
         .layer(axum::middleware::from_fn_with_state(state.identity.clone(), identity::layer))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state.clone())
+        .layer(axum::middleware::from_fn(security::same_origin))
+        .layer(axum::middleware::from_fn(security::server_fn_status));
+    for header in security::headers() {
+        router = router.layer(header);
+    }
+    router.layer(TraceLayer::new_for_http()).with_state(state.clone())
 }
 
 /// Shutdown: end every session (reason `node-shutdown`), cancel, wait for tasks.

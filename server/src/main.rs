@@ -77,7 +77,7 @@ async fn run(config: Config) -> ExitCode {
     tracing::info!(addr = %config.addr, "listening on http://{}", config.addr);
     let router = server::router(&state);
     let for_signal = state.clone();
-    let served = axum::serve(listener, router)
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");

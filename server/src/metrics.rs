@@ -17,6 +17,10 @@ pub const CLEANUP_DURATION: &str = "cleanroom_cleanup_duration_seconds";
 pub const CLEANUP_RETRIES: &str = "cleanroom_cleanup_retries_total";
 pub const CLEANUP_FAILURES: &str = "cleanroom_cleanup_failures_total";
 pub const ORPHANS_REAPED: &str = "cleanroom_orphans_reaped_total";
+/// Requests refused by a rate limit, by class.
+pub const RATE_LIMITED: &str = "cleanroom_rate_limited_total";
+/// Remote ICE candidates, by verdict (`accepted`, `refused`).
+pub const REMOTE_CANDIDATES: &str = "cleanroom_remote_candidates_total";
 
 /// Kinds of orphan the reconciler reaps.
 pub const ORPHAN_KINDS: [&str; 3] = ["store-key", "db-row", "live-session"];
@@ -45,6 +49,8 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     describe_gauge!(SESSIONS_ACTIVE, "Live sessions on this node.");
+    describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by class.");
+    describe_counter!(REMOTE_CANDIDATES, "Remote ICE candidates from browsers, by verdict.");
     describe_gauge!(PEER_CONNECTIONS_ACTIVE, "Open peer connections on this node.");
     describe_gauge!(TRACKS_ACTIVE, "Published tracks on this node.");
     describe_gauge!(FORWARDERS_ACTIVE, "Packet forwarders on this node.");

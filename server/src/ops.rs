@@ -169,34 +169,19 @@ pub async fn debug_session(State(state): State<AppState>, Path(session): Path<St
     }
 }
 
-/// Maps a domain error to an HTTP status for non-Leptos endpoints.
+/// The HTTP status of a domain error (chosen once, in [`AppError::http_status`]).
 pub fn status_of(e: &AppError) -> StatusCode {
-    match e {
-        AppError::RoomNotFound => StatusCode::NOT_FOUND,
-        AppError::BadRoomCode | AppError::BadName(_) | AppError::RoomEnded | AppError::Invalid(_) => {
-            StatusCode::BAD_REQUEST
-        }
-        AppError::NotInRoom => StatusCode::CONFLICT,
-        AppError::Forbidden | AppError::MutedByHost => StatusCode::FORBIDDEN,
-        AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        AppError::Internal | AppError::Transport(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// `POST /api/beacon/leave` with body `session=…` (any content type, as
 /// `navigator.sendBeacon` sends it). Answers 204 with no body.
 pub async fn leave_beacon(State(state): State<AppState>, Extension(me): Extension<Identity>, body: String) -> Response {
-    let session = body
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "session")
-        .map(|(_, v)| v.trim().to_owned())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric()));
-    let Some(session) = session else {
+    let Some(session) = app::signal::beacon_session(&body) else {
         return (StatusCode::BAD_REQUEST, "expected session=<id>").into_response();
     };
     tracing::debug!(session = %session, "page going away (beacon)");
-    match state.rooms.leave(&me, &SessionId::new(session), LeaveReason::PageHidden).await {
+    match state.rooms.leave(&me, &session, LeaveReason::PageHidden).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => (status_of(&e), e.to_string()).into_response(),
     }

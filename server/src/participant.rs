@@ -26,8 +26,12 @@ pub struct LiveSession {
     reason: OnceLock<LeaveReason>,
     /// Process-clock milliseconds of the last sign of life (join, any frame).
     last_seen_ms: AtomicU64,
-    /// Signalling sockets attached right now (a reconnect may briefly overlap the old one).
+    /// Signalling sockets attached right now (0 or 1: a new socket replaces
+    /// the old one, whose guard may drop a moment later).
     sockets: AtomicUsize,
+    /// The token of the socket attached last; cancelled when another one
+    /// replaces it (one live socket per session).
+    socket: Mutex<Option<CancellationToken>>,
     /// Whether a socket was ever attached.
     connected_once: AtomicBool,
     /// Whether peers are shown this session as reconnecting.
@@ -80,6 +84,7 @@ impl LiveSession {
             reason: OnceLock::new(),
             last_seen_ms: AtomicU64::new(clock_ms()),
             sockets: AtomicUsize::new(0),
+            socket: Mutex::new(None),
             connected_once: AtomicBool::new(false),
             suspect: AtomicBool::new(false),
             closed_cleanly: AtomicBool::new(false),
@@ -117,13 +122,20 @@ impl LiveSession {
         Duration::from_millis(clock_ms().saturating_sub(self.last_seen_ms.load(Ordering::Acquire)))
     }
 
-    /// Attaches a signalling socket until the guard drops.
+    /// Attaches a signalling socket until the guard drops. A session has
+    /// one live socket: the one attached before is told to go (its token,
+    /// [`SocketGuard::token`], is cancelled), as a reconnect replaces it.
     pub fn attach_socket(self: &Arc<Self>) -> SocketGuard {
+        let token = self.cancel.child_token();
+        let previous = self.socket.lock().unwrap_or_else(|p| p.into_inner()).replace(token.clone());
+        if let Some(previous) = previous {
+            previous.cancel();
+        }
         self.sockets.fetch_add(1, Ordering::AcqRel);
         self.connected_once.store(true, Ordering::Release);
         self.closed_cleanly.store(false, Ordering::Release);
         self.touch();
-        SocketGuard { session: self.clone() }
+        SocketGuard { session: self.clone(), token }
     }
 
     /// Decides the session's liveness: suspect once silent for `suspect_after`
@@ -179,10 +191,27 @@ impl LiveSession {
 #[derive(Debug)]
 pub struct SocketGuard {
     session: Arc<LiveSession>,
+    /// Cancelled when the session closes or a newer socket replaces this one.
+    token: CancellationToken,
+}
+
+impl SocketGuard {
+    /// Cancelled when this socket must go: its session closed, or a newer
+    /// socket of the same session replaced it.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Whether a newer socket replaced this one (the session lives on).
+    pub fn replaced(&self) -> bool {
+        self.token.is_cancelled() && !self.session.is_closed()
+    }
 }
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
+        // The session's slot may keep this token: cancelling a finished
+        // socket's token later is harmless.
         self.session.sockets.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -324,5 +353,18 @@ mod tests {
         assert!(r.take(&s.id).is_none());
         assert!(r.is_empty());
         s.close(LeaveReason::Left);
+    }
+
+    #[test]
+    fn a_new_socket_replaces_the_old_one() {
+        let s = Arc::new(session());
+        let first = s.attach_socket();
+        let second = s.attach_socket();
+        assert!(first.token().is_cancelled() && first.replaced(), "the older socket is told to go");
+        assert!(!second.token().is_cancelled());
+        drop(first);
+        assert_eq!(s.assess(Duration::from_secs(5), Duration::from_secs(10)), Liveness::Alive, "still attached");
+        s.close(LeaveReason::Left);
+        assert!(second.token().is_cancelled() && !second.replaced(), "a closed session ends its socket");
     }
 }

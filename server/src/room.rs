@@ -89,6 +89,12 @@ fn note_retry(e: &CleanupError, after: Duration) {
     tracing::debug!(error = %e, retry_in = ?after, "cleanup step retried");
 }
 
+/// Most requests that may wait for approval in one room at once.
+pub const MAX_PENDING: usize = 20;
+/// Most open rooms one person may have created (rooms close by themselves
+/// when unused, see [`Limits`]).
+pub const MAX_OPEN_ROOMS_PER_PERSON: u64 = 20;
+
 /// Time limits of rooms and requests (CONTRACT defaults in `config`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -110,8 +116,50 @@ impl Default for Limits {
     }
 }
 
+/// Rooms whose roster is being broadcast, each with whether it changed
+/// again meanwhile.
+type RosterTurns = std::sync::Mutex<std::collections::HashMap<RoomCode, bool>>;
+
+/// The one running roster broadcast of a room; its end (or cancellation)
+/// frees the room for the next.
+struct RosterTurn<'a> {
+    turns: &'a RosterTurns,
+    room: RoomCode,
+}
+
+impl<'a> RosterTurn<'a> {
+    fn lock(turns: &RosterTurns) -> std::sync::MutexGuard<'_, std::collections::HashMap<RoomCode, bool>> {
+        turns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The turn, or `None` (after marking the roster changed) when a
+    /// broadcast of the room is running.
+    fn take(turns: &'a RosterTurns, room: &RoomCode) -> Option<Self> {
+        let mut running = Self::lock(turns);
+        if let Some(again) = running.get_mut(room) {
+            *again = true;
+            return None;
+        }
+        running.insert(room.clone(), false);
+        Some(Self { turns, room: room.clone() })
+    }
+
+    /// Whether the roster changed since the last send (and clears it).
+    fn again(turns: &RosterTurns, room: &RoomCode) -> bool {
+        Self::lock(turns).get_mut(room).is_some_and(std::mem::take)
+    }
+}
+
+impl Drop for RosterTurn<'_> {
+    fn drop(&mut self) {
+        Self::lock(self.turns).remove(&self.room);
+    }
+}
+
 /// The room service of one node.
 pub struct Rooms {
+    /// Running roster broadcasts (see [`Rooms::broadcast_roster`]).
+    rosters: RosterTurns,
     db: Db,
     store: Arc<dyn LiveStore>,
     node_id: String,
@@ -142,6 +190,7 @@ impl Rooms {
     ) -> Arc<Self> {
         let outbox = Outbox::start(store.clone(), node_id.clone(), &tasks, root.clone());
         Arc::new_cyclic(|me| Self {
+            rosters: RosterTurns::default(),
             outbox,
             limits,
             db,
@@ -263,10 +312,20 @@ impl Rooms {
         }
     }
 
+    /// Tells the room its current roster. Coalesced per room: while one
+    /// broadcast runs, further calls only mark the roster changed, and the
+    /// running one reads and sends once more (so a burst of changes, such
+    /// as hands going up and down, costs at most two rosters at a time).
     async fn broadcast_roster(&self, room: &RoomCode) {
-        match self.room_state(room).await {
-            Ok(msg) => self.publish(room, msg),
-            Err(e) => tracing::warn!(room = %room, error = %e, "roster not broadcast"),
+        let Some(_running) = RosterTurn::take(&self.rosters, room) else { return };
+        loop {
+            match self.room_state(room).await {
+                Ok(msg) => self.publish(room, msg),
+                Err(e) => tracing::warn!(room = %room, error = %e, "roster not broadcast"),
+            }
+            if !RosterTurn::again(&self.rosters, room) {
+                break;
+            }
         }
     }
 
@@ -296,26 +355,18 @@ impl Rooms {
     }
 
     /// When the room has people but no admin (the admin left by any exit),
-    /// the longest-present participant becomes admin.
+    /// the longest-present participant becomes admin (one atomic store
+    /// step: an arrival meanwhile cannot become a second admin).
     async fn ensure_admin(&self, room: &RoomCode) {
-        let Ok(members) = self.store.members(room).await else { return };
-        if members.iter().any(|m| m.role == Role::Admin) {
-            return;
-        }
-        let Some(heir) = members.first() else { return };
-        let promoted = self
-            .store
-            .update_member(room, &heir.session, &|e| {
-                let changed = e.role != Role::Admin;
-                e.role = Role::Admin;
-                changed
-            })
-            .await;
-        if let Ok(Some(_)) = promoted {
-            if let Err(e) = self.db.set_role(heir.session.as_str(), Role::Admin.as_str()).await {
-                tracing::warn!(session = %heir.session, error = %e, "new admin not recorded in the database");
+        match self.store.ensure_admin(room).await {
+            Ok(Some(heir)) => {
+                if let Err(e) = self.db.set_role(heir.as_str(), Role::Admin.as_str()).await {
+                    tracing::warn!(session = %heir, error = %e, "new admin not recorded in the database");
+                }
+                tracing::info!(room = %room, session = %heir, "admin handed over to the longest present");
             }
-            tracing::info!(room = %room, session = %heir.session, "admin handed over to the longest present");
+            Ok(None) => {}
+            Err(e) => tracing::warn!(room = %room, error = %e, "admin not ensured"),
         }
     }
 
@@ -552,16 +603,6 @@ impl Rooms {
         Ok(self.store.update_member(room, session, change).await.map_err(store_down)?.is_some())
     }
 
-    async fn set_role(&self, room: &RoomCode, session: &SessionId, role: Role) -> Result<(), AppError> {
-        self.set_flag(room, session, &|e| {
-            let changed = e.role != role;
-            e.role = role;
-            changed
-        })
-        .await?;
-        self.db.set_role(session.as_str(), role.as_str()).await.map_err(db_down)
-    }
-
     /// Ends the meeting: the room is marked ended, then every session in it
     /// (admitted or waiting) ends with reason `room-ended`.
     async fn end_meeting(&self, room: &RoomCode) -> Result<(), AppError> {
@@ -588,6 +629,16 @@ impl Rooms {
 impl RoomService for Rooms {
     async fn create_room(&self, creator: &Identity, options: RoomOptions) -> Result<RoomCode, AppError> {
         let RoomOptions { private, host_unmutes } = options;
+        let open = self.db.open_rooms_created_by(creator.user_id.as_str()).await.map_err(db_down)?;
+        if open >= MAX_OPEN_ROOMS_PER_PERSON {
+            tracing::info!(user = %creator.user_id, open, "room not created: too many open rooms");
+            return Err(AppError::Limited {
+                message: format!(
+                    "You already have {open} open rooms. Use one of them, or wait until unused ones close."
+                ),
+                retry_after_s: 3600,
+            });
+        }
         // 26^10 codes; a collision is retried with a fresh code.
         for _ in 0..5 {
             let letters: [u8; 10] = rand::random();
@@ -633,24 +684,27 @@ impl RoomService for Rooms {
         if room.ended_at_ms.is_some() {
             return Err(AppError::RoomEnded);
         }
-        // The creator is never kept waiting and is admin unless somebody else
-        // holds the role now; a room without an admin gets one on arrival.
+        // The creator is never kept waiting; the store gives the role in the
+        // same step that records the arrival (one admin, however many arrive).
         let creator = room.created_by == who.user_id.as_str();
         let state = if room.private && !creator { ParticipantState::Pending } else { ParticipantState::Active };
-        let admins = self.store.members(code).await.map_err(store_down)?;
-        let other_admin = admins.iter().any(|m| m.role == Role::Admin && m.user != who.user_id);
-        let role = if state == ParticipantState::Active && !other_admin && (creator || admins.is_empty()) {
-            Role::Admin
-        } else {
-            Role::Member
-        };
+        if state == ParticipantState::Pending {
+            let waiting = self.store.pending(code).await.map_err(store_down)?;
+            if waiting.iter().filter(|w| w.user != who.user_id).count() >= MAX_PENDING {
+                tracing::info!(room = %code, "join request refused: too many waiting");
+                return Err(AppError::Limited {
+                    message: "Too many people are waiting to be let in. Please try again later.".into(),
+                    retry_after_s: 30,
+                });
+            }
+        }
         let (session, participant) = Self::new_ids();
         let entry = MemberEntry {
             session: session.clone(),
             participant: participant.clone(),
             user: who.user_id.clone(),
             name: display_name.to_owned(),
-            role,
+            role: Role::Member,
             state,
             node: self.node_id.clone(),
             joined_at_ms: now_ms(),
@@ -662,9 +716,9 @@ impl RoomService for Rooms {
 
         // Store first; if the database then fails, undo the store write so
         // nothing is left half-way.
-        let replaced = match state {
-            ParticipantState::Active => self.store.put_member(code, &entry).await,
-            ParticipantState::Pending => self.store.put_pending(code, &entry).await,
+        let (replaced, role) = match state {
+            ParticipantState::Active => self.store.join_member(code, &entry, creator).await,
+            ParticipantState::Pending => self.store.put_pending(code, &entry).await.map(|r| (r, Role::Member)),
         }
         .map_err(store_down)?;
         let row = db::participant::Model {
@@ -702,7 +756,11 @@ impl RoomService for Rooms {
             }
         }
         self.broadcast_roster(code).await;
-        let roster = self.roster(code).await.map_err(store_down)?;
+        // Someone waiting to be let in sees nothing of the room but its name.
+        let roster = match state {
+            ParticipantState::Active => self.roster(code).await.map_err(store_down)?,
+            ParticipantState::Pending => Vec::new(),
+        };
         Ok(JoinOutcome { session_id: session, participant_id: participant, role, state, roster })
     }
 
@@ -772,8 +830,12 @@ impl RoomService for Rooms {
             RoomAction::MakeAdmin { participant } => {
                 let target = self.find(&room, &participant, false).await?;
                 if target.session != me.session {
-                    self.set_role(&room, &target.session, Role::Admin).await?;
-                    self.set_role(&room, &me.session, Role::Member).await?;
+                    // One step in the store: never two admins, never none.
+                    if !self.store.transfer_admin(&room, &me.session, &target.session).await.map_err(store_down)? {
+                        return Err(AppError::NotInRoom);
+                    }
+                    self.db.set_role(target.session.as_str(), Role::Admin.as_str()).await.map_err(db_down)?;
+                    self.db.set_role(me.session.as_str(), Role::Member.as_str()).await.map_err(db_down)?;
                 }
             }
             RoomAction::EndMeeting => return self.end_meeting(&room).await,

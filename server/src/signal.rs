@@ -7,24 +7,47 @@
 //! `ice-candidate` messages go out here; the browser's `answer` and
 //! `ice-candidate` are handed to the media session. The socket closing does
 //! not close the media: only `Rooms::end_session` does.
+//!
+//! A socket is two halves polled by one task. The reading half takes the
+//! page's frames, the room's updates and the media's messages, and never
+//! waits on the page: what it has to send goes into [`Outgoing`], a bounded
+//! queue plus one slot for the latest roster (a newer roster replaces one
+//! not sent yet). The writing half sends from there, each frame within
+//! [`SEND_TIMEOUT`] and raced against the socket's token. A page that does
+//! not take its messages (a frozen tab, a stalled path) fills the queue or
+//! times a send out: the socket is closed with [`close_code::TOO_SLOW`] and
+//! dropped, and its session follows the loss path like any dropped socket.
+//! So no socket task outlives its session, and shutdown never waits on one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use app::model::{LeaveReason, MediaKind, Role, RoomCode, SessionId};
+use app::model::{LeaveReason, MediaKind, ParticipantState, RoomCode, SessionId};
 use app::ports::Identity;
 use app::signal::{close_code, ClientMsg, ServerMsg, MAX_FRAME_BYTES};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::participant::LiveSession;
+use crate::participant::{LiveSession, SocketGuard};
 use crate::room::Rooms;
 use crate::AppState;
+
+/// Messages (other than rosters) that may wait for a slow socket; one more
+/// and the socket is too slow.
+pub const QUEUE_LIMIT: usize = 256;
+/// How long one frame may take to be taken by the connection.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the closing frames may take before the connection is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -36,8 +59,14 @@ pub async fn ws_handler(
     Path(code): Path<String>,
     Query(query): Query<WsQuery>,
     Extension(me): Extension<Identity>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Another site's page may open a socket with our cookie: refuse it.
+    if crate::security::is_foreign(&headers) {
+        tracing::warn!(room = %code, "socket refused: foreign origin");
+        return (StatusCode::FORBIDDEN, "cross-origin socket refused").into_response();
+    }
     let live = RoomCode::parse(&code).ok().and_then(|code| {
         state.rooms.sessions().get(&SessionId::new(query.session)).filter(|s| s.user == me.user_id && s.room == code)
     });
@@ -48,14 +77,20 @@ pub async fn ws_handler(
         sockets.track_future(async move {
             match live {
                 Some(live) => run(rooms, live, socket).await,
-                None => close(socket, close_code::UNKNOWN_SESSION, "unknown session").await,
+                None => {
+                    let (tx, _rx) = socket.split();
+                    let mut tx = tx;
+                    let _ = close_with(&mut tx, close_code::UNKNOWN_SESSION, "unknown session").await;
+                }
             }
         })
     })
 }
 
-async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
-    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+/// Sends a close frame, bounded by [`CLOSE_TIMEOUT`].
+async fn close_with(tx: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) -> bool {
+    let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+    matches!(tokio::time::timeout(CLOSE_TIMEOUT, tx.send(frame)).await, Ok(Ok(())))
 }
 
 fn text(msg: &ServerMsg) -> Message {
@@ -63,19 +98,30 @@ fn text(msg: &ServerMsg) -> Message {
 }
 
 /// What of a room update this session may see: waiting requests are for
-/// admins only.
-fn for_session(live: &LiveSession, msg: &ServerMsg) -> ServerMsg {
+/// admins only, and someone not admitted yet sees nothing of the room
+/// (no names, no hands, no speaker) until they are let in.
+fn for_session(live: &LiveSession, msg: &ServerMsg) -> Option<ServerMsg> {
     match msg {
         ServerMsg::Roster { participants, hands, speaker, pending } => {
-            let admin = participants.iter().any(|p| p.id == live.participant && p.role == Role::Admin);
-            ServerMsg::Roster {
+            let me = participants.iter().find(|p| p.id == live.participant);
+            if me.is_none_or(|p| p.state == ParticipantState::Pending) {
+                return Some(ServerMsg::Roster {
+                    participants: Vec::new(),
+                    hands: Vec::new(),
+                    speaker: None,
+                    pending: Vec::new(),
+                });
+            }
+            let admin = me.is_some_and(|p| p.role == app::model::Role::Admin);
+            Some(ServerMsg::Roster {
                 participants: participants.clone(),
                 hands: hands.clone(),
                 speaker: speaker.clone(),
                 pending: if admin { pending.clone() } else { Vec::new() },
-            }
+            })
         }
-        other => other.clone(),
+        ServerMsg::Speaker { .. } if live.is_waiting() => None,
+        other => Some(other.clone()),
     }
 }
 
@@ -90,12 +136,214 @@ fn admitted(live: &LiveSession, msg: &ServerMsg) -> Option<bool> {
     }
 }
 
+/// The page could not keep up: the socket goes.
+#[derive(Debug, Clone, Copy)]
+struct TooSlow;
+
+/// What a socket has to send, waiting for its writing half.
+struct Outgoing {
+    queue: mpsc::Sender<Message>,
+    /// The latest roster not sent yet (latest wins).
+    roster: watch::Sender<Option<Message>>,
+    /// Set once by the reading half when it ends: the frame to close with.
+    closing: watch::Sender<Option<Option<(u16, &'static str)>>>,
+}
+
+/// The writing half's ends of [`Outgoing`].
+struct Pending {
+    queue: mpsc::Receiver<Message>,
+    roster: watch::Receiver<Option<Message>>,
+    closing: watch::Receiver<Option<Option<(u16, &'static str)>>>,
+}
+
+fn outgoing() -> (Outgoing, Pending) {
+    let (queue, queue_rx) = mpsc::channel(QUEUE_LIMIT);
+    let (roster, roster_rx) = watch::channel(None);
+    let (closing, closing_rx) = watch::channel(None);
+    (Outgoing { queue, roster, closing }, Pending { queue: queue_rx, roster: roster_rx, closing: closing_rx })
+}
+
+impl Outgoing {
+    /// Queues a message; a full queue means the page stopped reading.
+    fn push(&self, msg: &ServerMsg) -> Result<(), TooSlow> {
+        self.queue.try_send(text(msg)).map_err(|_| TooSlow)
+    }
+
+    /// A room update as this session may see it: rosters replace any
+    /// roster not sent yet, everything else is queued.
+    fn update(&self, live: &LiveSession, msg: &ServerMsg) -> Result<(), TooSlow> {
+        match for_session(live, msg) {
+            Some(roster @ ServerMsg::Roster { .. }) => {
+                self.roster.send_replace(Some(text(&roster)));
+                Ok(())
+            }
+            Some(other) => self.push(&other),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the writing half to close (with a frame, or just flush and go).
+    fn close(&self, frame: Option<(u16, &'static str)>) {
+        self.closing.send_replace(Some(frame));
+    }
+}
+
+/// How the writing half ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// The session ended or a newer socket took over.
+    Stopped,
+    /// The reading half asked it to close.
+    Closed,
+    /// The connection failed.
+    Gone,
+    /// The page did not take its messages in time.
+    TooSlow,
+}
+
+/// The writing half: sends what [`Outgoing`] holds until told to stop.
+/// Every send is bounded by [`SEND_TIMEOUT`] and gives way at once to the
+/// socket's token or to the reading half's close. Cancels `done` when it
+/// ends, so the reading half stops with it.
+async fn write(
+    mut tx: SplitSink<WebSocket, Message>,
+    mut pending: Pending,
+    live: &LiveSession,
+    socket: &SocketGuard,
+    done: &CancellationToken,
+) -> WriteEnd {
+    /// One turn of the loop.
+    enum Step {
+        Send(Message),
+        Stop,
+        Close,
+        Sent(Result<Result<(), axum::Error>, tokio::time::error::Elapsed>),
+    }
+    let stop = socket.token();
+    let end = loop {
+        let step = tokio::select! {
+            biased;
+            () = stop.cancelled() => Step::Stop,
+            Ok(()) = pending.closing.changed() => Step::Close,
+            Ok(()) = pending.roster.changed() => match pending.roster.borrow_and_update().clone() {
+                Some(msg) => Step::Send(msg),
+                None => continue,
+            },
+            Some(msg) = pending.queue.recv() => Step::Send(msg),
+        };
+        let step = match step {
+            Step::Send(msg) => tokio::select! {
+                biased;
+                () = stop.cancelled() => Step::Stop,
+                Ok(()) = pending.closing.changed() => Step::Close,
+                sent = tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)) => Step::Sent(sent),
+            },
+            other => other,
+        };
+        match step {
+            Step::Sent(Ok(Ok(()))) | Step::Send(_) => {}
+            Step::Sent(Ok(Err(_))) => break WriteEnd::Gone,
+            Step::Sent(Err(_)) => break WriteEnd::TooSlow,
+            Step::Stop => break WriteEnd::Stopped,
+            Step::Close => {
+                let frame = *pending.closing.borrow_and_update();
+                match frame.flatten() {
+                    Some((code, reason)) => {
+                        close_with(&mut tx, code, reason).await;
+                    }
+                    None => {
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, tx.close()).await;
+                    }
+                }
+                break WriteEnd::Closed;
+            }
+        }
+    };
+    done.cancel();
+    match end {
+        WriteEnd::Stopped => match live.reason() {
+            Some(reason) => {
+                let ended = text(&ServerMsg::SessionEnded { reason });
+                if matches!(tokio::time::timeout(CLOSE_TIMEOUT, tx.send(ended)).await, Ok(Ok(()))) {
+                    close_with(&mut tx, close_code::SESSION_ENDED, "session ended").await;
+                }
+            }
+            None => {
+                close_with(&mut tx, close_code::REPLACED, "replaced by a newer connection").await;
+            }
+        },
+        WriteEnd::TooSlow => {
+            tracing::warn!(session = %live.id, room = %live.room, "socket too slow to take its messages: dropped");
+            close_with(&mut tx, close_code::TOO_SLOW, "too slow").await;
+        }
+        WriteEnd::Closed | WriteEnd::Gone => {}
+    }
+    end
+}
+
+/// How the reading half ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The page closed the socket because it is going away (a leave).
+    Leaving,
+    /// The page closed the socket (leave, tab close): not a loss by itself.
+    ClosedByPage,
+    /// The connection or the writing half ended.
+    Gone,
+    /// The page sent something the protocol does not allow.
+    BadFrame(&'static str),
+    /// The page did not take its messages.
+    TooSlow,
+}
+
 async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
-    let (mut tx, mut rx) = socket.split();
-    let mut updates = rooms.hub().subscribe(&live.room);
-    let ended = live.token();
-    let _attached = live.attach_socket();
+    let (tx, rx) = socket.split();
+    let attached = live.attach_socket();
     tracing::debug!(session = %live.id, room = %live.room, "socket open");
+    let (out, pending) = outgoing();
+    let writer_done = CancellationToken::new();
+    let (read_end, write_end) = tokio::join!(
+        async {
+            let end = read(&rooms, &live, rx, &out, &writer_done).await;
+            out.close(match end {
+                ReadEnd::BadFrame(reason) => Some((close_code::BAD_FRAME, reason)),
+                ReadEnd::TooSlow => {
+                    tracing::warn!(session = %live.id, room = %live.room, "socket too slow to take its messages: dropped");
+                    Some((close_code::TOO_SLOW, "too slow"))
+                }
+                _ => None,
+            });
+            end
+        },
+        write(tx, pending, &live, &attached, &writer_done),
+    );
+    tracing::debug!(session = %live.id, room = %live.room, ?read_end, ?write_end, "socket closed");
+    match read_end {
+        ReadEnd::ClosedByPage => live.note_clean_close(),
+        ReadEnd::Leaving => {
+            live.note_clean_close();
+            // The beacon's leave, over the socket (the beacon then finds nothing).
+            if let Err(e) =
+                rooms.end_session_for_request(&live.room, &live.id, &live.user, LeaveReason::PageHidden).await
+            {
+                tracing::warn!(session = %live.id, room = %live.room, error = %e, "session not fully ended");
+            }
+        }
+        ReadEnd::Gone | ReadEnd::BadFrame(_) | ReadEnd::TooSlow => {}
+    }
+    drop(attached);
+}
+
+/// The reading half: the page's frames, the room's updates and the media's
+/// messages, until the page, the connection or the writing half ends.
+async fn read(
+    rooms: &Rooms,
+    live: &Arc<LiveSession>,
+    mut rx: SplitStream<WebSocket>,
+    out: &Outgoing,
+    writer_done: &CancellationToken,
+) -> ReadEnd {
+    let mut updates = rooms.hub().subscribe(&live.room);
     // Media for admitted sessions (a waiting one gets it once admitted):
     // the server's offers and candidates come back on `from_media`.
     let (to_socket, mut from_media) = mpsc::unbounded_channel::<ServerMsg>();
@@ -104,7 +352,7 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
         live.set_waiting(false);
         let media = rooms
             .media()
-            .open(&live, to_socket.clone())
+            .open(live, to_socket.clone())
             .inspect_err(|e| tracing::warn!(session = %live.id, room = %live.room, error = %e, "media not opened"))
             .ok()?;
         if mic_off {
@@ -113,97 +361,71 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
         Some(media)
     };
     let mut media = None;
-    let mut leaving = false;
     match rooms.room_state(&live.room).await {
         Ok(state) => {
-            if let Some(mic_off) = admitted(&live, &state) {
+            if let Some(mic_off) = admitted(live, &state) {
                 media = open_media(mic_off);
             }
-            let _ = tx.send(text(&for_session(&live, &state))).await;
+            if out.update(live, &state).is_err() {
+                return ReadEnd::TooSlow;
+            }
         }
         Err(e) => tracing::warn!(session = %live.id, room = %live.room, error = %e, "room state unavailable"),
     }
     loop {
-        tokio::select! {
-            () = ended.cancelled() => {
-                if let Some(reason) = live.reason() {
-                    let _ = tx.send(text(&ServerMsg::SessionEnded { reason })).await;
-                }
-                let frame = CloseFrame { code: close_code::SESSION_ENDED, reason: "session ended".into() };
-                let _ = tx.send(Message::Close(Some(frame))).await;
-                break;
-            }
+        let sent = tokio::select! {
+            () = writer_done.cancelled() => return ReadEnd::Gone,
             update = updates.recv() => match update {
                 Ok(msg) => {
-                    if let Some(mic_off) = admitted(&live, &msg).filter(|_| media.is_none()) {
+                    if let Some(mic_off) = admitted(live, &msg).filter(|_| media.is_none()) {
                         media = open_media(mic_off);
                     }
-                    if tx.send(text(&for_session(&live, &msg))).await.is_err() {
-                        break;
-                    }
+                    out.update(live, &msg)
                 }
-                Err(RecvError::Lagged(_)) => {
-                    if let Ok(state) = rooms.room_state(&live.room).await {
-                        let _ = tx.send(text(&for_session(&live, &state))).await;
-                    }
-                }
-                Err(RecvError::Closed) => break,
+                // Missed updates: the current state says it all.
+                Err(RecvError::Lagged(_)) => match rooms.room_state(&live.room).await {
+                    Ok(state) => out.update(live, &state),
+                    Err(_) => Ok(()),
+                },
+                Err(RecvError::Closed) => return ReadEnd::Gone,
             },
-            Some(msg) = from_media.recv() => {
-                if tx.send(text(&msg)).await.is_err() {
-                    break;
-                }
-            }
+            Some(msg) = from_media.recv() => out.push(&msg),
             incoming = rx.next() => match incoming.inspect(|frame| if frame.is_ok() { live.touch() }) {
                 Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientMsg>(&t) {
-                    Ok(ClientMsg::Ping) => {
-                        if tx.send(text(&ServerMsg::Pong)).await.is_err() {
-                            break;
-                        }
-                    }
+                    Ok(ClientMsg::Ping) => out.push(&ServerMsg::Pong),
                     Ok(ClientMsg::Answer { sdp }) => {
                         if let Some(media) = &media {
                             media.answer(sdp);
                         }
+                        Ok(())
                     }
                     Ok(ClientMsg::IceCandidate { candidate }) => {
                         if let Some(media) = &media {
                             media.candidate(candidate);
                         }
+                        Ok(())
                     }
-                    Err(_) => {
-                        let frame = CloseFrame { code: close_code::BAD_FRAME, reason: "malformed message".into() };
-                        let _ = tx.send(Message::Close(Some(frame))).await;
-                        break;
-                    }
+                    Err(_) => return ReadEnd::BadFrame("malformed message"),
                 },
-                Some(Ok(Message::Binary(_))) => {
-                    let frame = CloseFrame { code: close_code::BAD_FRAME, reason: "binary frames are not used".into() };
-                    let _ = tx.send(Message::Close(Some(frame))).await;
-                    break;
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Binary(_))) => return ReadEnd::BadFrame("binary frames are not used"),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
                 Some(Ok(Message::Close(Some(frame)))) if frame.code == close_code::LEAVING => {
                     // The page is going away: the leave its beacon also sends.
                     tracing::debug!(session = %live.id, room = %live.room, "page going away (socket)");
-                    live.note_clean_close();
-                    leaving = true;
-                    break;
+                    return ReadEnd::Leaving;
                 }
-                Some(Ok(Message::Close(_))) => {
-                    // The page said goodbye (leave, tab close): not a loss by itself.
-                    live.note_clean_close();
-                    break;
+                Some(Ok(Message::Close(_))) => return ReadEnd::ClosedByPage,
+                // Over the size limit, not UTF-8, or against the protocol
+                // (a connection that failed takes the close frame nowhere).
+                Some(Err(e)) => {
+                    tracing::debug!(session = %live.id, room = %live.room, error = %e, "bad frame");
+                    return ReadEnd::BadFrame("frame refused");
                 }
-                Some(Err(_)) | None => break,
+                None => return ReadEnd::Gone,
             },
-        }
-    }
-    tracing::debug!(session = %live.id, room = %live.room, "socket closed");
-    if leaving {
-        // The beacon's leave, over the socket (the beacon then finds nothing).
-        if let Err(e) = rooms.end_session_for_request(&live.room, &live.id, &live.user, LeaveReason::PageHidden).await {
-            tracing::warn!(session = %live.id, room = %live.room, error = %e, "session not fully ended");
+        };
+        if sent.is_err() {
+            return ReadEnd::TooSlow;
         }
     }
 }

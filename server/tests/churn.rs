@@ -2,7 +2,9 @@
 //! random for a fixed time (`CHURN_SECS`, default 15), through every way
 //! out the server can see: the Leave call, the tab-close beacon, a clean
 //! socket close, and (30 %) an abrupt drop (socket gone without a close
-//! frame, no leave). Afterwards nothing is left: no session, peer
+//! frame, no leave), with frozen readers mixed in (a page that stops
+//! reading its socket while its TCP connection stays open, until the
+//! server drops the socket). Afterwards nothing is left: no session, peer
 //! connection, track, forwarder, socket, store key or live row, and every
 //! history row is closed with a reason that fits how its session ended.
 //! Production deployment: PostgreSQL and Redis. The seed is printed
@@ -32,6 +34,8 @@ enum Exit {
     CloseOnly,
     /// No close frame, no leave.
     Vanish,
+    /// The page stops reading its socket (its TCP stays open to the end).
+    Frozen,
 }
 
 impl Exit {
@@ -52,6 +56,8 @@ impl Exit {
             // Silent after the close: removed at the end of the grace window,
             // unless its media failed first.
             Exit::CloseOnly | Exit::Vanish => &["socket-closed", "heartbeat-lost", "ice-failed"],
+            // Dropped by the server, then silent.
+            Exit::Frozen => &["socket-closed", "heartbeat-lost"],
         }
     }
 }
@@ -107,15 +113,37 @@ async fn random_churn_leaves_nothing_behind() {
                         guest.close().await;
                     }
                     Exit::CloseOnly => guest.close().await,
-                    Exit::Vanish => guest.vanish().await,
+                    // (Frozen readers have a worker of their own.)
+                    Exit::Vanish | Exit::Frozen => guest.vanish().await,
                 }
                 ended.lock().unwrap().insert(session, exit);
             }
         }));
     }
+    // Frozen readers, one after another, through the same window.
+    let frozen = {
+        let (server, room, ended) = (server.clone(), rooms[0].clone(), ended.clone());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while tokio::time::Instant::now() < deadline {
+                let guest = server.guest();
+                let joined = guest.join(&room, "Frozen").await.expect("frozen reader joins");
+                let mut socket = guest.frozen_socket(&room, &joined.session_id).await;
+                let dropped = socket.ping_until_dropped(Duration::from_secs(60)).await;
+                assert!(dropped.is_some(), "the server dropped the frozen reader's socket");
+                ended.lock().unwrap().insert(joined.session_id, Exit::Frozen);
+                held.push(socket);
+                // A handful through the window, not a flood of them.
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+            }
+            held
+        })
+    };
     for w in workers {
         w.await.expect("a churn worker failed");
     }
+    let frozen = frozen.await.expect("the frozen readers");
+    eprintln!("churn: {} frozen readers, their TCP still open", frozen.len());
     let ended = std::mem::take(&mut *ended.lock().unwrap());
     let vanished = ended.values().filter(|e| matches!(e, Exit::Vanish)).count();
     eprintln!("churn: {} sessions, {vanished} vanished abruptly", ended.len());
@@ -153,6 +181,7 @@ async fn random_churn_leaves_nothing_behind() {
     }
     eprintln!("churn: reasons {by_reason:?}");
 
+    drop(frozen);
     let server = Arc::into_inner(server).expect("workers are done");
     server.stop().await;
     database.drop_db().await;

@@ -30,6 +30,7 @@ async fn leaves_during_a_store_outage_complete_after_it() {
     redis.freeze(true);
     let err = guests[1].leave(&joined[1].session_id).await.expect_err("not confirmed while the store is away");
     assert_eq!(err.error, Some(AppError::Unavailable));
+    assert_eq!(err.status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "a failure of ours is a 5xx");
     assert_eq!(guests[2].beacon(&joined[2].session_id).await, reqwest::StatusCode::SERVICE_UNAVAILABLE);
     // Their live part is gone already.
     assert_eq!(server.state.rooms.sessions().len(), 1);

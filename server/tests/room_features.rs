@@ -78,12 +78,28 @@ async fn private_room_knock_approve_and_deny() {
     let (mut ada, state) = enter(&server, ada_guest, &room, "Ada").await;
     assert_eq!(state, ParticipantState::Active, "the creator is never kept waiting");
 
-    let (mut bob, state) = enter(&server, server.guest(), &room, "Bob").await;
-    assert_eq!(state, ParticipantState::Pending);
+    let bob_guest = server.guest();
+    let knock = bob_guest.join(&room, "Bob").await.unwrap();
+    assert_eq!(knock.state, ParticipantState::Pending);
+    assert!(knock.roster.is_empty(), "a requester is told nothing of who is inside: {:?}", knock.roster);
+    let bob_socket = bob_guest.socket(&room, &knock.session_id).await;
+    let mut bob = Person { guest: bob_guest, session: knock.session_id, id: knock.participant_id, socket: bob_socket };
     roster_until(&mut ada.socket, "Bob's request for the admin", |_, _, p| p.iter().any(|v| v.id == bob.id)).await;
-    // The requester sees the room but no requests, and is not in the call.
-    let msg = roster_until(&mut bob.socket, "the room for Bob", |p, _, _| p.len() == 1).await;
-    assert!(matches!(msg, ServerMsg::Roster { pending, .. } if pending.is_empty()));
+    // Ada raises her hand: the room changes, yet the requester still sees
+    // nothing of it (no names, hands or requests), and is not in the call.
+    ada.guest.act("hand", &ada.session, &[("up", "true")]).await.unwrap();
+    roster_until(&mut ada.socket, "Ada's hand", |_, hands, _| !hands.is_empty()).await;
+    let msg = roster_until(&mut bob.socket, "the room for Bob", |_, _, _| true).await;
+    assert_eq!(
+        msg,
+        ServerMsg::Roster { participants: vec![], hands: vec![], speaker: None, pending: vec![] },
+        "a requester sees nothing of the room"
+    );
+    while let Some(common::Seen::Msg(msg)) = bob.socket.try_next(Duration::from_millis(300)).await {
+        if let ServerMsg::Roster { participants, hands, .. } = &msg {
+            assert!(participants.is_empty() && hands.is_empty(), "leaked to a requester: {msg:?}");
+        }
+    }
     assert_eq!(server.resources(&room).await["peer_connections"], 1, "Ada's media only: a waiting session has none");
 
     // A waiting requester may not let themselves in.

@@ -621,7 +621,51 @@ async fn speaker_clear_rooms_and_refs(store: &dyn LiveStore, _prefix: &str) {
     assert_eq!(store.rooms().await.unwrap(), Vec::<RoomCode>::new());
 }
 
+/// `join_member` chooses the role in the arrival's own step: the first
+/// person, the creator or a refreshing admin becomes admin unless another
+/// person is; `ensure_admin` promotes the longest present when nobody is;
+/// `transfer_admin` swaps the role only from an admin to a member.
+async fn roles_are_chosen_atomically(store: &dyn LiveStore, _prefix: &str) {
+    let r = room("abc-defg-hij");
+    let role_of = |entries: &[MemberEntry], s: &str| entries.iter().find(|e| e.session.as_str() == s).map(|e| e.role);
+    assert_eq!(store.join_member(&r, &member("s-a", "u-a", 100), false).await.unwrap(), (None, Role::Admin), "first");
+    assert_eq!(store.join_member(&r, &member("s-b", "u-b", 200), false).await.unwrap(), (None, Role::Member));
+    assert_eq!(
+        store.join_member(&r, &member("s-c", "u-c", 300), true).await.unwrap().1,
+        Role::Member,
+        "creator, but A is admin"
+    );
+    // A refreshes: the new session keeps the role (and replaces the old one).
+    let (previous, role) = store.join_member(&r, &member("s-a2", "u-a", 400), false).await.unwrap();
+    assert_eq!((previous, role), (Some(sid("s-a")), Role::Admin));
+    store.remove_session(&r, &sid("s-a"), &uid("u-a")).await.unwrap();
+    let members = store.members(&r).await.unwrap();
+    assert_eq!(role_of(&members, "s-a2"), Some(Role::Admin));
+    assert_eq!(role_of(&members, "s-b"), Some(Role::Member));
+
+    // The admin leaves: nobody is admin until the longest present is made one.
+    store.remove_session(&r, &sid("s-a2"), &uid("u-a")).await.unwrap();
+    assert_eq!(store.ensure_admin(&r).await.unwrap(), Some(sid("s-b")));
+    assert_eq!(store.ensure_admin(&r).await.unwrap(), None, "there is an admin now");
+    assert_eq!(role_of(&store.members(&r).await.unwrap(), "s-b"), Some(Role::Admin));
+    // A late arrival finds the admin.
+    assert_eq!(store.join_member(&r, &member("s-d", "u-d", 500), false).await.unwrap().1, Role::Member);
+
+    assert!(!store.transfer_admin(&r, &sid("s-c"), &sid("s-d")).await.unwrap(), "C is no admin");
+    assert!(!store.transfer_admin(&r, &sid("s-b"), &sid("s-b")).await.unwrap(), "not to oneself");
+    assert!(store.transfer_admin(&r, &sid("s-b"), &sid("s-d")).await.unwrap());
+    let members = store.members(&r).await.unwrap();
+    assert_eq!((role_of(&members, "s-b"), role_of(&members, "s-d")), (Some(Role::Member), Some(Role::Admin)));
+    assert_eq!(members.iter().filter(|m| m.role == Role::Admin).count(), 1);
+    assert_eq!(members.iter().find(|m| m.session.as_str() == "s-d").unwrap().name, "Guest u-d", "the rest is kept");
+    for m in members {
+        store.remove_session(&r, &m.session, &m.user).await.unwrap();
+    }
+    assert_room_empty(store, &r).await;
+}
+
 conformance!(
+    roles_are_chosen_atomically,
     admit_and_update_members,
     speaker_clear_rooms_and_refs,
     members_in_arrival_order,

@@ -120,7 +120,8 @@ impl Link {
             let Some(link) = link.upgrade() else { return };
             match ev.code() {
                 // The server no longer knows the session: nothing to resume.
-                close_code::UNKNOWN_SESSION | close_code::SESSION_ENDED => link.give_up(),
+                // Another connection of this session took over: not ours to retry.
+                close_code::UNKNOWN_SESSION | close_code::SESSION_ENDED | close_code::REPLACED => link.give_up(),
                 _ => link.lose(),
             }
         });

@@ -105,6 +105,15 @@ impl Db {
             .await?)
     }
 
+    /// How many rooms `user` created that have not ended.
+    pub async fn open_rooms_created_by(&self, user: &str) -> Result<u64, DbError> {
+        Ok(room::Entity::find()
+            .filter(room::Column::CreatedBy.eq(user))
+            .filter(room::Column::EndedAtMs.is_null())
+            .count(&self.conn)
+            .await?)
+    }
+
     /// Marks a room ended with `reason`; `false` when it had ended already.
     pub async fn end_room(&self, code: &str, reason: &str, now_ms: i64) -> Result<bool, DbError> {
         let n = room::Entity::update_many()

@@ -38,6 +38,7 @@
 //! publisher and kind, remembered by its session and obeyed by every track
 //! it publishes, now or later; suppressed audio never counts as speech.
 
+pub mod candidates;
 mod engine;
 pub mod forwarder;
 pub mod session;
@@ -86,6 +87,8 @@ pub enum MediaError {
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
     pub ice: IceSettings,
+    /// Which browser candidates the SFU may send checks to.
+    pub candidates: candidates::CandidatePolicy,
     /// An offer unanswered this long is rolled back and sent again.
     pub offer_timeout: Duration,
     /// How long a close waits for a session's tasks.
@@ -104,6 +107,7 @@ impl MediaConfig {
                 failed: remove.saturating_sub(suspect).max(Duration::from_secs(1)),
                 keepalive: Duration::from_secs(1),
             },
+            candidates: candidates::CandidatePolicy::new(&c.ice_addrs, &c.ice_allow_nets),
             offer_timeout: Duration::from_millis(c.offer_timeout_ms),
             close_timeout: Duration::from_secs(5),
         }

@@ -157,6 +157,7 @@ impl MediaSession {
             next_track: 0,
             resources: Vec::new(),
             connected: Arc::new(AtomicBool::new(false)),
+            remote_candidates: 0,
             free_slots: [0, 0],
         };
         session.spawn_task(shared, actor.run(cmd_rx));
@@ -322,6 +323,8 @@ struct Actor {
     resources: Vec<(ResourceKind, String)>,
     /// The connection is up (shared with the forwarders feeding it).
     connected: Arc<AtomicBool>,
+    /// Remote candidates handed to the connection (capped).
+    remote_candidates: usize,
     /// Send-only transceivers freed by `remove_track`, per kind (audio,
     /// video): the next forwarder of that kind reuses one, so the SDP grows
     /// only to the most tracks ever forwarded at once.
@@ -450,7 +453,16 @@ impl Actor {
             }
             Command::Answer(sdp) => self.on_answer(sdp).await,
             Command::Candidate(c) => {
+                // The empty candidate marks the end of the browser's list.
+                if c.candidate.is_empty() {
+                    return;
+                }
                 let Some(pc) = &self.pc else { return };
+                if let Err(why) = self.shared.config.candidates.judge(&c, self.remote_candidates) {
+                    metrics::counter!(crate::metrics::REMOTE_CANDIDATES, "verdict" => "refused").increment(1);
+                    tracing::debug!(session = %self.session.id, ?why, "remote candidate not used");
+                    return;
+                }
                 let init = RTCIceCandidateInit {
                     candidate: c.candidate,
                     sdp_mid: c.sdp_mid,
@@ -458,8 +470,15 @@ impl Actor {
                     username_fragment: c.username_fragment,
                     ..Default::default()
                 };
-                if let Err(e) = pc.add_ice_candidate(init).await {
-                    tracing::debug!(session = %self.session.id, error = %e, "remote candidate refused");
+                match pc.add_ice_candidate(init).await {
+                    Ok(()) => {
+                        self.remote_candidates += 1;
+                        metrics::counter!(crate::metrics::REMOTE_CANDIDATES, "verdict" => "accepted").increment(1);
+                    }
+                    Err(e) => {
+                        metrics::counter!(crate::metrics::REMOTE_CANDIDATES, "verdict" => "refused").increment(1);
+                        tracing::debug!(session = %self.session.id, error = %e, "remote candidate refused");
+                    }
                 }
             }
             Command::Subscribe(track) => self.subscribe(track).await,

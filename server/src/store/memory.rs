@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use app::model::{RoomCode, SessionId, UserId};
+use app::model::{Role, RoomCode, SessionId, UserId};
 use async_trait::async_trait;
 
-use super::{by_arrival, Keys, LiveStore, MemberEntry, ResourceKind, StoreError};
+use super::{by_arrival, heir, role_on_arrival, Keys, LiveStore, MemberEntry, ResourceKind, StoreError};
 
 #[derive(Debug, Clone)]
 enum Val {
@@ -123,6 +123,62 @@ impl LiveStore for MemoryStore {
         let pending = self.keys.pending(room);
         self.with(|m| hdel(m, &pending, member.session.as_str()));
         self.put(room, member, self.keys.members(room))
+    }
+
+    async fn join_member(
+        &self,
+        room: &RoomCode,
+        member: &MemberEntry,
+        creator: bool,
+    ) -> Result<(Option<SessionId>, Role), StoreError> {
+        let (members, pending) = (self.keys.members(room), self.keys.pending(room));
+        let session_key = self.keys.session(room, &member.session);
+        let user_key = self.keys.user(room, &member.user);
+        self.with(|m| {
+            let present = hash(m, &members)
+                .map(|h| h.values().map(|raw| MemberEntry::from_json(raw)).collect::<Result<Vec<_>, _>>())
+                .transpose()?
+                .unwrap_or_default();
+            let role = role_on_arrival(&present, &member.user, creator);
+            let json = MemberEntry { role, ..member.clone() }.to_json()?;
+            hdel(m, &pending, member.session.as_str());
+            hash_mut(m, &members).insert(member.session.to_string(), json);
+            hash_mut(m, &session_key).insert("user".into(), member.user.to_string());
+            let previous = get_str(m, &user_key);
+            m.insert(user_key, Val::Str(member.session.to_string(), None));
+            Ok((previous.filter(|p| p != member.session.as_str()).map(SessionId::new), role))
+        })
+    }
+
+    async fn ensure_admin(&self, room: &RoomCode) -> Result<Option<SessionId>, StoreError> {
+        let key = self.keys.members(room);
+        self.with(|m| {
+            let Some(h) = hash(m, &key) else { return Ok(None) };
+            let present = h.values().map(|raw| MemberEntry::from_json(raw)).collect::<Result<Vec<_>, _>>()?;
+            let Some(heir) = heir(&present) else { return Ok(None) };
+            let promoted = MemberEntry { role: Role::Admin, ..heir.clone() };
+            hash_mut(m, &key).insert(promoted.session.to_string(), promoted.to_json()?);
+            Ok(Some(promoted.session))
+        })
+    }
+
+    async fn transfer_admin(&self, room: &RoomCode, from: &SessionId, to: &SessionId) -> Result<bool, StoreError> {
+        let key = self.keys.members(room);
+        self.with(|m| {
+            let entry = |s: &SessionId| {
+                hash(m, &key).and_then(|h| h.get(s.as_str())).map(|raw| MemberEntry::from_json(raw)).transpose()
+            };
+            let (Some(a), Some(b)) = (entry(from)?, entry(to)?) else { return Ok(false) };
+            if from == to || a.role != Role::Admin || b.role != Role::Member {
+                return Ok(false);
+            }
+            let (a, b) = (MemberEntry { role: Role::Member, ..a }, MemberEntry { role: Role::Admin, ..b });
+            let (a_json, b_json) = (a.to_json()?, b.to_json()?);
+            let h = hash_mut(m, &key);
+            h.insert(from.to_string(), a_json);
+            h.insert(to.to_string(), b_json);
+            Ok(true)
+        })
     }
 
     async fn put_pending(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError> {

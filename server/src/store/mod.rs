@@ -214,6 +214,27 @@ pub trait LiveStore: Send + Sync + 'static {
     /// user's previous session in this room if it was a different one.
     async fn put_member(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError>;
 
+    /// Records an admitted session like [`LiveStore::put_member`], choosing
+    /// its role in the same atomic step ([`role_on_arrival`]): concurrent
+    /// first arrivals get one admin, never several. `member.role` is
+    /// ignored. Returns the user's previous session (if another one) and
+    /// the role given.
+    async fn join_member(
+        &self,
+        room: &RoomCode,
+        member: &MemberEntry,
+        creator: bool,
+    ) -> Result<(Option<SessionId>, Role), StoreError>;
+
+    /// When no admitted session is admin, makes the longest-present one
+    /// admin, atomically (no arrival can become admin meanwhile). Returns
+    /// the session promoted, if any.
+    async fn ensure_admin(&self, room: &RoomCode) -> Result<Option<SessionId>, StoreError>;
+
+    /// Hands the admin role from `from` to `to` in one step, only while
+    /// `from` is admin and `to` a member. Returns whether it did.
+    async fn transfer_admin(&self, room: &RoomCode, from: &SessionId, to: &SessionId) -> Result<bool, StoreError>;
+
     /// Records a session waiting for approval (and points its user at it).
     async fn put_pending(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError>;
 
@@ -383,6 +404,31 @@ pub trait LiveStore: Send + Sync + 'static {
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         None
     }
+}
+
+/// The role of a person arriving in a room whose admitted sessions are
+/// `members` (the rule [`LiveStore::join_member`] applies atomically):
+/// member while another person is admin; otherwise admin when they created
+/// the room, held the role in their previous session (a refresh), or find
+/// nobody else there.
+pub fn role_on_arrival(members: &[MemberEntry], user: &UserId, creator: bool) -> Role {
+    let (mine, others): (Vec<&MemberEntry>, Vec<&MemberEntry>) = members.iter().partition(|m| &m.user == user);
+    if others.iter().any(|m| m.role == Role::Admin) {
+        Role::Member
+    } else if creator || mine.iter().any(|m| m.role == Role::Admin) || others.is_empty() {
+        Role::Admin
+    } else {
+        Role::Member
+    }
+}
+
+/// Who becomes admin of a room without one: the longest present (arrival
+/// order as [`by_arrival`]); `None` while someone is admin.
+pub fn heir(members: &[MemberEntry]) -> Option<&MemberEntry> {
+    if members.iter().any(|m| m.role == Role::Admin) {
+        return None;
+    }
+    members.iter().min_by(|a, b| a.joined_at_ms.cmp(&b.joined_at_ms).then_with(|| a.session.cmp(&b.session)))
 }
 
 /// Sorts members by arrival, ties by session id (stable across backends).

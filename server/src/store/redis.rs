@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use app::model::{RoomCode, SessionId, UserId};
+use app::model::{Role, RoomCode, SessionId, UserId};
 use async_trait::async_trait;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
@@ -29,6 +29,72 @@ local prev = redis.call('GET', KEYS[4])
 redis.call('SET', KEYS[4], ARGV[1])
 if prev and prev ~= ARGV[1] then return prev end
 return false
+"#;
+
+/// KEYS: members, pending, session, user. ARGV: sid, json as admin, json
+/// as member, uid, creator (`1`/`0`). [`super::role_on_arrival`] and then
+/// [`PUT_SCRIPT`], in one step; returns `{role, previous session?}`.
+const JOIN_SCRIPT: &str = r#"
+local others, others_admin, own_admin = 0, false, false
+for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
+  local e = cjson.decode(raw)
+  if e.user == ARGV[4] then
+    if e.role == 'admin' then own_admin = true end
+  else
+    others = others + 1
+    if e.role == 'admin' then others_admin = true end
+  end
+end
+local admin = (not others_admin) and (ARGV[5] == '1' or own_admin or others == 0)
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], admin and ARGV[2] or ARGV[3])
+redis.call('HSET', KEYS[3], 'user', ARGV[4])
+local prev = redis.call('GET', KEYS[4])
+redis.call('SET', KEYS[4], ARGV[1])
+local role = admin and 'admin' or 'member'
+if prev and prev ~= ARGV[1] then return {role, prev} end
+return {role}
+"#;
+
+/// The member JSON's role field, as serde writes it (a name cannot contain
+/// it: quotes inside strings are escaped).
+const AS_ADMIN: &str = r#""role":"admin""#;
+const AS_MEMBER: &str = r#""role":"member""#;
+
+/// KEYS: members. ARGV: `"role":"admin"`, `"role":"member"`. When nobody is
+/// admin, the longest present ([`super::heir`]) becomes admin; returns its
+/// session, or false.
+const ENSURE_ADMIN_SCRIPT: &str = r#"
+local heir, heir_raw, heir_at
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local e = cjson.decode(all[i + 1])
+  if e.role == 'admin' then return false end
+  local at = e.joined_at_ms
+  if heir == nil or at < heir_at or (at == heir_at and all[i] < heir) then
+    heir, heir_raw, heir_at = all[i], all[i + 1], at
+  end
+end
+if heir == nil then return false end
+local s, f = string.find(heir_raw, ARGV[2], 1, true)
+if not s then return false end
+redis.call('HSET', KEYS[1], heir, string.sub(heir_raw, 1, s - 1) .. ARGV[1] .. string.sub(heir_raw, f + 1))
+return heir
+"#;
+
+/// KEYS: members. ARGV: from sid, to sid, `"role":"admin"`, `"role":"member"`.
+/// Swaps the roles while `from` is admin and `to` a member; returns 1 if so.
+const TRANSFER_ADMIN_SCRIPT: &str = r#"
+if ARGV[1] == ARGV[2] then return 0 end
+local from = redis.call('HGET', KEYS[1], ARGV[1])
+local to = redis.call('HGET', KEYS[1], ARGV[2])
+if not from or not to then return 0 end
+local a, b = string.find(from, ARGV[3], 1, true)
+local c, d = string.find(to, ARGV[4], 1, true)
+if not a or not c then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], string.sub(from, 1, a - 1) .. ARGV[4] .. string.sub(from, b + 1))
+redis.call('HSET', KEYS[1], ARGV[2], string.sub(to, 1, c - 1) .. ARGV[3] .. string.sub(to, d + 1))
+return 1
 "#;
 
 /// KEYS: members, pending, session, user, hands, speaker. ARGV: sid.
@@ -224,6 +290,46 @@ impl LiveStore for RedisStore {
 
     async fn put_member(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError> {
         self.put(room, member, self.keys.members(room), self.keys.pending(room)).await
+    }
+
+    async fn join_member(
+        &self,
+        room: &RoomCode,
+        member: &MemberEntry,
+        creator: bool,
+    ) -> Result<(Option<SessionId>, Role), StoreError> {
+        let keys = vec![
+            self.keys.members(room),
+            self.keys.pending(room),
+            self.keys.session(room, &member.session),
+            self.keys.user(room, &member.user),
+        ];
+        let as_admin = MemberEntry { role: Role::Admin, ..member.clone() }.to_json()?;
+        let as_member = MemberEntry { role: Role::Member, ..member.clone() }.to_json()?;
+        let args = vec![
+            member.session.to_string(),
+            as_admin,
+            as_member,
+            member.user.to_string(),
+            if creator { "1" } else { "0" }.to_owned(),
+        ];
+        let out: Vec<String> = self.client.eval(JOIN_SCRIPT, keys, args).await.map_err(unavailable)?;
+        let role = out.first().and_then(|r| Role::parse(r)).ok_or_else(|| StoreError::Corrupt(format!("{out:?}")))?;
+        Ok((out.get(1).map(SessionId::new), role))
+    }
+
+    async fn ensure_admin(&self, room: &RoomCode) -> Result<Option<SessionId>, StoreError> {
+        let args = vec![AS_ADMIN.to_owned(), AS_MEMBER.to_owned()];
+        let heir: Option<String> =
+            self.client.eval(ENSURE_ADMIN_SCRIPT, vec![self.keys.members(room)], args).await.map_err(unavailable)?;
+        Ok(heir.map(SessionId::new))
+    }
+
+    async fn transfer_admin(&self, room: &RoomCode, from: &SessionId, to: &SessionId) -> Result<bool, StoreError> {
+        let args = vec![from.to_string(), to.to_string(), AS_ADMIN.to_owned(), AS_MEMBER.to_owned()];
+        let n: u32 =
+            self.client.eval(TRANSFER_ADMIN_SCRIPT, vec![self.keys.members(room)], args).await.map_err(unavailable)?;
+        Ok(n > 0)
     }
 
     async fn put_pending(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError> {

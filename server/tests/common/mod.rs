@@ -144,7 +144,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let router = server::router(&state);
         let serve = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let _ = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await;
         });
         Self { addr, state, db: None, serve }
     }
@@ -231,7 +231,24 @@ impl Guest {
         &self.http
     }
 
+    /// Opens the lobby once, as a person does first: the page load is what
+    /// issues the identity cookie (requests without one are refused).
+    pub async fn ensure_identity(&self) {
+        let base: reqwest::Url = self.url("/").parse().expect("url");
+        if self.jar.cookies(&base).is_none() {
+            let resp = self.http.get(base).send().await.expect("lobby answers");
+            assert!(resp.status().is_success(), "lobby: {}", resp.status());
+        }
+    }
+
+    /// The identity cookie this guest holds (`name=value`), if any.
+    pub fn cookie(&self) -> Option<String> {
+        let base: reqwest::Url = self.url("/").parse().expect("url");
+        self.jar.cookies(&base).and_then(|v| v.to_str().ok().map(str::to_owned))
+    }
+
     async fn call(&self, endpoint: &str, form: &[(&str, &str)]) -> Result<reqwest::Response, FnError> {
+        self.ensure_identity().await;
         let resp = self.http.post(self.url(endpoint)).form(form).send().await.expect("server answers");
         if resp.status().is_success() || resp.status().is_redirection() {
             return Ok(resp);
@@ -281,6 +298,7 @@ impl Guest {
 
     /// The leave beacon, as `navigator.sendBeacon` sends it (text/plain).
     pub async fn beacon(&self, session: &SessionId) -> StatusCode {
+        self.ensure_identity().await;
         self.http
             .post(self.url("/api/beacon/leave"))
             .header("content-type", "text/plain;charset=UTF-8")
@@ -293,6 +311,7 @@ impl Guest {
 
     /// Opens the room's signalling socket with this guest's cookie.
     pub async fn socket(&self, room: &RoomCode, session: &SessionId) -> Socket {
+        self.ensure_identity().await;
         let url = format!("ws://{}/ws/{room}?session={session}", self.addr);
         let mut req = url.into_client_request().expect("ws request");
         let base: reqwest::Url = self.url("/").parse().expect("url");
@@ -301,6 +320,60 @@ impl Guest {
         }
         let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("socket opens");
         Socket { ws }
+    }
+}
+
+impl Guest {
+    /// Opens the room's socket like [`Guest::socket`], but as a page that
+    /// stopped reading it (a frozen tab, a stalled path): the receive
+    /// window is tiny and nothing is ever read.
+    pub async fn frozen_socket(&self, room: &RoomCode, session: &SessionId) -> FrozenSocket {
+        self.ensure_identity().await;
+        let url = format!("ws://{}/ws/{room}?session={session}", self.addr);
+        let mut req = url.into_client_request().expect("ws request");
+        if let Some(cookie) = self.cookie() {
+            req.headers_mut().insert("cookie", cookie.parse().expect("cookie header"));
+        }
+        let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+        tcp.set_recv_buffer_size(4096).expect("small receive buffer");
+        let stream = tcp.connect(self.addr).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::client_async(req, stream).await.expect("socket opens");
+        let (sink, unread) = ws.split();
+        FrozenSocket { sink, _unread: unread }
+    }
+}
+
+type RawWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A socket nobody reads (see [`Guest::frozen_socket`]); its TCP stays
+/// open until it is dropped.
+pub struct FrozenSocket {
+    sink: futures::stream::SplitSink<RawWs, Message>,
+    _unread: futures::stream::SplitStream<RawWs>,
+}
+
+impl FrozenSocket {
+    /// Sends heartbeats as fast as it can without ever reading the pongs,
+    /// until the server drops the connection (its answers have nowhere to
+    /// go) or `limit` passes. Returns the pings sent when dropped.
+    pub async fn ping_until_dropped(&mut self, limit: Duration) -> Option<usize> {
+        let ping = serde_json::to_string(&app::signal::ClientMsg::Ping).expect("json");
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut sent = 0;
+        while tokio::time::Instant::now() < deadline {
+            let burst = async {
+                for _ in 0..1000 {
+                    self.sink.feed(Message::Text(ping.clone().into())).await?;
+                }
+                self.sink.flush().await
+            };
+            match tokio::time::timeout_at(deadline, burst).await {
+                Ok(Ok(())) => sent += 1000,
+                Ok(Err(_)) => return Some(sent),
+                Err(_) => return None,
+            }
+        }
+        None
     }
 }
 

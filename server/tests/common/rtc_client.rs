@@ -22,6 +22,8 @@ pub struct MediaGuest {
     pub outcome: JoinOutcome,
     pub room: RoomCode,
     client: Arc<RtcClient>,
+    /// Extra messages for the socket, as if the page sent them.
+    inject: mpsc::UnboundedSender<ClientMsg>,
     stop: CancellationToken,
     socket: tokio::task::JoinHandle<()>,
 }
@@ -40,9 +42,20 @@ impl MediaGuest {
     /// Like [`MediaGuest::join_as`], but the first `ignore_offers` offers
     /// are dropped unanswered (a browser that never answers).
     pub async fn join_with(guest: Guest, room: &RoomCode, name: &str, ignore_offers: usize) -> Self {
+        Self::join_opts(guest, room, name, ignore_offers, false).await
+    }
+
+    /// Like [`MediaGuest::join_as`], but no ICE candidate crosses the
+    /// socket either way: the connection keeps checking and never connects.
+    pub async fn join_without_candidates(guest: Guest, room: &RoomCode, name: &str) -> Self {
+        Self::join_opts(guest, room, name, 0, true).await
+    }
+
+    async fn join_opts(guest: Guest, room: &RoomCode, name: &str, ignore_offers: usize, no_candidates: bool) -> Self {
         let outcome = guest.join(room, name).await.expect("join");
         let socket = guest.socket(room, &outcome.session_id).await;
         let (to_server, mut from_client) = mpsc::unbounded_channel::<ClientMsg>();
+        let (inject, mut injected) = mpsc::unbounded_channel::<ClientMsg>();
         let client =
             Arc::new(RtcClient::start(&IceSettings::loopback(), to_server).await.expect("client media starts"));
         let stop = CancellationToken::new();
@@ -62,6 +75,15 @@ impl MediaGuest {
                         }
                     }
                     Some(msg) = from_client.recv() => {
+                        if no_candidates && matches!(msg, ClientMsg::IceCandidate { .. }) {
+                            continue;
+                        }
+                        let text = serde_json::to_string(&msg).expect("json");
+                        if ws.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(msg) = injected.recv() => {
                         let text = serde_json::to_string(&msg).expect("json");
                         if ws.send(Message::Text(text.into())).await.is_err() {
                             break;
@@ -71,6 +93,7 @@ impl MediaGuest {
                         Some(Ok(Message::Text(t))) => {
                             match serde_json::from_str::<ServerMsg>(&t) {
                                 Ok(ServerMsg::Offer { .. }) if ignore > 0 => ignore -= 1,
+                                Ok(ServerMsg::IceCandidate { .. }) if no_candidates => {}
                                 Ok(msg) => pump_client.deliver(msg),
                                 Err(_) => {}
                             }
@@ -82,7 +105,12 @@ impl MediaGuest {
             }
             let _ = ws.close(None).await;
         });
-        Self { guest, outcome, room: room.clone(), client, stop, socket }
+        Self { guest, outcome, room: room.clone(), client, inject, stop, socket }
+    }
+
+    /// Sends `msg` on this guest's socket, as if its page had.
+    pub fn send(&self, msg: ClientMsg) {
+        let _ = self.inject.send(msg);
     }
 
     pub fn participant(&self) -> &str {
