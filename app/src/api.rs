@@ -48,7 +48,7 @@ pub async fn create_room(
     let options = RoomOptions { private: private.is_some(), host_unmutes: host_unmutes.is_some() };
     let code = ports.rooms.create_room(&me, options).await?;
     remember_name(&ports, &me, &name);
-    leptos_axum::redirect(&format!("/r/{code}"));
+    leptos_axum::redirect(&crate::routes::room(&code));
     Ok(())
 }
 
@@ -58,7 +58,7 @@ pub async fn go_to_room(code: String) -> Result<(), AppError> {
     let (ports, _me) = caller().await?;
     let code = RoomCode::parse(&code)?;
     ports.rooms.room_info(&code).await?;
-    leptos_axum::redirect(&format!("/r/{code}"));
+    leptos_axum::redirect(&crate::routes::room(&code));
     Ok(())
 }
 

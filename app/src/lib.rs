@@ -8,6 +8,7 @@
 //! - [`model`]: ids (newtypes), views sent to the browser, validation rules.
 //! - [`error`]: the errors a person can see.
 //! - [`signal`]: the signalling wire protocol (WebSocket messages).
+//! - [`routes`]: the HTTP paths both sides use.
 //! - [`ports`] (`ssr`): the domain port the server implements.
 //! - [`api`]: server functions, thin adapters onto the port.
 //! - [`call`]: the call store, reset by one function.
@@ -23,6 +24,7 @@ pub mod model;
 pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod ports;
+pub mod routes;
 pub mod signal;
 
 use leptos::prelude::*;

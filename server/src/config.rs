@@ -1,5 +1,5 @@
 //! Run-time configuration: every setting by flag or environment variable
-//! (the flag wins), as CONTRACT.md lists them.
+//! (the flag wins), as the README's configuration table lists them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;

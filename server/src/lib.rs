@@ -89,6 +89,8 @@ pub struct AppState {
     pub sockets: TaskTracker,
     /// Cancelled at shutdown; parent of every session's token.
     pub shutdown: CancellationToken,
+    /// Set once [`shutdown`] has run (it runs once, however often called).
+    stopped: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -135,6 +137,7 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
         tasks,
         sockets: TaskTracker::new(),
         shutdown,
+        stopped: Arc::default(),
     };
     spawn_lease(&state);
     spawn_media_ends(&state, end_requests);
@@ -278,12 +281,12 @@ pub fn router(state: &AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/api/beacon/leave", post(ops::leave_beacon))
-        .route("/ws/{code}", get(signal::ws_handler));
+        .route(app::routes::LEAVE_BEACON, post(ops::leave_beacon))
+        .route(app::routes::SOCKET, get(signal::ws_handler));
     if state.debug_api {
         router = router
-            .route("/api/debug/resources", get(ops::debug_resources))
-            .route("/api/debug/sessions/{session}", get(ops::debug_session));
+            .route(app::routes::DEBUG_RESOURCES, get(ops::debug_resources))
+            .route(app::routes::DEBUG_SESSION, get(ops::debug_session));
     }
     let options = state.leptos.clone();
     let mut router = router
@@ -306,20 +309,27 @@ pub fn router(state: &AppState) -> Router {
     router.layer(TraceLayer::new_for_http()).with_state(state.clone())
 }
 
-/// Shutdown: end every session (reason `node-shutdown`), cancel, wait for tasks.
+/// Shutdown: end every session (reason `node-shutdown`), cancel, wait for
+/// tasks, close the store. Runs once: a second call waits for the first.
 pub async fn shutdown(state: &AppState) {
-    state.rooms.shutdown().await;
-    state.shutdown.cancel();
-    state.rooms.media().shutdown(Duration::from_secs(5)).await;
-    state.tasks.close();
-    state.sockets.close();
-    if tokio::time::timeout(Duration::from_secs(5), async {
-        state.tasks.wait().await;
-        state.sockets.wait().await;
-    })
-    .await
-    .is_err()
-    {
-        tracing::warn!("tasks still running 5 s after shutdown");
-    }
+    state
+        .stopped
+        .get_or_init(|| async {
+            state.rooms.shutdown().await;
+            state.shutdown.cancel();
+            state.rooms.media().shutdown(Duration::from_secs(5)).await;
+            state.tasks.close();
+            state.sockets.close();
+            if tokio::time::timeout(Duration::from_secs(5), async {
+                state.tasks.wait().await;
+                state.sockets.wait().await;
+            })
+            .await
+            .is_err()
+            {
+                tracing::warn!("tasks still running 5 s after shutdown");
+            }
+            state.rooms.store().quit().await;
+        })
+        .await;
 }

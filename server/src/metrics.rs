@@ -1,4 +1,4 @@
-//! Prometheus metrics (names from CONTRACT.md). Gauges of live objects are
+//! Prometheus metrics (the names operators rely on, listed in the README). Gauges of live objects are
 //! set from the objects themselves right before each scrape.
 
 use std::sync::OnceLock;

@@ -95,7 +95,7 @@ pub const MAX_PENDING: usize = 20;
 /// when unused, see [`Limits`]).
 pub const MAX_OPEN_ROOMS_PER_PERSON: u64 = 20;
 
-/// Time limits of rooms and requests (CONTRACT defaults in `config`).
+/// Time limits of rooms and requests (their defaults are the settings' in `config`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// A request to join a private room expires after this long.
@@ -371,7 +371,10 @@ impl Rooms {
     }
 
     /// The one close path of a session. Idempotent: a second call for the
-    /// same session finds nothing left and changes nothing.
+    /// same session finds nothing left and changes nothing. It runs on the
+    /// room service's tracked tasks, so a caller that goes away mid-way (a
+    /// window closing while its leave beacon is handled drops the request)
+    /// never cuts a cleanup short.
     ///
     /// The live part (socket, media) closes at once; the durable steps
     /// (store entries, live row, history row) are retried with backoff and
@@ -379,6 +382,20 @@ impl Rooms {
     /// answers `Unavailable` and a tracked background task keeps retrying
     /// until the steps are done (or the process stops).
     pub async fn end_session(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        user: &UserId,
+        reason: LeaveReason,
+    ) -> Result<(), AppError> {
+        let Some(rooms) = self.me.upgrade() else { return self.close_session(room, session, user, reason).await };
+        let (room, session, user) = (room.clone(), session.clone(), user.clone());
+        let close = self.tasks.spawn(async move { rooms.close_session(&room, &session, &user, reason).await });
+        close.await.unwrap_or(Err(AppError::Internal))
+    }
+
+    /// What [`Rooms::end_session`] runs.
+    async fn close_session(
         &self,
         room: &RoomCode,
         session: &SessionId,
@@ -419,20 +436,16 @@ impl Rooms {
         }
     }
 
-    /// [`Rooms::end_session`] for a request: run on the tracked tasks, so a
-    /// caller that goes away mid-way (a window closing while its leave
-    /// beacon is handled drops the request) never cuts a cleanup short.
-    pub async fn end_session_for_request(
-        &self,
-        room: &RoomCode,
-        session: &SessionId,
-        user: &UserId,
-        reason: LeaveReason,
-    ) -> Result<(), AppError> {
-        let Some(rooms) = self.me.upgrade() else { return self.end_session(room, session, user, reason).await };
+    /// Runs [`Rooms::close_session`] on the tracked tasks without waiting
+    /// for it (the liveness sweep, which must not wait on any one close).
+    fn close_in_background(&self, room: &RoomCode, session: &SessionId, user: &UserId, reason: LeaveReason) {
+        let Some(rooms) = self.me.upgrade() else { return };
         let (room, session, user) = (room.clone(), session.clone(), user.clone());
-        let close = self.tasks.spawn(async move { rooms.end_session(&room, &session, &user, reason).await });
-        close.await.unwrap_or(Err(AppError::Internal))
+        self.tasks.spawn(async move {
+            if let Err(e) = rooms.close_session(&room, &session, &user, reason).await {
+                tracing::warn!(session = %session, reason = reason.as_str(), error = %e, "session not fully ended");
+            }
+        });
     }
 
     /// Removes the store entries and ends the rows, each step retried with
@@ -514,9 +527,15 @@ impl Rooms {
     /// those silent for the whole grace window.
     pub async fn sweep(&self, suspect_after: Duration, remove_after: Duration) {
         for live in self.sessions.all() {
+            // Closing here (once) keeps the next sweep off it; the rest of
+            // the close runs in the background, so one slow close never
+            // holds up liveness for everybody else.
+            if live.is_closed() {
+                continue;
+            }
             if live.is_waiting() && live.age() >= self.limits.pending_timeout {
-                if let Err(e) = self.end_session(&live.room, &live.id, &live.user, LeaveReason::Expired).await {
-                    tracing::warn!(session = %live.id, error = %e, "expired request not fully ended");
+                if live.close(LeaveReason::Expired) {
+                    self.close_in_background(&live.room, &live.id, &live.user, LeaveReason::Expired);
                 }
                 continue;
             }
@@ -525,8 +544,8 @@ impl Rooms {
                 Liveness::TurnedSuspect => Presence::Reconnecting,
                 Liveness::Recovered => Presence::Connected,
                 Liveness::Lost(reason) => {
-                    if let Err(e) = self.end_session(&live.room, &live.id, &live.user, reason).await {
-                        tracing::warn!(session = %live.id, error = %e, "lost session not fully ended");
+                    if live.close(reason) {
+                        self.close_in_background(&live.room, &live.id, &live.user, reason);
                     }
                     continue;
                 }
@@ -611,7 +630,7 @@ impl Rooms {
         everyone.extend(self.store.pending(room).await.map_err(store_down)?);
         let mut result = Ok(());
         for m in everyone {
-            if let Err(e) = self.end_session_for_request(room, &m.session, &m.user, LeaveReason::RoomEnded).await {
+            if let Err(e) = self.end_session(room, &m.session, &m.user, LeaveReason::RoomEnded).await {
                 result = Err(e);
             }
         }
@@ -779,7 +798,7 @@ impl RoomService for Rooms {
             tracing::warn!(session = %session, "leave refused: not the caller's session");
             return Err(AppError::Forbidden);
         }
-        self.end_session_for_request(&room, session, &owner, reason).await
+        self.end_session(&room, session, &owner, reason).await
     }
 
     async fn act(&self, who: &Identity, session: &SessionId, action: RoomAction) -> Result<(), AppError> {
@@ -803,14 +822,14 @@ impl RoomService for Rooms {
             }
             RoomAction::Admit { participant, approve: false } => {
                 let entry = self.find(&room, &participant, true).await?;
-                return self.end_session_for_request(&room, &entry.session, &entry.user, LeaveReason::Denied).await;
+                return self.end_session(&room, &entry.session, &entry.user, LeaveReason::Denied).await;
             }
             RoomAction::Kick { participant } => {
                 let target = self.find(&room, &participant, false).await?;
                 if target.session == me.session {
                     return Err(AppError::Invalid("Use Leave to leave the meeting.".into()));
                 }
-                return self.end_session_for_request(&room, &target.session, &target.user, LeaveReason::Kicked).await;
+                return self.end_session(&room, &target.session, &target.user, LeaveReason::Kicked).await;
             }
             RoomAction::MuteParticipant { participant } => {
                 let target = self.find(&room, &participant, false).await?;

@@ -323,9 +323,7 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
         ReadEnd::Leaving => {
             live.note_clean_close();
             // The beacon's leave, over the socket (the beacon then finds nothing).
-            if let Err(e) =
-                rooms.end_session_for_request(&live.room, &live.id, &live.user, LeaveReason::PageHidden).await
-            {
+            if let Err(e) = rooms.end_session(&live.room, &live.id, &live.user, LeaveReason::PageHidden).await {
                 tracing::warn!(session = %live.id, room = %live.room, error = %e, "session not fully ended");
             }
         }

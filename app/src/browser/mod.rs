@@ -18,9 +18,6 @@ use crate::call::{CallStore, ConnectionState};
 use crate::model::{RoomCode, SessionId};
 use crate::signal::{close_code, ClientMsg, ServerMsg, HEARTBEAT_INTERVAL_MS};
 
-/// Where `navigator.sendBeacon` posts a leave.
-pub const LEAVE_BEACON_PATH: &str = "/api/beacon/leave";
-
 fn window() -> Result<web_sys::Window, JsValue> {
     web_sys::window().ok_or_else(|| JsValue::from_str("no window"))
 }
@@ -238,7 +235,7 @@ impl Connection {
         let window = window()?;
         let location = window.location();
         let scheme = if location.protocol()? == "https:" { "wss" } else { "ws" };
-        let url = format!("{scheme}://{}/ws/{code}?session={session}", location.host()?);
+        let url = format!("{scheme}://{}{}", location.host()?, crate::routes::socket(code, session));
         store.connection.set(ConnectionState::Connecting);
         let slot: SocketSlot = Rc::default();
         let peer = match peer::Peer::new(slot.clone(), local, store) {
@@ -388,7 +385,7 @@ impl Drop for Call {
 }
 
 /// Where the Leave button's leave goes: the `leave_room` server function.
-const LEAVE_PATH: &str = "/api/leave";
+const LEAVE_PATH: &str = <crate::api::LeaveRoom as leptos::server_fn::ServerFn>::PATH;
 
 /// Starts the Leave button's leave at once: `fetch` is called here, not when
 /// a future is first polled, so the request is on its way before the page
@@ -425,7 +422,9 @@ pub fn send_leave(session: &SessionId) -> Result<impl std::future::Future<Output
 /// Sends the leave for `session` in a way that survives the page going away.
 pub fn send_leave_beacon(session: &SessionId) -> bool {
     let body = format!("session={session}");
-    window().and_then(|w| w.navigator().send_beacon_with_opt_str(LEAVE_BEACON_PATH, Some(&body))).unwrap_or(false)
+    window()
+        .and_then(|w| w.navigator().send_beacon_with_opt_str(crate::routes::LEAVE_BEACON, Some(&body)))
+        .unwrap_or(false)
 }
 
 /// While alive, a `pagehide` (tab or window closed, refresh, another site)

@@ -19,7 +19,7 @@
 //! `Drop` as backstop) cancels the session's token; its task then closes the
 //! forwarders and tracks, detaches from the room (the other sessions drop
 //! their forwarders of its tracks and renegotiate), closes the peer
-//! connection and removes its store resources. [`Sfu::close_session`] is
+//! connection and removes its store resources. [`Sfu::start_close`] is
 //! what `Rooms::end_session` calls: close, then wait for the task.
 //!
 //! Counting: [`Sfu::counts`] counts live objects through `Weak` registries

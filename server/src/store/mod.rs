@@ -399,6 +399,10 @@ pub trait LiveStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Closes the store's connections and ends its own tasks (shutdown);
+    /// nothing to do for the in-process store.
+    async fn quit(&self) {}
+
     /// What the nodes send with [`LiveStore::send_event`]; `None` for a
     /// store that serves a single node.
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {

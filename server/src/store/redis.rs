@@ -193,6 +193,9 @@ pub struct RedisStore {
     events: tokio::sync::broadcast::Sender<String>,
     /// Stops the task that hands the node events on.
     stop: tokio_util::sync::CancellationToken,
+    /// That task: owned by the store (aborted if the store is dropped,
+    /// awaited by [`LiveStore::quit`]).
+    hand_on: std::sync::Mutex<Option<tokio_util::task::AbortOnDropHandle<()>>>,
 }
 
 impl Drop for RedisStore {
@@ -238,15 +241,13 @@ impl RedisStore {
         let _resubscribe = subscriber.manage_subscriptions();
         let (events, _) = tokio::sync::broadcast::channel(EVENT_BACKLOG);
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(hand_on_events(subscriber.clone(), channel, events.clone(), stop.clone()));
-        Ok(Self { keys, client, subscriber, events, stop })
-    }
-
-    /// Closes the connections (and stops reconnecting).
-    pub async fn quit(&self) {
-        self.stop.cancel();
-        let _ = self.subscriber.quit().await;
-        let _ = self.client.quit().await;
+        let hand_on = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(hand_on_events(
+            subscriber.clone(),
+            channel,
+            events.clone(),
+            stop.clone(),
+        )));
+        Ok(Self { keys, client, subscriber, events, stop, hand_on: std::sync::Mutex::new(Some(hand_on)) })
     }
 
     async fn put(
@@ -512,6 +513,16 @@ impl LiveStore for RedisStore {
     async fn send_event(&self, payload: String) -> Result<(), StoreError> {
         self.client.publish::<i64, _, _>(self.keys.events(), payload).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn quit(&self) {
+        self.stop.cancel();
+        let hand_on = self.hand_on.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = hand_on {
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT, task).await;
+        }
+        let _ = self.subscriber.quit().await;
+        let _ = self.client.quit().await;
     }
 
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
