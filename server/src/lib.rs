@@ -2,13 +2,13 @@
 //! # The `cleanroom` server
 //!
 //! One axum process that renders the Leptos pages, answers their server
-//! functions, runs the signalling sockets and (with the SFU issue) the media.
+//! functions, runs the signalling sockets and the media (an SFU).
 //!
 //! Layout, one module per domain noun:
 //! - [`config`]: flags and environment.
-//! - [`identity`]: the signed guest cookie and its middleware.
-//! - [`security`]: same-origin checks, security headers, error statuses.
-//! - [`limits`]: rate limits per identity and address.
+//! - [`node`]: the composition root: state, the node's loops, start, shutdown.
+//! - [`http`]: the adapters: router and layers, the socket, the leave
+//!   beacon, operations endpoints, identity, same-origin checks, limits.
 //! - [`db`]: SeaORM persistence (rooms, live roster, history).
 //! - [`store`]: the live-state store, in-process or Redis.
 //! - [`room`]: the room domain service, home of the single close path.
@@ -17,16 +17,14 @@
 //! - [`nodes`]: events between the nodes of a deployment (Redis pub/sub).
 //! - [`media`]: the SFU (peer connections, published tracks, forwarders).
 //! - [`loadgen`]: a headless WebRTC client (tests, load generation).
-//! - [`signal`]: the WebSocket adapter.
 //! - [`reconcile`]: the background repair of orphans (store, rows, sessions).
-//! - [`ops`]: health, readiness, metrics, debug API, leave beacon.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //!
 //! Invariants:
 //! - Every session ends through [`room::Rooms::end_session`], exactly once
 //!   for its live part, idempotently for its durable part.
-//! - Every task belongs to a [`TaskTracker`] of [`AppState`] under the
-//!   process's [`CancellationToken`]; shutdown is cancel, close, wait.
+//! - Every task belongs to a `TaskTracker` of [`AppState`] under the
+//!   process's `CancellationToken`; shutdown is cancel, close, wait.
 //! - Deletes are keyed by session id, never by user.
 //! - A session's media (peer connection, published tracks, forwarders from
 //!   and to it) is closed by `end_session` before its store entries go; the
@@ -35,301 +33,17 @@
 
 pub mod config;
 pub mod db;
+pub mod http;
 pub mod hub;
-pub mod identity;
-pub mod limits;
 pub mod loadgen;
 pub mod media;
 pub mod metrics;
+pub mod node;
 pub mod nodes;
-pub mod ops;
 pub mod participant;
 pub mod reconcile;
 pub mod room;
-pub mod security;
-pub mod signal;
 pub mod store;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use app::ports::{Ports, RoomService};
-use axum::extract::FromRef;
-use axum::routing::{get, post};
-use axum::Router;
-use leptos::prelude::*;
-use leptos_axum::{generate_route_list, LeptosRoutes};
-use metrics_exporter_prometheus::PrometheusHandle;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tower_http::trace::TraceLayer;
-
-use crate::config::Config;
-use crate::identity::IdentityCookies;
-use crate::room::Rooms;
-use crate::store::LiveStore;
-
-/// How often this node renews its lease in the store, and how long it lasts.
-const LEASE_EVERY: Duration = Duration::from_secs(5);
-const LEASE_TTL: Duration = Duration::from_secs(15);
-
-/// Everything the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub leptos: LeptosOptions,
-    pub rooms: Arc<Rooms>,
-    pub identity: Arc<IdentityCookies>,
-    /// Rate limits of the edge (tidied by the lease loop).
-    pub limits: Arc<limits::RateLimits>,
-    pub metrics: PrometheusHandle,
-    pub debug_api: bool,
-    /// Background tasks of the process (lease renewal, …).
-    pub tasks: TaskTracker,
-    /// One task per open signalling socket.
-    pub sockets: TaskTracker,
-    /// Cancelled at shutdown; parent of every session's token.
-    pub shutdown: CancellationToken,
-    /// Set once [`shutdown`] has run (it runs once, however often called).
-    stopped: Arc<tokio::sync::OnceCell<()>>,
-}
-
-impl FromRef<AppState> for LeptosOptions {
-    fn from_ref(state: &AppState) -> Self {
-        state.leptos.clone()
-    }
-}
-
-/// Why the server could not start; each names the setting at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("DATABASE_URL (--database-url): {0}")]
-    Database(#[from] db::DbError),
-    #[error("REDIS_URL (--redis-url): {0}")]
-    Store(#[from] store::StoreError),
-}
-
-/// Connects the database and the store and builds the shared state.
-/// `store_prefix` namespaces the store's keys (tests use their own).
-pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -> Result<AppState, StartError> {
-    let db = db::Db::connect(&config.database_url).await?;
-    let store: Arc<dyn LiveStore> = match &config.redis_url {
-        Some(url) => Arc::new(store::redis::RedisStore::connect(url, store_prefix).await?),
-        None => Arc::new(store::memory::MemoryStore::new(store_prefix)),
-    };
-    let node_id = config.node_id_or_random();
-    tracing::info!(node = %node_id, database = db.backend(), store = store.backend(), "starting");
-    let shutdown = CancellationToken::new();
-    let (sfu, end_requests, speakers) = media::Sfu::new(media::MediaConfig::from_config(config), store.clone());
-    let tasks = TaskTracker::new();
-    let limits = room::Limits {
-        pending_timeout: Duration::from_millis(config.pending_timeout_ms),
-        empty_room: Duration::from_millis(config.empty_room_ms),
-        unused_room: Duration::from_millis(config.unused_room_ms),
-    };
-    let rooms = Rooms::new(db, store, node_id, shutdown.child_token(), Arc::new(sfu), tasks.clone(), limits);
-    let state = AppState {
-        leptos,
-        rooms,
-        identity: Arc::new(IdentityCookies::new(config.secret.as_deref())),
-        limits: Arc::new(limits::RateLimits::default()),
-        metrics: metrics::install(),
-        debug_api: config.debug_api,
-        tasks,
-        sockets: TaskTracker::new(),
-        shutdown,
-        stopped: Arc::default(),
-    };
-    spawn_lease(&state);
-    spawn_media_ends(&state, end_requests);
-    spawn_speakers(&state, speakers);
-    spawn_liveness(&state, Duration::from_millis(config.suspect_ms), Duration::from_millis(config.remove_ms));
-    spawn_reconciler(&state, Duration::from_millis(config.reconcile_ms));
-    spawn_node_events(&state);
-    Ok(state)
-}
-
-/// Does what the other nodes of the deployment send (see [`nodes`]); one
-/// at a time, in the order sent.
-fn spawn_node_events(state: &AppState) {
-    let Some(mut events) = state.rooms.store().events() else { return };
-    let rooms = state.rooms.clone();
-    let stop = state.shutdown.clone();
-    state.tasks.spawn(async move {
-        loop {
-            let payload = tokio::select! {
-                () = stop.cancelled() => break,
-                p = events.recv() => p,
-            };
-            match payload {
-                Ok(payload) => rooms.on_node_event(&payload),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "node events missed");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
-        }
-    });
-}
-
-/// Ends the sessions whose media failed (ICE failure) through the single
-/// close path.
-fn spawn_media_ends(state: &AppState, mut requests: tokio::sync::mpsc::UnboundedReceiver<media::EndRequest>) {
-    let rooms = state.rooms.clone();
-    let stop = state.shutdown.clone();
-    state.tasks.spawn(async move {
-        loop {
-            let request = tokio::select! {
-                () = stop.cancelled() => break,
-                request = requests.recv() => match request {
-                    Some(r) => r,
-                    None => break,
-                },
-            };
-            if let Err(e) = rooms.end_session(&request.room, &request.session, &request.user, request.reason).await {
-                tracing::warn!(room = %request.room, session = %request.session, error = %e, "session not fully ended");
-            }
-        }
-    });
-}
-
-/// Hands the SFU's active-speaker changes to the room service.
-fn spawn_speakers(state: &AppState, mut changes: tokio::sync::mpsc::UnboundedReceiver<media::SpeakerChange>) {
-    let rooms = state.rooms.clone();
-    let stop = state.shutdown.clone();
-    state.tasks.spawn(async move {
-        loop {
-            let change = tokio::select! {
-                () = stop.cancelled() => break,
-                change = changes.recv() => match change {
-                    Some(c) => c,
-                    None => break,
-                },
-            };
-            rooms.speaker_changed(&change.room, change.session.as_ref()).await;
-        }
-    });
-}
-
-/// Abrupt-loss detection: sweeps often enough that a session is shown as
-/// reconnecting within `suspect` of its last sign of life and removed within
-/// `remove` (each threshold is lowered by one tick to keep that promise).
-fn spawn_liveness(state: &AppState, suspect: Duration, remove: Duration) {
-    let tick = (suspect / 10).clamp(Duration::from_millis(20), Duration::from_millis(100));
-    let (suspect, remove) = (suspect.saturating_sub(tick), remove.saturating_sub(tick));
-    let rooms = state.rooms.clone();
-    let stop = state.shutdown.clone();
-    state.tasks.spawn(async move {
-        let mut every = tokio::time::interval(tick);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = every.tick() => rooms.sweep(suspect, remove).await,
-            }
-        }
-    });
-}
-
-/// The reconciler and the room lifetime check, one pass every `every`.
-fn spawn_reconciler(state: &AppState, every: Duration) {
-    let mut reconciler = reconcile::Reconciler::new(state.rooms.clone());
-    let stop = state.shutdown.clone();
-    state.tasks.spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = tick.tick() => match reconciler.pass().await {
-                    Ok(r) if r.total() > 0 => tracing::warn!(?r, "reconciler repaired orphans"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "reconciler pass skipped"),
-                },
-            }
-            if let Err(e) = reconciler.rooms().close_idle_rooms().await {
-                tracing::warn!(error = %e, "idle rooms not checked");
-            }
-        }
-    });
-}
-
-fn spawn_lease(state: &AppState) {
-    let rooms = state.rooms.clone();
-    let limits = state.limits.clone();
-    let stop = state.shutdown.clone();
-    state.tasks.spawn(async move {
-        let mut tick = tokio::time::interval(LEASE_EVERY);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = tick.tick() => {
-                    limits.tidy();
-                    if let Err(e) = rooms.store().renew_lease(rooms.node_id(), LEASE_TTL).await {
-                        tracing::warn!(error = %e, "lease not renewed");
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// The HTTP routes.
-pub fn router(state: &AppState) -> Router {
-    let ports = Ports { rooms: state.rooms.clone() as Arc<dyn RoomService>, identity: state.identity.clone() };
-    let routes = generate_route_list(app::App);
-    let mut router = Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route(app::routes::LEAVE_BEACON, post(ops::leave_beacon))
-        .route(app::routes::SOCKET, get(signal::ws_handler));
-    if state.debug_api {
-        router = router
-            .route(app::routes::DEBUG_RESOURCES, get(ops::debug_resources))
-            .route(app::routes::DEBUG_SESSION, get(ops::debug_session));
-    }
-    let options = state.leptos.clone();
-    let mut router = router
-        .leptos_routes_with_context(
-            state,
-            routes,
-            move || provide_context(ports.clone()),
-            move || app::shell(options.clone()),
-        )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
-        // Outermost last: trace, headers, error statuses, same-origin
-        // check, identity, then the rate limits (which name the caller).
-        .layer(axum::middleware::from_fn_with_state(state.limits.clone(), limits::layer))
-        .layer(axum::middleware::from_fn_with_state(state.identity.clone(), identity::layer))
-        .layer(axum::middleware::from_fn(security::same_origin))
-        .layer(axum::middleware::from_fn(security::server_fn_status));
-    for header in security::headers() {
-        router = router.layer(header);
-    }
-    router.layer(TraceLayer::new_for_http()).with_state(state.clone())
-}
-
-/// Shutdown: end every session (reason `node-shutdown`), cancel, wait for
-/// tasks, close the store. Runs once: a second call waits for the first.
-pub async fn shutdown(state: &AppState) {
-    state
-        .stopped
-        .get_or_init(|| async {
-            state.rooms.shutdown().await;
-            state.shutdown.cancel();
-            state.rooms.media().shutdown(Duration::from_secs(5)).await;
-            state.tasks.close();
-            state.sockets.close();
-            if tokio::time::timeout(Duration::from_secs(5), async {
-                state.tasks.wait().await;
-                state.sockets.wait().await;
-            })
-            .await
-            .is_err()
-            {
-                tracing::warn!("tasks still running 5 s after shutdown");
-            }
-            state.rooms.store().quit().await;
-        })
-        .await;
-}
+pub use http::router;
+pub use node::{shutdown, start, AppState, StartError};

@@ -37,9 +37,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::node::AppState;
 use crate::participant::{LiveSession, SocketGuard};
 use crate::room::Rooms;
-use crate::AppState;
 
 /// Messages (other than rosters) that may wait for a slow socket; one more
 /// and the socket is too slow.
@@ -63,7 +63,7 @@ pub async fn ws_handler(
     ws: WebSocketUpgrade,
 ) -> Response {
     // Another site's page may open a socket with our cookie: refuse it.
-    if crate::security::is_foreign(&headers) {
+    if super::security::is_foreign(&headers) {
         tracing::warn!(room = %code, "socket refused: foreign origin");
         return (StatusCode::FORBIDDEN, "cross-origin socket refused").into_response();
     }

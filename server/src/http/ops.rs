@@ -1,19 +1,16 @@
-//! Operational endpoints: health, readiness, metrics, the debug API and the
-//! leave beacon.
+//! Operational endpoints: health, readiness, metrics and the debug API.
 
 use std::time::Duration;
 
-use app::error::AppError;
-use app::model::{LeaveReason, RoomCode, SessionId, UserId};
-use app::ports::{Identity, RoomService};
+use app::model::{RoomCode, SessionId, UserId};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{self as m, LiveCounts};
-use crate::AppState;
+use crate::node::AppState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -166,23 +163,5 @@ pub async fn debug_session(State(state): State<AppState>, Path(session): Path<St
         Ok(Some(r)) => Json(r).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "no such session").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
-    }
-}
-
-/// The HTTP status of a domain error (chosen once, in [`AppError::http_status`]).
-pub fn status_of(e: &AppError) -> StatusCode {
-    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-/// `POST /api/beacon/leave` with body `session=…` (any content type, as
-/// `navigator.sendBeacon` sends it). Answers 204 with no body.
-pub async fn leave_beacon(State(state): State<AppState>, Extension(me): Extension<Identity>, body: String) -> Response {
-    let Some(session) = app::signal::beacon_session(&body) else {
-        return (StatusCode::BAD_REQUEST, "expected session=<id>").into_response();
-    };
-    tracing::debug!(session = %session, "page going away (beacon)");
-    match state.rooms.leave(&me, &session, LeaveReason::PageHidden).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => (status_of(&e), e.to_string()).into_response(),
     }
 }

@@ -114,7 +114,7 @@ pub async fn layer(State(cookies): State<Arc<IdentityCookies>>, mut req: Request
         None if req.method().is_safe() => (IdentityCookies::fresh(), false),
         None => {
             tracing::info!(path = %req.uri().path(), method = %req.method(), "request without identity refused");
-            return crate::security::refusal(&app::error::AppError::NoIdentity);
+            return super::security::refusal(&app::error::AppError::NoIdentity);
         }
     };
     req.extensions_mut().insert(identity.clone());

@@ -186,7 +186,7 @@ pub async fn layer(State(limits): State<Arc<RateLimits>>, req: Request, next: Ne
             page.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_s.into());
             return page;
         }
-        return crate::security::refusal(&error);
+        return super::security::refusal(&error);
     }
     next.run(req).await
 }
