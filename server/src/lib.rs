@@ -12,6 +12,7 @@
 //! - [`db`]: SeaORM persistence (rooms, live roster, history).
 //! - [`store`]: the live-state store, in-process or Redis.
 //! - [`room`]: the room domain service, home of the single close path.
+//! - [`lifetime`]: the close-once guard every resource owner uses.
 //! - [`participant`]: live sessions of this node and their registry.
 //! - [`hub`]: per-room fan-out to sockets.
 //! - [`nodes`]: events between the nodes of a deployment (Redis pub/sub).
@@ -35,6 +36,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod hub;
+pub mod lifetime;
 pub mod loadgen;
 pub mod media;
 pub mod metrics;

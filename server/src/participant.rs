@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use app::model::{LeaveReason, ParticipantId, RoomCode, SessionId, UserId};
 use tokio_util::sync::CancellationToken;
 
+use crate::lifetime::Lifetime;
+
 /// One joined session living on this node.
 #[derive(Debug)]
 pub struct LiveSession {
@@ -18,12 +20,9 @@ pub struct LiveSession {
     pub room: RoomCode,
     pub user: UserId,
     pub participant: ParticipantId,
-    /// Cancelled by [`LiveSession::close`]; the session's tasks watch it.
-    cancel: CancellationToken,
-    /// Set once by the first close; the guard of "exactly once".
-    closed: AtomicBool,
-    /// Why the session closed (set with `closed`).
-    reason: OnceLock<LeaveReason>,
+    /// Closed once by [`LiveSession::close`]; its token ends the session's
+    /// tasks (socket, media).
+    lifetime: Lifetime<LeaveReason>,
     /// Process-clock milliseconds of the last sign of life (join, any frame).
     last_seen_ms: AtomicU64,
     /// Signalling sockets attached right now (0 or 1: a new socket replaces
@@ -79,9 +78,7 @@ impl LiveSession {
             room,
             user,
             participant,
-            cancel,
-            closed: AtomicBool::new(false),
-            reason: OnceLock::new(),
+            lifetime: Lifetime::new(cancel),
             last_seen_ms: AtomicU64::new(clock_ms()),
             sockets: AtomicUsize::new(0),
             socket: Mutex::new(None),
@@ -126,7 +123,7 @@ impl LiveSession {
     /// one live socket: the one attached before is told to go (its token,
     /// [`SocketGuard::token`], is cancelled), as a reconnect replaces it.
     pub fn attach_socket(self: &Arc<Self>) -> SocketGuard {
-        let token = self.cancel.child_token();
+        let token = self.lifetime.child_token();
         let previous = self.socket.lock().unwrap_or_else(|p| p.into_inner()).replace(token.clone());
         if let Some(previous) = previous {
             previous.cancel();
@@ -164,26 +161,22 @@ impl LiveSession {
     /// Closes the live part of the session: records the reason and cancels
     /// its tasks. Returns `true` for the one call that closed it.
     pub fn close(&self, reason: LeaveReason) -> bool {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        let _ = self.reason.set(reason);
-        self.cancel.cancel();
-        true
+        self.lifetime.close(reason)
     }
 
+    /// Closed (by its close, or by the process shutting down).
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.lifetime.is_closed()
     }
 
     /// The reason of the close, once closed.
     pub fn reason(&self) -> Option<LeaveReason> {
-        self.reason.get().copied()
+        self.lifetime.reason()
     }
 
     /// A token cancelled when the session closes.
     pub fn token(&self) -> CancellationToken {
-        self.cancel.clone()
+        self.lifetime.token().clone()
     }
 }
 

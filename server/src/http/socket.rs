@@ -261,17 +261,17 @@ async fn write(
     };
     done.cancel();
     match end {
-        WriteEnd::Stopped => match live.reason() {
-            Some(reason) => {
-                let ended = text(&ServerMsg::SessionEnded { reason });
-                if matches!(tokio::time::timeout(CLOSE_TIMEOUT, tx.send(ended)).await, Ok(Ok(()))) {
-                    close_with(&mut tx, close_code::SESSION_ENDED, "session ended").await;
-                }
+        WriteEnd::Stopped if socket.replaced() => {
+            close_with(&mut tx, close_code::REPLACED, "replaced by a newer connection").await;
+        }
+        WriteEnd::Stopped => {
+            // Closed by its end, or by the process stopping.
+            let reason = live.reason().unwrap_or(LeaveReason::NodeShutdown);
+            let ended = text(&ServerMsg::SessionEnded { reason });
+            if matches!(tokio::time::timeout(CLOSE_TIMEOUT, tx.send(ended)).await, Ok(Ok(()))) {
+                close_with(&mut tx, close_code::SESSION_ENDED, "session ended").await;
             }
-            None => {
-                close_with(&mut tx, close_code::REPLACED, "replaced by a newer connection").await;
-            }
-        },
+        }
         WriteEnd::TooSlow => {
             tracing::warn!(session = %live.id, room = %live.room, "socket too slow to take its messages: dropped");
             close_with(&mut tx, close_code::TOO_SLOW, "too slow").await;

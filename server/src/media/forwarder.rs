@@ -28,13 +28,15 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::engine::is_keyframe_request;
 use super::track::PublishedTrack;
 use super::MediaError;
+use crate::lifetime::Lifetime;
 
 /// How long the feedback task waits before looking again for RTCP on a
 /// sender that is not bound yet (bound once the answer is applied).
 const UNBOUND_RETRY: Duration = Duration::from_millis(200);
 
 /// One published track delivered to one subscriber. Owned by the
-/// subscriber's media session; closed when either side goes.
+/// subscriber's media session; closed when either side goes, or when its
+/// owner drops it (its loops hold the [`Relay`], not the forwarder).
 pub struct Forwarder {
     /// `{track id}>{subscriber}`: the store's resource id.
     pub id: String,
@@ -42,10 +44,21 @@ pub struct Forwarder {
     pub track_id: String,
     pub publisher: ParticipantId,
     pub kind: RtpCodecKind,
-    codec: RTCRtpCodec,
-    local: Arc<TrackLocalStaticRTP>,
     /// The subscriber connection's sender, for `remove_track`.
     pub sender: Arc<dyn RtpSender>,
+    /// What the loops use.
+    relay: Arc<Relay>,
+    /// Closed once; its token is a child of the published track's, so the
+    /// publisher's close ends it.
+    lifetime: Lifetime<()>,
+}
+
+/// The part of a forwarder its two loops share.
+struct Relay {
+    id: String,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+    local: Arc<TrackLocalStaticRTP>,
     /// SSRC of the subscriber side (random per forwarder).
     ssrc: u32,
     /// Payload type negotiated with the subscriber; 0 until known (then the
@@ -57,9 +70,6 @@ pub struct Forwarder {
     /// The subscriber's connection is up (DTLS done): before that, packets
     /// would only be refused by the SRTP layer.
     subscriber_ready: Arc<AtomicBool>,
-    /// Child of the published track's token: the publisher's close ends it.
-    token: CancellationToken,
-    closed: AtomicBool,
 }
 
 /// The forwarder's two loops, for the owner to spawn under its tracker.
@@ -100,67 +110,76 @@ impl Forwarder {
             let transceiver = pc.add_transceiver_from_track(local.clone() as Arc<dyn TrackLocal>, Some(init)).await?;
             transceiver.sender().await?.ok_or(MediaError::Rtc(webrtc::error::Error::ErrRTPSenderNotExisted))?
         };
-        let forwarder = Arc::new(Self {
-            id: format!("{}>{}", track.id, subscriber),
-            track_id: track.id.clone(),
-            publisher: track.publisher.clone(),
+        let id = format!("{}>{}", track.id, subscriber);
+        let relay = Arc::new(Relay {
+            id: id.clone(),
             kind: track.kind,
             codec: track.codec.clone(),
             local,
-            sender,
             ssrc,
             payload_type: AtomicU8::new(0),
             negotiated: AtomicBool::new(false),
             keyframes: track.keyframe_requests(),
             subscriber_ready,
-            token: track.child_token(),
-            closed: AtomicBool::new(false),
         });
+        let lifetime = Lifetime::new(track.child_token());
         let tasks = ForwarderTasks {
-            packets: Box::pin(forwarder.clone().forward(packets)),
-            feedback: Box::pin(forwarder.clone().relay_feedback()),
+            packets: Box::pin(relay.clone().forward(packets, lifetime.token().clone())),
+            feedback: Box::pin(relay.clone().relay_feedback(lifetime.token().clone())),
         };
+        let forwarder = Arc::new(Self {
+            id,
+            track_id: track.id.clone(),
+            publisher: track.publisher.clone(),
+            kind: track.kind,
+            sender,
+            relay,
+            lifetime,
+        });
         Ok((forwarder, tasks))
     }
 
     /// Stops both loops. Returns `true` for the one call that closed it.
     pub fn close(&self) -> bool {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        self.token.cancel();
-        true
+        self.lifetime.close(())
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.token.is_cancelled()
+        self.lifetime.is_closed()
     }
 
     /// Asks the publisher for a keyframe (video only).
     pub fn request_keyframe(&self) {
-        if self.kind == RtpCodecKind::Video {
-            let _ = self.keyframes.try_send(());
-        }
+        self.relay.request_keyframe();
     }
 
     /// Called once the subscriber's answer is applied: learns the payload
     /// type the subscriber agreed to. Returns `true` the first time.
     pub async fn negotiated(&self) -> bool {
+        let relay = &self.relay;
         if let Ok(params) = self.sender.get_parameters().await {
             let matching = params.rtp_parameters.codecs.iter().find(|c| {
-                c.rtp_codec.mime_type.eq_ignore_ascii_case(&self.codec.mime_type)
-                    && (self.codec.sdp_fmtp_line.is_empty() || c.rtp_codec.sdp_fmtp_line == self.codec.sdp_fmtp_line)
+                c.rtp_codec.mime_type.eq_ignore_ascii_case(&relay.codec.mime_type)
+                    && (relay.codec.sdp_fmtp_line.is_empty() || c.rtp_codec.sdp_fmtp_line == relay.codec.sdp_fmtp_line)
             });
             let any_of_kind = params
                 .rtp_parameters
                 .codecs
                 .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&self.codec.mime_type));
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&relay.codec.mime_type));
             if let Some(codec) = matching.or(any_of_kind) {
-                self.payload_type.store(codec.payload_type, Ordering::Release);
+                relay.payload_type.store(codec.payload_type, Ordering::Release);
             }
         }
-        !self.negotiated.swap(true, Ordering::AcqRel)
+        !relay.negotiated.swap(true, Ordering::AcqRel)
+    }
+}
+
+impl Relay {
+    fn request_keyframe(&self) {
+        if self.kind == RtpCodecKind::Video {
+            let _ = self.keyframes.try_send(());
+        }
     }
 
     fn rewrite(&self, packet: &mut rtp::Packet) {
@@ -176,10 +195,10 @@ impl Forwarder {
         header.extensions_padding = 0;
     }
 
-    async fn forward(self: Arc<Self>, mut packets: broadcast::Receiver<rtp::Packet>) {
+    async fn forward(self: Arc<Self>, mut packets: broadcast::Receiver<rtp::Packet>, token: CancellationToken) {
         loop {
             let next = tokio::select! {
-                () = self.token.cancelled() => break,
+                () = token.cancelled() => break,
                 next = packets.recv() => next,
             };
             match next {
@@ -200,10 +219,10 @@ impl Forwarder {
         }
     }
 
-    async fn relay_feedback(self: Arc<Self>) {
+    async fn relay_feedback(self: Arc<Self>, token: CancellationToken) {
         loop {
             let event = tokio::select! {
-                () = self.token.cancelled() => break,
+                () = token.cancelled() => break,
                 event = self.local.poll() => event,
             };
             match event {
@@ -216,7 +235,7 @@ impl Forwarder {
                 // Not bound yet, or unbound: look again a little later.
                 None => {
                     tokio::select! {
-                        () = self.token.cancelled() => break,
+                        () = token.cancelled() => break,
                         () = tokio::time::sleep(UNBOUND_RETRY) => {}
                     }
                 }

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant as StdInstant;
 
 use app::model::{LeaveReason, MediaKind, ParticipantId, RoomCode, SessionId, UserId};
@@ -25,7 +25,6 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCR
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -38,6 +37,7 @@ use super::engine::{build_peer_connection, AUDIO_LEVEL_URI};
 use super::forwarder::Forwarder;
 use super::track::{media_kind, PublishedTrack, PublisherState};
 use super::{EndRequest, MediaError, RoomMedia, Shared};
+use crate::lifetime::Lifetime;
 use crate::participant::LiveSession;
 use crate::store::ResourceKind;
 
@@ -93,11 +93,9 @@ pub struct MediaSession {
     pub user: UserId,
     pub participant: ParticipantId,
     cmds: mpsc::UnboundedSender<Command>,
-    /// Child of the `LiveSession` token: ending the session cancels it.
-    token: CancellationToken,
-    /// Set once by the first close; the guard of "exactly once".
-    closed: AtomicBool,
-    reason: OnceLock<LeaveReason>,
+    /// Closed once; its token is a child of the `LiveSession` token, so
+    /// ending the session closes its media.
+    lifetime: Lifetime<LeaveReason>,
     /// Tracks this session publishes (read by arriving sessions under the
     /// room lock).
     published: Mutex<Vec<Arc<PublishedTrack>>>,
@@ -136,9 +134,7 @@ impl MediaSession {
             user: live.user.clone(),
             participant: live.participant.clone(),
             cmds,
-            token: live.token().child_token(),
-            closed: AtomicBool::new(false),
-            reason: OnceLock::new(),
+            lifetime: Lifetime::new(live.token().child_token()),
             published: Mutex::new(Vec::new()),
             publisher_state: Arc::new(PublisherState::default()),
             tasks,
@@ -259,20 +255,15 @@ impl MediaSession {
     /// token; its task then releases everything. Returns `true` for the one
     /// call that closed it.
     pub fn close(&self, reason: LeaveReason) -> bool {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        let _ = self.reason.set(reason);
-        self.token.cancel();
-        true
+        self.lifetime.close(reason)
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.token.is_cancelled()
+        self.lifetime.is_closed()
     }
 
     pub fn reason(&self) -> Option<LeaveReason> {
-        self.reason.get().copied()
+        self.lifetime.reason()
     }
 
     /// Resolves once every task of the session has ended.
@@ -344,7 +335,7 @@ fn kind_name(kind: RtpCodecKind) -> &'static str {
 
 impl Actor {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) {
-        let token = self.session.token.clone();
+        let token = self.session.lifetime.token().clone();
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let started = tokio::select! {
             () = token.cancelled() => Err(MediaError::Closed),
@@ -687,7 +678,7 @@ impl Actor {
             audio_level_id,
             self.session.publisher_state.clone(),
             remote,
-            self.session.token.child_token(),
+            self.session.lifetime.child_token(),
         );
         self.shared.live.track(&track);
         let events = self.events.clone();

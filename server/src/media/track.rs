@@ -29,6 +29,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::engine::parse_audio_level;
 use super::speaker::LevelMeter;
+use crate::lifetime::Lifetime;
 
 /// Packets buffered per subscriber before it lags (then it skips ahead
 /// and asks for a keyframe).
@@ -103,10 +104,10 @@ pub struct PublishedTrack {
     publisher_state: Arc<PublisherState>,
     packets: broadcast::Sender<rtp::Packet>,
     keyframes: mpsc::Sender<()>,
-    /// Cancelled by [`PublishedTrack::close`]; child of the session's token.
-    /// Forwarders of this track run under child tokens of it.
-    token: CancellationToken,
-    closed: AtomicBool,
+    /// Closed once by [`PublishedTrack::close`] (or its `Drop`); its token
+    /// is a child of the session's, and forwarders of this track run under
+    /// child tokens of it.
+    lifetime: Lifetime<()>,
 }
 
 impl std::fmt::Debug for PublishedTrack {
@@ -115,9 +116,15 @@ impl std::fmt::Debug for PublishedTrack {
     }
 }
 
-/// The receiving half of a new track: the reader task's work.
+/// The receiving half of a new track: the reader task's work. It holds
+/// what it needs of the track, not the track itself, so the track's last
+/// owner dropping it closes it (and so ends the reader).
 pub struct TrackReader {
-    track: Arc<PublishedTrack>,
+    id: String,
+    kind: RtpCodecKind,
+    publisher_state: Arc<PublisherState>,
+    packets: broadcast::Sender<rtp::Packet>,
+    token: CancellationToken,
     remote: Arc<dyn TrackRemote>,
     keyframes: mpsc::Receiver<()>,
     media_ssrc: u32,
@@ -153,11 +160,20 @@ impl PublishedTrack {
             publisher_state,
             packets,
             keyframes,
-            token,
-            closed: AtomicBool::new(false),
+            lifetime: Lifetime::new(token),
         });
         let audio_level_id = audio_level_id.filter(|_| kind == RtpCodecKind::Audio);
-        let reader = TrackReader { track: track.clone(), remote, keyframes: keyframe_rx, media_ssrc, audio_level_id };
+        let reader = TrackReader {
+            id: track.id.clone(),
+            kind,
+            publisher_state: track.publisher_state.clone(),
+            packets: track.packets.clone(),
+            token: track.lifetime.token().clone(),
+            remote,
+            keyframes: keyframe_rx,
+            media_ssrc,
+            audio_level_id,
+        };
         (track, reader)
     }
 
@@ -178,21 +194,17 @@ impl PublishedTrack {
 
     /// A child token for a forwarder of this track.
     pub fn child_token(&self) -> CancellationToken {
-        self.token.child_token()
+        self.lifetime.child_token()
     }
 
     /// Stops the reader and every forwarder of the track. Returns `true`
     /// for the one call that closed it.
     pub fn close(&self) -> bool {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        self.token.cancel();
-        true
+        self.lifetime.close(())
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.token.is_cancelled()
+        self.lifetime.is_closed()
     }
 }
 
@@ -207,8 +219,8 @@ impl TrackReader {
     /// Reads until the track closes or the remote track ends. Returns the
     /// track's id so the owner can unpublish it.
     pub async fn run(mut self) -> String {
-        let token = self.track.token.clone();
-        let kind = media_kind(self.track.kind);
+        let token = self.token.clone();
+        let kind = media_kind(self.kind);
         // Packets dropped while forwarding was off: later sequence numbers
         // are shifted down by this much.
         let mut dropped = 0u16;
@@ -217,7 +229,7 @@ impl TrackReader {
                 () = token.cancelled() => break,
                 event = self.remote.poll() => match event {
                     Some(TrackRemoteEvent::OnRtpPacket(mut packet)) => {
-                        let state = &self.track.publisher_state;
+                        let state = &self.publisher_state;
                         if !state.forwarding(kind) {
                             dropped = dropped.wrapping_add(1);
                             continue;
@@ -230,7 +242,7 @@ impl TrackReader {
                         }
                         packet.header.sequence_number = packet.header.sequence_number.wrapping_sub(dropped);
                         // No receiver yet is fine: nobody subscribes to it.
-                        let _ = self.track.packets.send(packet);
+                        let _ = self.packets.send(packet);
                     }
                     Some(TrackRemoteEvent::OnEnded) | None => break,
                     Some(_) => {}
@@ -238,11 +250,11 @@ impl TrackReader {
                 Some(()) = self.keyframes.recv() => {
                     let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: self.media_ssrc };
                     if let Err(e) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
-                        tracing::debug!(track = %self.track.id, error = %e, "PLI not sent");
+                        tracing::debug!(track = %self.id, error = %e, "PLI not sent");
                     }
                 }
             }
         }
-        self.track.id.clone()
+        self.id
     }
 }
