@@ -1,0 +1,162 @@
+//! The room actions of participants and the admin: admit, kick, mute,
+//! allow unmute, make host, end the meeting, hands, own mute. Every action
+//! first proves the caller owns its session; admin actions need the role.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use app::error::AppError;
+use app::model::{LeaveReason, MediaKind, ParticipantId, ParticipantState, Role, RoomAction, RoomCode, SessionId};
+use app::ports::Identity;
+
+use crate::store::MemberEntry;
+
+use super::*;
+
+impl Rooms {
+    /// The caller's own member entry, proving they own `session`.
+    pub(super) async fn actor(&self, who: &Identity, session: &SessionId) -> Result<(RoomCode, MemberEntry), AppError> {
+        let room = match self.sessions.get(session) {
+            Some(live) => live.room.clone(),
+            None => {
+                let row = self.db.participant(session.as_str()).await.map_err(db_down)?.ok_or(AppError::NotInRoom)?;
+                RoomCode::parse(&row.room_code).map_err(|_| AppError::Internal)?
+            }
+        };
+        let members = self.store.members(&room).await.map_err(store_down)?;
+        match members.into_iter().find(|m| &m.session == session) {
+            Some(me) if me.user == who.user_id => Ok((room, me)),
+            Some(_) => Err(AppError::Forbidden),
+            None => Err(AppError::NotInRoom),
+        }
+    }
+
+    /// A participant of the room by public id, among the admitted ones or
+    /// (`waiting`) the requests.
+    pub(super) async fn find(
+        &self,
+        room: &RoomCode,
+        id: &ParticipantId,
+        waiting: bool,
+    ) -> Result<MemberEntry, AppError> {
+        let list = if waiting { self.store.pending(room).await } else { self.store.members(room).await };
+        list.map_err(store_down)?.into_iter().find(|m| &m.participant == id).ok_or(AppError::NotInRoom)
+    }
+
+    pub(super) async fn set_flag(
+        &self,
+        room: &RoomCode,
+        session: &SessionId,
+        change: &(dyn for<'e> Fn(&'e mut MemberEntry) -> bool + Send + Sync),
+    ) -> Result<bool, AppError> {
+        Ok(self.store.update_member(room, session, change).await.map_err(store_down)?.is_some())
+    }
+
+    /// Ends the meeting: the room is marked ended, then every session in it
+    /// (admitted or waiting) ends with reason `room-ended`.
+    pub(super) async fn end_meeting(&self, room: &RoomCode) -> Result<(), AppError> {
+        self.db.end_room(room.as_str(), "ended", now_ms()).await.map_err(db_down)?;
+        let mut everyone = self.store.members(room).await.map_err(store_down)?;
+        everyone.extend(self.store.pending(room).await.map_err(store_down)?);
+        let mut result = Ok(());
+        for m in everyone {
+            if let Err(e) = self.end_session(room, &m.session, &m.user, LeaveReason::RoomEnded).await {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    pub(super) async fn act_as(&self, who: &Identity, session: &SessionId, action: RoomAction) -> Result<(), AppError> {
+        let (room, me) = self.actor(who, session).await?;
+        if action.needs_admin() && me.role != Role::Admin {
+            tracing::warn!(room = %room, session = %session, ?action, "refused: not the admin");
+            return Err(AppError::Forbidden);
+        }
+        tracing::info!(room = %room, session = %session, ?action, "room action");
+        match action {
+            RoomAction::Admit { participant, approve: true } => {
+                let mut entry = self.find(&room, &participant, true).await?;
+                entry.state = ParticipantState::Active;
+                if !self.store.admit(&room, &entry).await.map_err(store_down)? {
+                    return Err(AppError::NotInRoom);
+                }
+                if let Some(live) = self.sessions.get(&entry.session) {
+                    live.set_waiting(false);
+                }
+                self.db.set_state(entry.session.as_str(), ParticipantState::Active.as_str()).await.map_err(db_down)?;
+            }
+            RoomAction::Admit { participant, approve: false } => {
+                let entry = self.find(&room, &participant, true).await?;
+                return self.end_session(&room, &entry.session, &entry.user, LeaveReason::Denied).await;
+            }
+            RoomAction::Kick { participant } => {
+                let target = self.find(&room, &participant, false).await?;
+                if target.session == me.session {
+                    return Err(AppError::Invalid("Use Leave to leave the meeting.".into()));
+                }
+                return self.end_session(&room, &target.session, &target.user, LeaveReason::Kicked).await;
+            }
+            RoomAction::MuteParticipant { participant } => {
+                let target = self.find(&room, &participant, false).await?;
+                let lock = self.db.room(room.as_str()).await.map_err(db_down)?.is_some_and(|r| r.host_unmutes);
+                self.set_flag(&room, &target.session, &|e| {
+                    let changed = !e.audio_muted || e.audio_locked != lock;
+                    (e.audio_muted, e.audio_locked) = (true, lock);
+                    changed
+                })
+                .await?;
+                self.set_forwarding(&room, &target.session, MediaKind::Audio, false);
+            }
+            RoomAction::AllowUnmute { participant } => {
+                let target = self.find(&room, &participant, false).await?;
+                self.set_flag(&room, &target.session, &|e| std::mem::take(&mut e.audio_locked)).await?;
+            }
+            RoomAction::MakeAdmin { participant } => {
+                let target = self.find(&room, &participant, false).await?;
+                if target.session != me.session {
+                    // One step in the store: never two admins, never none.
+                    if !self.store.transfer_admin(&room, &me.session, &target.session).await.map_err(store_down)? {
+                        return Err(AppError::NotInRoom);
+                    }
+                    self.db.set_role(target.session.as_str(), Role::Admin.as_str()).await.map_err(db_down)?;
+                    self.db.set_role(me.session.as_str(), Role::Member.as_str()).await.map_err(db_down)?;
+                }
+            }
+            RoomAction::EndMeeting => return self.end_meeting(&room).await,
+            RoomAction::Hand { up: true } => {
+                self.store.raise_hand(&room, session, now_ms()).await.map_err(store_down)?;
+            }
+            RoomAction::Hand { up: false } => {
+                self.store.lower_hand(&room, session).await.map_err(store_down)?;
+            }
+            RoomAction::Mute { kind, muted } => {
+                // Checked in the same write that would unmute, so an admin's
+                // mute landing meanwhile is never overwritten.
+                let refused = AtomicBool::new(false);
+                self.set_flag(&room, session, &|e| {
+                    let locked = kind == MediaKind::Audio && !muted && e.audio_locked;
+                    refused.store(locked, Ordering::Release);
+                    if locked {
+                        return false;
+                    }
+                    let flag = match kind {
+                        MediaKind::Audio => &mut e.audio_muted,
+                        MediaKind::Video => &mut e.video_muted,
+                    };
+                    std::mem::replace(flag, muted) != muted
+                })
+                .await?;
+                if refused.load(Ordering::Acquire) {
+                    return Err(AppError::MutedByHost);
+                }
+                // Unmuting oneself lifts an admin's mute (where the room
+                // leaves it to the admin, only once they allowed it).
+                if kind == MediaKind::Audio && !muted {
+                    self.set_forwarding(&room, session, MediaKind::Audio, true);
+                }
+            }
+        }
+        self.broadcast_roster(&room).await;
+        Ok(())
+    }
+}
