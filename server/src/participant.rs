@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use app::model::{LeaveReason, ParticipantId, RoomCode, SessionId, UserId};
 use tokio_util::sync::CancellationToken;
@@ -44,7 +46,8 @@ pub struct LiveSession {
     created: Instant,
 }
 
-/// Milliseconds since the first call in this process (monotonic).
+/// Milliseconds since the first call in this process (monotonic). Tokio's
+/// clock, so tests can pause and advance time instead of sleeping.
 fn clock_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -303,13 +306,13 @@ mod tests {
         assert!(s.token().is_cancelled());
     }
 
-    #[test]
-    fn liveness_goes_suspect_then_lost_and_recovers_on_a_frame() {
+    #[tokio::test(start_paused = true)]
+    async fn liveness_goes_suspect_then_lost_and_recovers_on_a_frame() {
         let s = Arc::new(session());
         let (suspect, remove) = (Duration::from_millis(40), Duration::from_millis(120));
         assert_eq!(s.assess(suspect, remove), Liveness::Alive);
         let guard = s.attach_socket();
-        std::thread::sleep(Duration::from_millis(60));
+        tokio::time::advance(Duration::from_millis(60)).await;
         assert_eq!(s.assess(suspect, remove), Liveness::TurnedSuspect);
         assert_eq!(s.assess(suspect, remove), Liveness::StillSuspect);
         s.touch();
@@ -320,17 +323,17 @@ mod tests {
         s.note_clean_close();
         drop(again);
         assert_eq!(s.assess(suspect, remove), Liveness::Recovered, "a clean close alone is not suspect");
-        std::thread::sleep(Duration::from_millis(60));
+        tokio::time::advance(Duration::from_millis(60)).await;
         assert_eq!(s.assess(suspect, remove), Liveness::TurnedSuspect, "silence still is");
-        std::thread::sleep(Duration::from_millis(130));
+        tokio::time::advance(Duration::from_millis(130)).await;
         assert_eq!(s.assess(suspect, remove), Liveness::Lost(LeaveReason::SocketClosed));
         s.close(LeaveReason::SocketClosed);
     }
 
-    #[test]
-    fn a_session_that_never_connects_is_lost_as_silent() {
+    #[tokio::test(start_paused = true)]
+    async fn a_session_that_never_connects_is_lost_as_silent() {
         let s = session();
-        std::thread::sleep(Duration::from_millis(30));
+        tokio::time::advance(Duration::from_millis(30)).await;
         let lost = s.assess(Duration::from_millis(10), Duration::from_millis(20));
         assert_eq!(lost, Liveness::Lost(LeaveReason::HeartbeatLost));
         s.close(LeaveReason::HeartbeatLost);

@@ -14,12 +14,6 @@ use common::{Backend, Seen, TestServer};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn history_reason(server: &TestServer, session: &SessionId) -> Option<String> {
-    let row = server.state.rooms.db().history(session.as_str()).await.expect("history read").expect("history row");
-    assert!(row.left_at_ms.is_some() == row.leave_reason.is_some());
-    row.leave_reason
-}
-
 async fn assert_room_empty(server: &TestServer, room: &RoomCode) {
     let r = server.resources(room).await;
     let room_json = &r["rooms"][0];
@@ -59,7 +53,7 @@ async fn two_guests_join_see_each_other_and_leave_clean(backend: Backend) {
     bob.leave(&b.session_id).await.expect("bob leaves");
     let roster = ada_socket.roster_of(1, WAIT).await;
     assert_eq!(roster[0].id, a.participant_id);
-    assert_eq!(history_reason(&server, &b.session_id).await.as_deref(), Some("left"));
+    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("left"));
     let bob_user = user_of(&server, &b.session_id).await;
     let leftovers = server.state.rooms.store().session_entries(&room, &b.session_id, &bob_user).await.unwrap();
     assert!(leftovers.is_empty(), "store entries left: {leftovers:?}");
@@ -68,7 +62,7 @@ async fn two_guests_join_see_each_other_and_leave_clean(backend: Backend) {
 
     // Leaving twice is fine and changes nothing.
     bob.leave(&b.session_id).await.expect("second leave is a no-op");
-    assert_eq!(history_reason(&server, &b.session_id).await.as_deref(), Some("left"));
+    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("left"));
 
     // Ada's tab closes: the beacon ends her session, her socket is told and closed.
     assert_eq!(ada.beacon(&a.session_id).await, reqwest::StatusCode::NO_CONTENT);
@@ -87,7 +81,7 @@ async fn two_guests_join_see_each_other_and_leave_clean(backend: Backend) {
         }
     }
     assert!(saw_end, "the socket was told why the session ended");
-    assert_eq!(history_reason(&server, &a.session_id).await.as_deref(), Some("page-hidden"));
+    assert_eq!(server.leave_reason(&a.session_id).await.as_deref(), Some("page-hidden"));
     assert_room_empty(&server, &room).await;
     common::eventually(WAIT, "socket task ends", || async { (server.state.sockets.is_empty()).then_some(()) }).await;
     server.stop().await;
@@ -121,12 +115,12 @@ async fn a_socket_closed_as_leaving_ends_the_session() {
     bob_socket.ws.send(close(close_code::LEAVING)).await.unwrap();
     assert_eq!(ada_socket.roster_of(1, WAIT).await[0].id, a.participant_id);
     common::eventually(WAIT, "Bob's session closed", || async {
-        (history_reason(&server, &b.session_id).await.as_deref() == Some("page-hidden")).then_some(())
+        (server.leave_reason(&b.session_id).await.as_deref() == Some("page-hidden")).then_some(())
     })
     .await;
     // The beacon that follows finds nothing left and changes nothing.
     assert_eq!(bob.beacon(&b.session_id).await, reqwest::StatusCode::NO_CONTENT);
-    assert_eq!(history_reason(&server, &b.session_id).await.as_deref(), Some("page-hidden"));
+    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("page-hidden"));
     let r = server.resources(&room).await;
     assert_eq!((r["sessions"].as_u64(), r["rooms"][0]["db_participants"].as_u64()), (Some(1), Some(1)), "{r}");
     server.stop().await;
@@ -153,7 +147,7 @@ async fn rejoin_replaces_the_old_session(backend: Backend) {
     let second = ada.join(&room, "Ada").await.unwrap();
     assert_eq!(second.roster.len(), 1, "never shown twice");
     assert_eq!(second.roster[0].id, second.participant_id);
-    assert_eq!(history_reason(&server, &first.session_id).await.as_deref(), Some("replaced"));
+    assert_eq!(server.leave_reason(&first.session_id).await.as_deref(), Some("replaced"));
     loop {
         match old_socket.next(WAIT).await {
             Seen::Msg(ServerMsg::SessionEnded { reason }) => break assert_eq!(reason.as_str(), "replaced"),
@@ -167,7 +161,7 @@ async fn rejoin_replaces_the_old_session(backend: Backend) {
     ada.leave(&first.session_id).await.unwrap();
     let r = server.resources(&room).await;
     assert_eq!(r["rooms"][0]["participants"], 1, "{r}");
-    assert_eq!(history_reason(&server, &second.session_id).await, None);
+    assert_eq!(server.leave_reason(&second.session_id).await, None);
     ada.leave(&second.session_id).await.unwrap();
     assert_room_empty(&server, &room).await;
     server.stop().await;
@@ -199,7 +193,7 @@ async fn nobody_can_leave_for_someone_else() {
     assert!(matches!(s.next(WAIT).await, Seen::Closed(Some(close_code::UNKNOWN_SESSION))));
     let r = server.resources(&room).await;
     assert_eq!(r["rooms"][0]["participants"], 2, "{r}");
-    assert_eq!(history_reason(&server, &a.session_id).await, None);
+    assert_eq!(server.leave_reason(&a.session_id).await, None);
     server.stop().await;
 }
 
@@ -328,7 +322,7 @@ async fn shutdown_ends_every_session_with_its_reason() {
     let mut socket = ada.socket(&room, &a.session_id).await;
     socket.roster_of(1, WAIT).await;
     server::shutdown(&server.state).await;
-    assert_eq!(history_reason(&server, &a.session_id).await.as_deref(), Some("node-shutdown"));
+    assert_eq!(server.leave_reason(&a.session_id).await.as_deref(), Some("node-shutdown"));
     assert!(server.state.rooms.sessions().is_empty());
     assert!(server.state.tasks.is_empty() && server.state.sockets.is_empty(), "no task outlives shutdown");
     assert_room_empty(&server, &room).await;

@@ -84,10 +84,6 @@ async fn assert_gone(server: &TestServer, room: &RoomCode, session: &SessionId, 
     assert!(rooms.db().participant(session.as_str()).await.unwrap().is_none(), "live row of {session} left");
 }
 
-async fn reason_of(server: &TestServer, session: &SessionId) -> Option<String> {
-    server.state.rooms.db().history(session.as_str()).await.unwrap().and_then(|h| h.leave_reason)
-}
-
 async fn crashed_node_is_reaped_and_live_ones_are_not(backend: Backend) {
     let server = quiet(backend).await;
     let rooms = &server.state.rooms;
@@ -105,7 +101,7 @@ async fn crashed_node_is_reaped_and_live_ones_are_not(backend: Backend) {
     let reaped = reconciler.pass().await.unwrap();
     assert_eq!(reaped, Reaped { store_keys: 1, db_rows: 1, live_sessions: 0 });
     assert_gone(&server, &room, &ghost, &ghost_user).await;
-    assert_eq!(reason_of(&server, &ghost).await.as_deref(), Some("reaped"));
+    assert_eq!(server.leave_reason(&ghost).await.as_deref(), Some("reaped"));
 
     // Untouched: this node's live session and the other live node's one.
     assert_eq!(reconciler.pass().await.unwrap(), Reaped::default());
@@ -182,9 +178,9 @@ async fn this_nodes_orphans_are_reaped(backend: Backend) {
     }
     assert!(rooms.sessions().get(&b.session_id).is_none());
     assert_gone(&server, &room, &b.session_id, &bob_user).await;
-    assert_eq!(reason_of(&server, &b.session_id).await.as_deref(), Some("reaped"));
+    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("reaped"));
     assert_gone(&server, &room, &row_only, &row_user).await;
-    assert_eq!(reason_of(&server, &row_only).await.as_deref(), Some("reaped"));
+    assert_eq!(server.leave_reason(&row_only).await.as_deref(), Some("reaped"));
     assert_gone(&server, &room, &store_only, &store_user).await;
     assert_eq!(rooms.store().speaker(&room).await.unwrap(), None);
     assert!(rooms.store().hands(&room).await.unwrap().is_empty());
@@ -265,7 +261,7 @@ async fn a_surviving_node_reaps_a_crashed_node() {
         row.is_none().then_some(())
     })
     .await;
-    assert_eq!(reason_of(&b, &on_a.session_id).await.as_deref(), Some("reaped"));
+    assert_eq!(b.leave_reason(&on_a.session_id).await.as_deref(), Some("reaped"));
     assert_eq!(bob_socket.roster_of(1, Duration::from_secs(10)).await[0].id, on_b.participant_id);
     let members = rooms.store().members(&room).await.unwrap();
     assert_eq!(members.iter().map(|m| m.session.clone()).collect::<Vec<_>>(), vec![on_b.session_id.clone()]);

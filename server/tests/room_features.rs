@@ -47,10 +47,6 @@ fn refused(result: Result<(), common::FnError>, expected: AppError) {
     assert_eq!(err.error, Some(expected), "status {}", err.status);
 }
 
-async fn history_reason(server: &TestServer, session: &SessionId) -> Option<String> {
-    server.state.rooms.db().history(session.as_str()).await.unwrap().and_then(|h| h.leave_reason)
-}
-
 async fn roles(server: &TestServer, room: &RoomCode) -> Vec<(String, Role)> {
     let members = server.state.rooms.store().members(room).await.unwrap();
     members.into_iter().map(|m| (m.name, m.role)).collect()
@@ -138,7 +134,7 @@ async fn private_room_knock_approve_and_deny() {
     ada.guest.act("admit", &ada.session, &[("participant_id", cy.id.as_str()), ("approve", "false")]).await.unwrap();
     assert_eq!(cy.socket.ended(WAIT).await, LeaveReason::Denied);
     roster_until(&mut ada.socket, "Cy's request gone", |_, _, p| p.is_empty()).await;
-    assert_eq!(history_reason(&server, &cy.session).await.as_deref(), Some("denied"));
+    assert_eq!(server.leave_reason(&cy.session).await.as_deref(), Some("denied"));
     let r = server.resources(&room).await;
     assert_eq!(r["rooms"][0]["pending"], 0, "{r}");
     assert_eq!(r["rooms"][0]["db_participants"], 2, "{r}");
@@ -158,7 +154,7 @@ async fn a_request_never_outlives_its_requester() {
     roster_until(&mut ada.socket, "Dan's request", |_, _, p| p.len() == 1).await;
     assert!(dan.guest.beacon(&dan.session).await.is_success());
     roster_until(&mut ada.socket, "Dan's request gone", |_, _, p| p.is_empty()).await;
-    assert_eq!(history_reason(&server, &dan.session).await.as_deref(), Some("page-hidden"));
+    assert_eq!(server.leave_reason(&dan.session).await.as_deref(), Some("page-hidden"));
 
     // The requester's connection drops: gone after the grace window.
     let (eve, _) = enter(&server, server.guest(), &room, "Eve").await;
@@ -176,7 +172,7 @@ async fn a_request_never_outlives_its_requester() {
         }
         assert!(tokio::time::Instant::now() < deadline, "Eve's request outlived her connection");
     }
-    assert_eq!(history_reason(&server, &eve.session).await.as_deref(), Some("socket-closed"));
+    assert_eq!(server.leave_reason(&eve.session).await.as_deref(), Some("socket-closed"));
 
     // Nobody answers: the request expires and the requester is told.
     let (mut fay, _) = enter(&server, server.guest(), &room, "Fay").await;
@@ -195,7 +191,7 @@ async fn a_request_never_outlives_its_requester() {
         }
     };
     tokio::time::timeout(WAIT, keepalive).await.expect("Fay's request expired");
-    assert_eq!(history_reason(&server, &fay.session).await.as_deref(), Some("expired"));
+    assert_eq!(server.leave_reason(&fay.session).await.as_deref(), Some("expired"));
     let r = server.resources(&room).await;
     assert_eq!(r["rooms"][0]["pending"], 0, "{r}");
     assert_eq!(r["rooms"][0]["store_keys"], 3, "only Ada's members, session and user keys: {r}");
@@ -252,7 +248,7 @@ async fn admin_controls_are_the_admins_alone() {
     // Kick: Cy is told why, and nothing of Cy is left.
     ada.guest.act("kick", &ada.session, &cy_form).await.unwrap();
     assert_eq!(cy.socket.ended(WAIT).await, LeaveReason::Kicked);
-    assert_eq!(history_reason(&server, &cy.session).await.as_deref(), Some("kicked"));
+    assert_eq!(server.leave_reason(&cy.session).await.as_deref(), Some("kicked"));
     roster_until(&mut ada.socket, "Cy gone", |p, _, _| p.len() == 2).await;
 
     // Hand-over: Bob is admin, Ada is not any more (and is refused).

@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use app::model::{LeaveReason, RoomCode, SessionId};
+use app::model::{LeaveReason, RoomCode};
 use common::rtc_client::MediaGuest;
 use common::{eventually, Backend, TestDb, TestServer};
 
@@ -33,10 +33,6 @@ async fn hear_each_other(a: &MediaGuest, b: &MediaGuest, packets: u64) {
             .then_some(())
     })
     .await;
-}
-
-async fn history_reason(server: &TestServer, session: &SessionId) -> Option<String> {
-    server.state.rooms.db().history(session.as_str()).await.expect("db").expect("history").leave_reason
 }
 
 /// A server with extra flags on SQLite and the in-process store.
@@ -108,7 +104,7 @@ async fn ice_failure_ends_the_session() {
     // Bob's machine vanishes: no leave, his connection just stops.
     bob.close().await;
     eventually(MEDIA, "Bob's session ended", || async {
-        history_reason(&server, &bob_session).await.filter(|r| r == "ice-failed")
+        server.leave_reason(&bob_session).await.filter(|r| r == "ice-failed")
     })
     .await;
     wait_counts(&server, &room, (1, 2, 0)).await;

@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use app::error::AppError;
 use app::model::{LeaveReason, MediaKind, ParticipantId, ParticipantState, Role, RoomAction, RoomCode, SessionId};
 use app::ports::Identity;
 
@@ -14,19 +13,23 @@ use super::*;
 
 impl Rooms {
     /// The caller's own member entry, proving they own `session`.
-    pub(super) async fn actor(&self, who: &Identity, session: &SessionId) -> Result<(RoomCode, MemberEntry), AppError> {
+    pub(super) async fn actor(
+        &self,
+        who: &Identity,
+        session: &SessionId,
+    ) -> Result<(RoomCode, MemberEntry), RoomError> {
         let room = match self.sessions.get(session) {
             Some(live) => live.room.clone(),
             None => {
-                let row = self.db.participant(session.as_str()).await.map_err(db_down)?.ok_or(AppError::NotInRoom)?;
-                RoomCode::parse(&row.room_code).map_err(|_| AppError::Internal)?
+                let row = self.db.participant(session.as_str()).await?.ok_or(RoomError::NotInRoom)?;
+                RoomCode::parse(&row.room_code).map_err(|_| RoomError::Internal("unreadable room code".into()))?
             }
         };
-        let members = self.store.members(&room).await.map_err(store_down)?;
+        let members = self.store.members(&room).await?;
         match members.into_iter().find(|m| &m.session == session) {
             Some(me) if me.user == who.user_id => Ok((room, me)),
-            Some(_) => Err(AppError::Forbidden),
-            None => Err(AppError::NotInRoom),
+            Some(_) => Err(RoomError::Forbidden),
+            None => Err(RoomError::NotInRoom),
         }
     }
 
@@ -37,9 +40,9 @@ impl Rooms {
         room: &RoomCode,
         id: &ParticipantId,
         waiting: bool,
-    ) -> Result<MemberEntry, AppError> {
+    ) -> Result<MemberEntry, RoomError> {
         let list = if waiting { self.store.pending(room).await } else { self.store.members(room).await };
-        list.map_err(store_down)?.into_iter().find(|m| &m.participant == id).ok_or(AppError::NotInRoom)
+        list?.into_iter().find(|m| &m.participant == id).ok_or(RoomError::NotInRoom)
     }
 
     pub(super) async fn set_flag(
@@ -47,16 +50,16 @@ impl Rooms {
         room: &RoomCode,
         session: &SessionId,
         change: &(dyn for<'e> Fn(&'e mut MemberEntry) -> bool + Send + Sync),
-    ) -> Result<bool, AppError> {
-        Ok(self.store.update_member(room, session, change).await.map_err(store_down)?.is_some())
+    ) -> Result<bool, RoomError> {
+        Ok(self.store.update_member(room, session, change).await?.is_some())
     }
 
     /// Ends the meeting: the room is marked ended, then every session in it
     /// (admitted or waiting) ends with reason `room-ended`.
-    pub(super) async fn end_meeting(&self, room: &RoomCode) -> Result<(), AppError> {
-        self.db.end_room(room.as_str(), "ended", now_ms()).await.map_err(db_down)?;
-        let mut everyone = self.store.members(room).await.map_err(store_down)?;
-        everyone.extend(self.store.pending(room).await.map_err(store_down)?);
+    pub(super) async fn end_meeting(&self, room: &RoomCode) -> Result<(), RoomError> {
+        self.db.end_room(room.as_str(), "ended", now_ms()).await?;
+        let mut everyone = self.store.members(room).await?;
+        everyone.extend(self.store.pending(room).await?);
         let mut result = Ok(());
         for m in everyone {
             if let Err(e) = self.end_session(room, &m.session, &m.user, LeaveReason::RoomEnded).await {
@@ -66,24 +69,29 @@ impl Rooms {
         result
     }
 
-    pub(super) async fn act_as(&self, who: &Identity, session: &SessionId, action: RoomAction) -> Result<(), AppError> {
+    pub(super) async fn act_as(
+        &self,
+        who: &Identity,
+        session: &SessionId,
+        action: RoomAction,
+    ) -> Result<(), RoomError> {
         let (room, me) = self.actor(who, session).await?;
         if action.needs_admin() && me.role != Role::Admin {
             tracing::warn!(room = %room, session = %session, ?action, "refused: not the admin");
-            return Err(AppError::Forbidden);
+            return Err(RoomError::Forbidden);
         }
         tracing::info!(room = %room, session = %session, ?action, "room action");
         match action {
             RoomAction::Admit { participant, approve: true } => {
                 let mut entry = self.find(&room, &participant, true).await?;
                 entry.state = ParticipantState::Active;
-                if !self.store.admit(&room, &entry).await.map_err(store_down)? {
-                    return Err(AppError::NotInRoom);
+                if !self.store.admit(&room, &entry).await? {
+                    return Err(RoomError::NotInRoom);
                 }
                 if let Some(live) = self.sessions.get(&entry.session) {
                     live.set_waiting(false);
                 }
-                self.db.set_state(entry.session.as_str(), ParticipantState::Active.as_str()).await.map_err(db_down)?;
+                self.db.set_state(entry.session.as_str(), ParticipantState::Active.as_str()).await?;
             }
             RoomAction::Admit { participant, approve: false } => {
                 let entry = self.find(&room, &participant, true).await?;
@@ -92,13 +100,13 @@ impl Rooms {
             RoomAction::Kick { participant } => {
                 let target = self.find(&room, &participant, false).await?;
                 if target.session == me.session {
-                    return Err(AppError::Invalid("Use Leave to leave the meeting.".into()));
+                    return Err(RoomError::Invalid("Use Leave to leave the meeting.".into()));
                 }
                 return self.end_session(&room, &target.session, &target.user, LeaveReason::Kicked).await;
             }
             RoomAction::MuteParticipant { participant } => {
                 let target = self.find(&room, &participant, false).await?;
-                let lock = self.db.room(room.as_str()).await.map_err(db_down)?.is_some_and(|r| r.host_unmutes);
+                let lock = self.db.room(room.as_str()).await?.is_some_and(|r| r.host_unmutes);
                 self.set_flag(&room, &target.session, &|e| {
                     let changed = !e.audio_muted || e.audio_locked != lock;
                     (e.audio_muted, e.audio_locked) = (true, lock);
@@ -115,19 +123,19 @@ impl Rooms {
                 let target = self.find(&room, &participant, false).await?;
                 if target.session != me.session {
                     // One step in the store: never two admins, never none.
-                    if !self.store.transfer_admin(&room, &me.session, &target.session).await.map_err(store_down)? {
-                        return Err(AppError::NotInRoom);
+                    if !self.store.transfer_admin(&room, &me.session, &target.session).await? {
+                        return Err(RoomError::NotInRoom);
                     }
-                    self.db.set_role(target.session.as_str(), Role::Admin.as_str()).await.map_err(db_down)?;
-                    self.db.set_role(me.session.as_str(), Role::Member.as_str()).await.map_err(db_down)?;
+                    self.db.set_role(target.session.as_str(), Role::Admin.as_str()).await?;
+                    self.db.set_role(me.session.as_str(), Role::Member.as_str()).await?;
                 }
             }
             RoomAction::EndMeeting => return self.end_meeting(&room).await,
             RoomAction::Hand { up: true } => {
-                self.store.raise_hand(&room, session, now_ms()).await.map_err(store_down)?;
+                self.store.raise_hand(&room, session, now_ms()).await?;
             }
             RoomAction::Hand { up: false } => {
-                self.store.lower_hand(&room, session).await.map_err(store_down)?;
+                self.store.lower_hand(&room, session).await?;
             }
             RoomAction::Mute { kind, muted } => {
                 // Checked in the same write that would unmute, so an admin's
@@ -147,7 +155,7 @@ impl Rooms {
                 })
                 .await?;
                 if refused.load(Ordering::Acquire) {
-                    return Err(AppError::MutedByHost);
+                    return Err(RoomError::MutedByHost);
                 }
                 // Unmuting oneself lifts an admin's mute (where the room
                 // leaves it to the admin, only once they allowed it).

@@ -6,7 +6,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use app::error::AppError;
 use app::model::{LeaveReason, RoomCode, SessionId, UserId};
 use app::ports::Identity;
 use backon::{ExponentialBuilder, Retryable};
@@ -81,11 +80,11 @@ impl Rooms {
         session: &SessionId,
         user: &UserId,
         reason: LeaveReason,
-    ) -> Result<(), AppError> {
+    ) -> Result<(), RoomError> {
         let Some(rooms) = self.me.upgrade() else { return self.close_session(room, session, user, reason).await };
         let (room, session, user) = (room.clone(), session.clone(), user.clone());
         let close = self.tasks.spawn(async move { rooms.close_session(&room, &session, &user, reason).await });
-        close.await.unwrap_or(Err(AppError::Internal))
+        close.await.unwrap_or_else(|e| Err(RoomError::Internal(format!("the close task failed: {e}"))))
     }
 
     /// What [`Rooms::end_session`] runs.
@@ -95,7 +94,7 @@ impl Rooms {
         session: &SessionId,
         user: &UserId,
         reason: LeaveReason,
-    ) -> Result<(), AppError> {
+    ) -> Result<(), RoomError> {
         let started = Instant::now();
         // 1. Live part, exactly once: the registry hands it to one caller.
         let live_here = self.sessions.take(session);
@@ -125,7 +124,7 @@ impl Rooms {
             Some(e) => {
                 tracing::warn!(room = %room, session = %session, error = %e, "cleanup continues in the background");
                 self.finish_later(room.clone(), session.clone(), user.clone(), reason, counted, started);
-                Err(AppError::Unavailable)
+                Err(RoomError::Unfinished(e.to_string()))
             }
         }
     }
@@ -221,20 +220,21 @@ impl Rooms {
         who: &Identity,
         session: &SessionId,
         reason: LeaveReason,
-    ) -> Result<(), AppError> {
+    ) -> Result<(), RoomError> {
         let (room, owner) = match self.sessions.get(session) {
             Some(live) => (live.room.clone(), live.user.clone()),
-            None => match self.db.participant(session.as_str()).await.map_err(db_down)? {
-                Some(row) => {
-                    (RoomCode::parse(&row.room_code).map_err(|_| AppError::Internal)?, UserId::new(row.user_id))
-                }
+            None => match self.db.participant(session.as_str()).await? {
+                Some(row) => (
+                    RoomCode::parse(&row.room_code).map_err(|_| RoomError::Internal("unreadable room code".into()))?,
+                    UserId::new(row.user_id),
+                ),
                 // Already gone: leaving twice is fine.
                 None => return Ok(()),
             },
         };
         if owner != who.user_id {
             tracing::warn!(session = %session, "leave refused: not the caller's session");
-            return Err(AppError::Forbidden);
+            return Err(RoomError::Forbidden);
         }
         self.end_session(&room, session, &owner, reason).await
     }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use app::error::AppError;
 use app::model::{
     JoinOutcome, LeaveReason, ParticipantId, ParticipantState, Presence, Role, RoomCode, RoomInfo, RoomOptions,
     SessionId,
@@ -23,12 +22,12 @@ impl Rooms {
         (session, participant)
     }
 
-    pub(super) async fn create(&self, creator: &Identity, options: RoomOptions) -> Result<RoomCode, AppError> {
+    pub(super) async fn create(&self, creator: &Identity, options: RoomOptions) -> Result<RoomCode, RoomError> {
         let RoomOptions { private, host_unmutes } = options;
-        let open = self.db.open_rooms_created_by(creator.user_id.as_str()).await.map_err(db_down)?;
+        let open = self.db.open_rooms_created_by(creator.user_id.as_str()).await?;
         if open >= MAX_OPEN_ROOMS_PER_PERSON {
             tracing::info!(user = %creator.user_id, open, "room not created: too many open rooms");
-            return Err(AppError::Limited {
+            return Err(RoomError::Limited {
                 message: format!(
                     "You already have {open} open rooms. Use one of them, or wait until unused ones close."
                 ),
@@ -39,7 +38,7 @@ impl Rooms {
         for _ in 0..5 {
             let letters: [u8; 10] = rand::random();
             let code = RoomCode::from_letters(&letters);
-            if self.db.room(code.as_str()).await.map_err(db_down)?.is_some() {
+            if self.db.room(code.as_str()).await?.is_some() {
                 continue;
             }
             let name = match &creator.display_name {
@@ -57,16 +56,15 @@ impl Rooms {
                     end_reason: None,
                     host_unmutes,
                 })
-                .await
-                .map_err(db_down)?;
+                .await?;
             tracing::info!(room = %code, private, host_unmutes, "room created");
             return Ok(code);
         }
-        Err(AppError::Internal)
+        Err(RoomError::Internal("unreadable room code".into()))
     }
 
-    pub(super) async fn info(&self, code: &RoomCode) -> Result<RoomInfo, AppError> {
-        let room = self.db.room(code.as_str()).await.map_err(db_down)?.ok_or(AppError::RoomNotFound)?;
+    pub(super) async fn info(&self, code: &RoomCode) -> Result<RoomInfo, RoomError> {
+        let room = self.db.room(code.as_str()).await?.ok_or(RoomError::RoomNotFound)?;
         Ok(RoomInfo {
             code: code.clone(),
             private: room.private,
@@ -80,20 +78,20 @@ impl Rooms {
         who: &Identity,
         code: &RoomCode,
         display_name: &str,
-    ) -> Result<JoinOutcome, AppError> {
-        let room = self.db.room(code.as_str()).await.map_err(db_down)?.ok_or(AppError::RoomNotFound)?;
+    ) -> Result<JoinOutcome, RoomError> {
+        let room = self.db.room(code.as_str()).await?.ok_or(RoomError::RoomNotFound)?;
         if room.ended_at_ms.is_some() {
-            return Err(AppError::RoomEnded);
+            return Err(RoomError::RoomEnded);
         }
         // The creator is never kept waiting; the store gives the role in the
         // same step that records the arrival (one admin, however many arrive).
         let creator = room.created_by == who.user_id.as_str();
         let state = if room.private && !creator { ParticipantState::Pending } else { ParticipantState::Active };
         if state == ParticipantState::Pending {
-            let waiting = self.store.pending(code).await.map_err(store_down)?;
+            let waiting = self.store.pending(code).await?;
             if waiting.iter().filter(|w| w.user != who.user_id).count() >= MAX_PENDING {
                 tracing::info!(room = %code, "join request refused: too many waiting");
-                return Err(AppError::Limited {
+                return Err(RoomError::Limited {
                     message: "Too many people are waiting to be let in. Please try again later.".into(),
                     retry_after_s: 30,
                 });
@@ -120,8 +118,7 @@ impl Rooms {
         let (replaced, role) = match state {
             ParticipantState::Active => self.store.join_member(code, &entry, creator).await,
             ParticipantState::Pending => self.store.put_pending(code, &entry).await.map(|r| (r, Role::Member)),
-        }
-        .map_err(store_down)?;
+        }?;
         let row = db::participant::Model {
             session_id: session.to_string(),
             participant_id: participant.to_string(),
@@ -137,7 +134,7 @@ impl Rooms {
             if let Err(undo) = self.store.remove_session(code, &session, &who.user_id).await {
                 tracing::error!(session = %session, error = %undo, "join undo failed; the reconciler must reap it");
             }
-            return Err(db_down(e));
+            return Err(e.into());
         }
         let live = Arc::new(LiveSession::new(
             session.clone(),
@@ -159,7 +156,7 @@ impl Rooms {
         self.broadcast_roster(code).await;
         // Someone waiting to be let in sees nothing of the room but its name.
         let roster = match state {
-            ParticipantState::Active => self.roster(code).await.map_err(store_down)?,
+            ParticipantState::Active => self.roster(code).await?,
             ParticipantState::Pending => Vec::new(),
         };
         Ok(JoinOutcome { session_id: session, participant_id: participant, role, state, roster })

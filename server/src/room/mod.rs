@@ -14,6 +14,7 @@
 
 mod actions;
 mod close;
+mod error;
 mod idle;
 mod join;
 mod liveness;
@@ -30,27 +31,18 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::db::{Db, DbError};
+use crate::db::Db;
 use crate::hub::Hub;
 use crate::media::Sfu;
 use crate::nodes::{NodeEvent, Outbox};
 use crate::participant::SessionRegistry;
-use crate::store::{LiveStore, StoreError};
+use crate::store::LiveStore;
 
+pub use error::RoomError;
 use roster::RosterTurns;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-fn db_down(e: DbError) -> AppError {
-    tracing::warn!(error = %e, "database call failed");
-    AppError::Unavailable
-}
-
-fn store_down(e: StoreError) -> AppError {
-    tracing::warn!(error = %e, "live-state store call failed");
-    AppError::Unavailable
 }
 
 /// Most requests that may wait for approval in one room at once.
@@ -192,22 +184,22 @@ impl Rooms {
 #[async_trait]
 impl RoomService for Rooms {
     async fn create_room(&self, creator: &Identity, options: RoomOptions) -> Result<RoomCode, AppError> {
-        self.create(creator, options).await
+        Ok(self.create(creator, options).await?)
     }
 
     async fn room_info(&self, code: &RoomCode) -> Result<RoomInfo, AppError> {
-        self.info(code).await
+        Ok(self.info(code).await?)
     }
 
     async fn join(&self, who: &Identity, code: &RoomCode, display_name: &str) -> Result<JoinOutcome, AppError> {
-        self.join_as(who, code, display_name).await
+        Ok(self.join_as(who, code, display_name).await?)
     }
 
     async fn leave(&self, who: &Identity, session: &SessionId, reason: LeaveReason) -> Result<(), AppError> {
-        self.leave_session(who, session, reason).await
+        Ok(self.leave_session(who, session, reason).await?)
     }
 
     async fn act(&self, who: &Identity, session: &SessionId, action: RoomAction) -> Result<(), AppError> {
-        self.act_as(who, session, action).await
+        Ok(self.act_as(who, session, action).await?)
     }
 }

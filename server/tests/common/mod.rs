@@ -177,6 +177,17 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Why `session` ended, from its history row (`None` while it is open,
+    /// or when it never existed). The row's left time and reason are set
+    /// together, or neither.
+    pub async fn leave_reason(&self, session: &SessionId) -> Option<String> {
+        let row = self.state.rooms.db().history(session.as_str()).await.expect("history read")?;
+        assert_eq!(row.left_at_ms.is_some(), row.leave_reason.is_some(), "left time and reason go together");
+        row.leave_reason
+    }
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
