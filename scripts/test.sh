@@ -44,6 +44,9 @@ cargo clippy -p app -p server --all-targets --features app/ssr -- -D warnings
 log "clippy (hydrate: app + frontend, wasm32)"
 cargo clippy -p app -p frontend --target wasm32-unknown-unknown --features app/hydrate -- -D warnings
 
+log "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p app -p server --features app/ssr
+
 log "unit and integration tests"
 cargo test -p app -p server --features app/ssr
 

@@ -1,4 +1,7 @@
 #![recursion_limit = "256"]
+// Library code: no panics on what may fail at run time (tests, in
+// `#[cfg(test)]`, may; see clippy.toml), no `pub` that nothing outside sees.
+#![warn(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 //! Cleanroom's shared Leptos code.
 //!
 //! Compiled twice: with `ssr` into the server (rendering, server functions)
@@ -7,7 +10,7 @@
 //! Layout:
 //! - [`model`]: ids (newtypes), views sent to the browser, validation rules.
 //! - [`error`]: the errors a person can see.
-//! - [`signal`]: the signalling wire protocol (WebSocket messages).
+//! - [`signal`](mod@signal): the signalling wire protocol (WebSocket messages).
 //! - [`routes`]: the HTTP paths both sides use.
 //! - [`ports`] (`ssr`): the domain port the server implements.
 //! - [`api`]: server functions, thin adapters onto the port.

@@ -48,3 +48,9 @@ pub struct Ports {
     pub rooms: Arc<dyn RoomService>,
     pub identity: Arc<dyn IdentityIssuer>,
 }
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ports").finish_non_exhaustive()
+    }
+}

@@ -184,6 +184,12 @@ pub struct RtcClient {
     tasks: TaskTracker,
 }
 
+impl std::fmt::Debug for RtcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtcClient").finish_non_exhaustive()
+    }
+}
+
 fn local_track(kind: RtpCodecKind, mime: &str, clock_rate: u32, channels: u16, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
     let name = if kind == RtpCodecKind::Audio { "audio" } else { "video" };
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(

@@ -47,6 +47,12 @@ pub struct Outbox {
     queue: Option<mpsc::UnboundedSender<String>>,
 }
 
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
+
 impl Outbox {
     /// Starts the sender task on `tasks` when the store connects nodes.
     pub fn start(store: Arc<dyn LiveStore>, node: String, tasks: &TaskTracker, stop: CancellationToken) -> Self {

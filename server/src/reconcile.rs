@@ -91,6 +91,12 @@ pub struct Reconciler {
     suspects: HashSet<SessionId>,
 }
 
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler").finish_non_exhaustive()
+    }
+}
+
 impl Reconciler {
     pub fn new(rooms: Arc<Rooms>) -> Self {
         Self { rooms, suspects: HashSet::new() }

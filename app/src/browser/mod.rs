@@ -225,6 +225,12 @@ pub struct Connection {
     _tick: Closure<dyn FnMut()>,
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
 impl Connection {
     pub fn open(
         code: &RoomCode,
@@ -295,6 +301,12 @@ pub struct Call {
     connection: Option<Connection>,
     local: Option<MediaStream>,
     pagehide: Option<PageHideGuard>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call").finish_non_exhaustive()
+    }
 }
 
 impl Call {
@@ -434,6 +446,12 @@ pub fn send_leave_beacon(session: &SessionId) -> bool {
 pub struct PageHideGuard {
     callback: Closure<dyn FnMut(Event)>,
     socket: Rc<std::cell::RefCell<Option<SocketSlot>>>,
+}
+
+impl std::fmt::Debug for PageHideGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageHideGuard").finish_non_exhaustive()
+    }
 }
 
 impl PageHideGuard {

@@ -75,6 +75,12 @@ pub struct Peer {
     _on_state: Closure<dyn FnMut(Event)>,
 }
 
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer").finish_non_exhaustive()
+    }
+}
+
 impl Peer {
     pub fn new(ws: super::SocketSlot, local: Option<MediaStream>, store: CallStore) -> Result<Rc<Self>, JsValue> {
         let pc = RtcPeerConnection::new_with_configuration(&RtcConfiguration::new())?;

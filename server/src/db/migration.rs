@@ -3,7 +3,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
-pub struct Migrator;
+#[derive(Debug)]
+pub(super) struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {

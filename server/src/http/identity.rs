@@ -36,6 +36,12 @@ pub struct IdentityCookies {
     key: Key,
 }
 
+impl std::fmt::Debug for IdentityCookies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityCookies").finish_non_exhaustive()
+    }
+}
+
 impl IdentityCookies {
     /// With a configured secret (>= 32 bytes) identities survive restarts
     /// and are shared by nodes; without one a random key is used.

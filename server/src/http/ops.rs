@@ -49,7 +49,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct DebugQuery {
     room: Option<String>,
 }

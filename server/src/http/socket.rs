@@ -10,7 +10,7 @@
 //!
 //! A socket is two halves polled by one task. The reading half takes the
 //! page's frames, the room's updates and the media's messages, and never
-//! waits on the page: what it has to send goes into [`Outgoing`], a bounded
+//! waits on the page: what it has to send goes into `Outgoing`, a bounded
 //! queue plus one slot for the latest roster (a newer roster replaces one
 //! not sent yet). The writing half sends from there, each frame within
 //! [`SEND_TIMEOUT`] and raced against the socket's token. A page that does
@@ -149,7 +149,7 @@ struct Outgoing {
     closing: watch::Sender<Option<Option<(u16, &'static str)>>>,
 }
 
-/// The writing half's ends of [`Outgoing`].
+/// The writing half's ends of `Outgoing`.
 struct Pending {
     queue: mpsc::Receiver<Message>,
     roster: watch::Receiver<Option<Message>>,
@@ -201,7 +201,7 @@ enum WriteEnd {
     TooSlow,
 }
 
-/// The writing half: sends what [`Outgoing`] holds until told to stop.
+/// The writing half: sends what `Outgoing` holds until told to stop.
 /// Every send is bounded by [`SEND_TIMEOUT`] and gives way at once to the
 /// socket's token or to the reading half's close. Cancels `done` when it
 /// ends, so the reading half stops with it.

@@ -36,7 +36,7 @@ const UNBOUND_RETRY: Duration = Duration::from_millis(200);
 
 /// One published track delivered to one subscriber. Owned by the
 /// subscriber's media session; closed when either side goes, or when its
-/// owner drops it (its loops hold the [`Relay`], not the forwarder).
+/// owner drops it (its loops hold the `Relay`, not the forwarder).
 pub struct Forwarder {
     /// `{track id}>{subscriber}`: the store's resource id.
     pub id: String,
@@ -51,6 +51,12 @@ pub struct Forwarder {
     /// Closed once; its token is a child of the published track's, so the
     /// publisher's close ends it.
     lifetime: Lifetime<()>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
 }
 
 /// The part of a forwarder its two loops share.
@@ -76,6 +82,12 @@ struct Relay {
 pub struct ForwarderTasks {
     pub packets: futures::future::BoxFuture<'static, ()>,
     pub feedback: futures::future::BoxFuture<'static, ()>,
+}
+
+impl std::fmt::Debug for ForwarderTasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwarderTasks").finish_non_exhaustive()
+    }
 }
 
 impl Forwarder {

@@ -6,7 +6,7 @@
 //!
 //! Ownership (no cycles: registries hold `Arc` downwards only, callbacks
 //! send events to the owning task):
-//! - [`Sfu`] owns the rooms' media ([`RoomMedia`]); a room's media owns its
+//! - [`Sfu`] owns the rooms' media (`RoomMedia`); a room's media owns its
 //!   sessions.
 //! - A media session's task owns its peer connection, its published tracks
 //!   ([`track::PublishedTrack`]) and the forwarders feeding it
@@ -27,7 +27,7 @@
 //!
 //! Active speaker ([`speaker`]): each publisher's audio readers record the
 //! RFC 6464 levels of its packets; each room's evaluator task (one per
-//! [`RoomMedia`], tracked with the media tasks, ended when the room's media
+//! `RoomMedia`, tracked with the media tasks, ended when the room's media
 //! is forgotten or at shutdown) decides every [`speaker::EVALUATE_EVERY`]
 //! and sends a [`SpeakerChange`] only when the decision changes. A
 //! publisher leaving the room is dropped from the decision at once (a
@@ -354,6 +354,12 @@ pub struct Sfu {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu").finish_non_exhaustive()
+    }
+}
+
 impl Sfu {
     /// The SFU, the stream of its requests to end sessions and the stream
     /// of active-speaker changes (both to be served by the room service).
@@ -500,6 +506,12 @@ impl Sfu {
 pub struct Closing {
     media: Option<Arc<MediaSession>>,
     limit: Duration,
+}
+
+impl std::fmt::Debug for Closing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Closing").finish_non_exhaustive()
+    }
 }
 
 impl Closing {

@@ -3,8 +3,8 @@
 //! published tracks' readers and the forwarders feeding it.
 //!
 //! Everything reaches the task as a message: commands from the socket and
-//! the room ([`Command`]), events from the connection's callbacks
-//! ([`PcEvent`], sent from the driver task, which must never own the
+//! the room (`Command`), events from the connection's callbacks
+//! (`PcEvent`, sent from the driver task, which must never own the
 //! connection). The server is the only offerer: one offer in flight at a
 //! time; changes made meanwhile set `dirty` and go into the next offer; an
 //! offer unanswered for `offer_timeout` is rolled back and offered again.

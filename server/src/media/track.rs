@@ -132,6 +132,12 @@ pub struct TrackReader {
     audio_level_id: Option<u8>,
 }
 
+impl std::fmt::Debug for TrackReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackReader").finish_non_exhaustive()
+    }
+}
+
 impl PublishedTrack {
     /// Makes the track and its reader (to be spawned by the owner).
     /// `audio_level_id`: the negotiated id of the audio level extension, if

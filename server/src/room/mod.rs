@@ -6,11 +6,11 @@
 //! the room is told, then the durable state (store entries, the live row,
 //! the history row) is removed keyed by session id.
 //!
-//! One file per use case: [`join`] (creating, looking up, joining),
-//! [`close`] (the close path and its retries, leaving), [`roster`] (what
-//! the room is told, the admin hand-over), [`actions`] (participants' and
-//! the admin's actions), [`liveness`] (the abrupt-loss sweep, shutdown),
-//! [`idle`] (rooms that close themselves).
+//! One file per use case: `join` (creating, looking up, joining),
+//! `close` (the close path and its retries, leaving), `roster` (what
+//! the room is told, the admin hand-over), `actions` (participants' and
+//! the admin's actions), `liveness` (the abrupt-loss sweep, shutdown),
+//! `idle` (rooms that close themselves).
 
 mod actions;
 mod close;
@@ -92,6 +92,12 @@ pub struct Rooms {
     /// This service itself, for background cleanups (no cycle: weak).
     me: Weak<Rooms>,
     limits: Limits,
+}
+
+impl std::fmt::Debug for Rooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rooms").finish_non_exhaustive()
+    }
 }
 
 impl Rooms {

@@ -427,7 +427,7 @@ pub fn role_on_arrival(members: &[MemberEntry], user: &UserId, creator: bool) ->
 }
 
 /// Who becomes admin of a room without one: the longest present (arrival
-/// order as [`by_arrival`]); `None` while someone is admin.
+/// order as `by_arrival`); `None` while someone is admin.
 pub fn heir(members: &[MemberEntry]) -> Option<&MemberEntry> {
     if members.iter().any(|m| m.role == Role::Admin) {
         return None;

@@ -198,6 +198,12 @@ pub struct RedisStore {
     hand_on: std::sync::Mutex<Option<tokio_util::task::AbortOnDropHandle<()>>>,
 }
 
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
 impl Drop for RedisStore {
     fn drop(&mut self) {
         self.stop.cancel();
