@@ -39,8 +39,8 @@ ensure_netns_tools
 log "cargo fmt --check"
 cargo fmt --all --check
 
-log "clippy (ssr: app + server)"
-cargo clippy -p app -p server --all-targets --features app/ssr -- -D warnings
+log "clippy (ssr: app + server + loadgen)"
+cargo clippy -p app -p server -p loadgen --all-targets --features app/ssr -- -D warnings
 log "clippy (hydrate: app + frontend, wasm32)"
 cargo clippy -p app -p frontend --target wasm32-unknown-unknown --features app/hydrate -- -D warnings
 

@@ -20,7 +20,6 @@
 //! - [`hub`]: per-room fan-out to sockets.
 //! - [`nodes`]: events between the nodes of a deployment (Redis pub/sub).
 //! - [`media`]: the SFU (peer connections, published tracks, forwarders).
-//! - [`loadgen`]: a headless WebRTC client (tests, load generation).
 //! - [`reconcile`]: the background repair of orphans (store, rows, sessions).
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //!
@@ -40,7 +39,6 @@ pub mod db;
 pub mod http;
 pub mod hub;
 pub mod lifetime;
-pub mod loadgen;
 pub mod media;
 pub mod metrics;
 pub mod node;

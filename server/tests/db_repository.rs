@@ -15,7 +15,7 @@ use std::panic::{resume_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use app::model::LeaveReason;
+use app::model::{LeaveReason, RoomCode};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use server::db::{participant, participant_session, room, Db, Ended};
 
@@ -373,7 +373,25 @@ macro_rules! repository {
     };
 }
 
+/// Every open room is checked for idleness, however many there are (the
+/// check once looked only at the newest 1 000), and a person's open rooms
+/// are counted.
+async fn idle_rooms_are_found_among_any_number(db: &Db, _url: &str) {
+    let rooms = 1_005;
+    for i in 0..rooms {
+        let code =
+            RoomCode::from_letters(&[(i / 676 % 26) as u8, (i / 26 % 26) as u8, (i % 26) as u8, 3, 4, 5, 6, 7, 8, 9]);
+        db.insert_room(room_row(code.as_str(), i)).await.unwrap();
+    }
+    let idle = db.idle_rooms(10_000, 1_000, 1_000).await.unwrap();
+    assert_eq!(idle.len(), rooms as usize, "every unused room is found");
+    assert!(idle.iter().all(|(_, reason)| *reason == "unused"));
+    assert_eq!(db.open_rooms_created_by("u-creator").await.unwrap(), rooms as u64);
+    assert_eq!(db.open_rooms_created_by("u-nobody").await.unwrap(), 0);
+}
+
 repository!(
+    idle_rooms_are_found_among_any_number,
     migrations_are_idempotent,
     rooms_insert_and_read,
     open_rooms_newest_first,

@@ -137,7 +137,14 @@ impl Db {
         unused_ms: i64,
     ) -> Result<Vec<(String, &'static str)>, DbError> {
         let mut out = Vec::new();
-        for r in self.open_rooms(1000).await? {
+        // Every open room, oldest first (the likeliest to be idle): a cap
+        // on the list would let rooms beyond it live for ever.
+        let open = room::Entity::find()
+            .filter(room::Column::EndedAtMs.is_null())
+            .order_by_asc(room::Column::CreatedAtMs)
+            .all(&self.conn)
+            .await?;
+        for r in open {
             if self.count_participants(&r.code).await? > 0 {
                 continue;
             }

@@ -47,7 +47,7 @@ use webrtc::peer_connection::{
     RTCSessionDescription,
 };
 
-use crate::media::{build_peer_connection, is_keyframe_request, IceSettings, MediaError, PortCursor, PT_OPUS, PT_VP8};
+use server::media::{build_peer_connection, is_keyframe_request, IceSettings, MediaError, PortCursor, PT_OPUS, PT_VP8};
 
 /// What the client has seen so far.
 #[derive(Debug, Default)]

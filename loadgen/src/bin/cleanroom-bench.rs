@@ -7,7 +7,7 @@
 //! read from `/proc/<pid>` are the server's alone. Then, per room, N
 //! publishers and M subscribers join through the same HTTP and WebSocket
 //! path as the browser (`/api/create-room`, `/api/join`, `/ws/{code}`) and
-//! run a headless WebRTC client each ([`server::loadgen::RtcClient`]);
+//! run a headless WebRTC client each ([`loadgen::RtcClient`]);
 //! publishers send synthetic Opus (50 packets/s) and VP8 (~33 packets/s),
 //! subscribers only receive. The SFU forwards every published track to
 //! every other participant of the room, publishers included.
@@ -46,18 +46,12 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use app::model::{JoinOutcome, RoomCode};
-use app::signal::{ClientMsg, ServerMsg};
+use app::model::RoomCode;
+use app::signal::ClientMsg;
 use clap::Parser;
-use futures::{SinkExt, StreamExt};
-use server::loadgen::RtcClient;
+use loadgen::{Guest, Pump, PumpOptions, RtcClient};
 use server::media::IceSettings;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
 /// The targets the figures are compared with.
 const TARGET_PPS_PER_CORE: f64 = 60_000.0;
@@ -172,139 +166,6 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), load average {}", load.join(" "))
 }
 
-// ---------------------------------------------------------------- HTTP
-
-/// A plain HTTP/1.1 reply (`Connection: close`).
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-fn form_encode(form: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                b' ' => "+".to_owned(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    form.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&body[..end])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
-            .unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = end + 2;
-        let stop = (start + size).min(body.len());
-        out.extend_from_slice(&body[start..stop]);
-        body = body.get(stop + 2..).unwrap_or_default();
-    }
-    out
-}
-
-/// One request on a fresh connection: what the bench needs of HTTP
-/// (a form POST or a GET, one cookie), without an HTTP client dependency.
-async fn request(
-    addr: SocketAddr,
-    path: &str,
-    cookie: Option<&str>,
-    form: Option<&[(&str, &str)]>,
-) -> Result<Reply, BenchError> {
-    let what = format!("HTTP {path}");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io_err(what.clone()))?;
-    let mut head = format!(
-        "{} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n",
-        if form.is_some() { "POST" } else { "GET" }
-    );
-    if let Some(cookie) = cookie {
-        head.push_str(&format!("Cookie: {cookie}\r\n"));
-    }
-    let body = form.map(form_encode).unwrap_or_default();
-    if form.is_some() {
-        head.push_str(&format!(
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    head.push_str("\r\n");
-    head.push_str(&body);
-    stream.write_all(head.as_bytes()).await.map_err(io_err(what.clone()))?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.map_err(io_err(what.clone()))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| BenchError::Protocol(format!("{what}: no header end")))?;
-    let text = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = text.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| BenchError::Protocol(format!("{what}: no status line")))?;
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
-    let mut reply = Reply { status, headers, body: raw[split + 4..].to_vec() };
-    if reply.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        reply.body = dechunk(&reply.body);
-    }
-    Ok(reply)
-}
-
-/// A guest: one identity cookie, the lobby's and the room's calls.
-struct Guest {
-    addr: SocketAddr,
-    cookie: Option<String>,
-}
-
-impl Guest {
-    fn new(addr: SocketAddr) -> Self {
-        Self { addr, cookie: None }
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Result<Reply, BenchError> {
-        let reply = request(self.addr, path, self.cookie.as_deref(), Some(form)).await?;
-        for (k, v) in &reply.headers {
-            if k.eq_ignore_ascii_case("set-cookie") && v.starts_with("cleanroom_id=") {
-                self.cookie = v.split(';').next().map(str::to_owned);
-            }
-        }
-        if !(200..400).contains(&reply.status) {
-            let body = String::from_utf8_lossy(&reply.body);
-            return Err(BenchError::Protocol(format!("{path} answered {}: {body}", reply.status)));
-        }
-        Ok(reply)
-    }
-
-    async fn create_room(&mut self, name: &str) -> Result<RoomCode, BenchError> {
-        let reply = self.post("/api/create-room", &[("display_name", name)]).await?;
-        let location = reply.header("location").or_else(|| reply.header("serverfnredirect")).unwrap_or_default();
-        RoomCode::parse(location.trim_start_matches("/r/"))
-            .map_err(|_| BenchError::Protocol(format!("create-room redirected to `{location}`")))
-    }
-
-    async fn join(&mut self, room: &RoomCode, name: &str) -> Result<JoinOutcome, BenchError> {
-        let reply = self.post("/api/join", &[("code", room.as_str()), ("display_name", name)]).await?;
-        serde_json::from_slice(&reply.body).map_err(|e| BenchError::Protocol(format!("join outcome: {e}")))
-    }
-}
-
 // ---------------------------------------------------------------- server
 
 /// The `cleanroom` child process and its temporary files.
@@ -359,10 +220,9 @@ impl ServerProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(BenchError::Server(format!("exited at start ({status})")));
             }
-            if let Ok(reply) = request(self.addr, "/readyz", None, None).await {
-                if reply.status == 200 {
-                    return Ok(());
-                }
+            let ready = reqwest::get(format!("http://{}/readyz", self.addr)).await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(BenchError::Server("not ready after 30 s".into()));
@@ -394,65 +254,23 @@ struct Participant {
     /// When its join call started.
     joined_at: Instant,
     client: Arc<RtcClient>,
-    stop: CancellationToken,
-    socket: tokio::task::JoinHandle<()>,
+    pump: Pump,
 }
 
 impl Participant {
-    async fn join(
-        mut guest: Guest,
-        room: usize,
-        code: &RoomCode,
-        name: &str,
-        publisher: bool,
-    ) -> Result<Self, BenchError> {
+    async fn join(guest: Guest, room: usize, code: &RoomCode, name: &str, publisher: bool) -> Result<Self, BenchError> {
         let joined_at = Instant::now();
-        let outcome = guest.join(code, name).await?;
-        let url = format!("ws://{}/ws/{code}?session={}", guest.addr, outcome.session_id);
-        let mut req = url.into_client_request().map_err(|e| BenchError::Protocol(format!("ws request: {e}")))?;
-        if let Some(cookie) = guest.cookie.as_deref().and_then(|c| c.parse::<HeaderValue>().ok()) {
-            req.headers_mut().insert("cookie", cookie);
-        }
-        let (mut ws, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .map_err(|e| BenchError::Protocol(format!("socket did not open: {e}")))?;
-        let (to_server, mut from_client) = mpsc::unbounded_channel::<ClientMsg>();
+        let outcome = guest.join(code, name).await.map_err(|e| BenchError::Protocol(format!("join: {e:?}")))?;
+        let socket = guest.socket(code, &outcome.session_id).await;
+        let (to_server, from_client) = mpsc::unbounded_channel::<ClientMsg>();
         let ice = IceSettings::loopback();
         let client = Arc::new(if publisher {
             RtcClient::start(&ice, to_server).await?
         } else {
             RtcClient::start_receive_only(&ice, to_server).await?
         });
-        let stop = CancellationToken::new();
-        let (pump_client, pump_stop) = (client.clone(), stop.clone());
-        // The browser's socket loop: heartbeat, client messages out, server messages in.
-        let socket = tokio::spawn(async move {
-            let mut heartbeat =
-                tokio::time::interval(Duration::from_millis(u64::from(app::signal::HEARTBEAT_INTERVAL_MS)));
-            loop {
-                let out = tokio::select! {
-                    () = pump_stop.cancelled() => break,
-                    _ = heartbeat.tick() => ClientMsg::Ping,
-                    Some(msg) = from_client.recv() => msg,
-                    frame = ws.next() => match frame {
-                        Some(Ok(Message::Text(t))) => {
-                            if let Ok(msg) = serde_json::from_str::<ServerMsg>(&t) {
-                                pump_client.deliver(msg);
-                            }
-                            continue;
-                        }
-                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                        Some(Ok(_)) => continue,
-                    },
-                };
-                let Ok(text) = serde_json::to_string(&out) else { continue };
-                if ws.send(Message::Text(text.into())).await.is_err() {
-                    break;
-                }
-            }
-            let _ = ws.close(None).await;
-        });
-        Ok(Self { id: outcome.participant_id.as_str().to_owned(), room, publisher, joined_at, client, stop, socket })
+        let pump = Pump::start(socket.ws, client.clone(), from_client, PumpOptions::default());
+        Ok(Self { id: outcome.participant_id.as_str().to_owned(), room, publisher, joined_at, client, pump })
     }
 
     fn received_total(&self) -> u64 {
@@ -460,8 +278,7 @@ impl Participant {
     }
 
     async fn close(self) {
-        self.stop.cancel();
-        let _ = self.socket.await;
+        self.pump.close().await;
         self.client.close().await;
     }
 }
@@ -544,8 +361,11 @@ async fn measure(
     let rss_before = rss_bytes(server.pid)?;
     let mut rooms = Vec::new();
     for r in 0..args.rooms as usize {
-        let mut host = Guest::new(server.addr);
-        let code = host.create_room(&format!("host {r}")).await?;
+        let host = Guest::new(server.addr);
+        let code = host
+            .create_room(&format!("host {r}"), false)
+            .await
+            .map_err(|e| BenchError::Protocol(format!("create-room: {e:?}")))?;
         rooms.push((code, Some(host)));
     }
     // Publishers first (the room creator is the first), then subscribers.
