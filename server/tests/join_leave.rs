@@ -108,7 +108,11 @@ async fn a_socket_closed_as_leaving_ends_the_session() {
     // A plain close frame: Bob is still in the room (not a leave, not a loss yet).
     let close = |code: u16| Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: "".into() }));
     bob_socket.ws.send(close(1000)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the server has let go of the socket, the session is still there.
+    common::eventually(WAIT, "Bob's socket released", || async {
+        (server.resources(&room).await["websockets"] == 1).then_some(())
+    })
+    .await;
     assert!(server.state.rooms.sessions().get(&b.session_id).is_some(), "a plain close is not a leave");
     // Back on a new socket, then going away with the leaving code.
     let mut bob_socket = bob.socket(&room, &b.session_id).await;
