@@ -1,0 +1,242 @@
+//! The joined view: the waiting screen of a private room, or the call
+//! (tiles, the control bar, the people panel, notices).
+
+use super::*;
+
+/// While waiting for the host of a private room.
+#[component]
+fn Waiting(code: RoomCode, on_leave: Callback<()>) -> impl IntoView {
+    view! {
+        <main class="page narrow waiting" data-testid="waiting-for-approval">
+            <h1>"Waiting for the host"</h1>
+            <p role="status">"You asked to join room " <code>{code.to_string()}</code> ". The host will let you in soon."</p>
+            <div class="spinner" aria-hidden="true"></div>
+            <button class="secondary" data-testid="leave-button" on:click=move |_| on_leave.run(())>
+                "Cancel request"
+            </button>
+        </main>
+    }
+}
+
+/// The joined view: the waiting screen, or the call: tiles, participant
+/// panel, notices, control bar.
+#[component]
+pub(super) fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl IntoView {
+    let waiting = move || store.me.with(|m| m.as_ref().is_some_and(|m| m.state == ParticipantState::Pending));
+    let wait_code = code.clone();
+    view! {
+        <Show when=move || !waiting() fallback=move || view! { <Waiting code=wait_code.clone() on_leave=on_leave/> }>
+            <InCall code=code.clone() store=store on_leave=on_leave/>
+        </Show>
+    }
+}
+
+#[component]
+fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl IntoView {
+    let connection = move || store.connection.get();
+    let panel_open = RwSignal::new(false);
+    // Keyboard: opening the people panel moves focus into it; Escape closes
+    // it and gives focus back to the button that opened it.
+    let panel_heading = NodeRef::<leptos::html::H2>::new();
+    let people_button = NodeRef::<leptos::html::Button>::new();
+    let toggle_panel = move |_| {
+        let open = !panel_open.get_untracked();
+        panel_open.set(open);
+        if open {
+            request_animation_frame(move || {
+                if let Some(h) = panel_heading.get_untracked() {
+                    let _ = h.focus();
+                }
+            });
+        }
+    };
+    let close_panel = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Escape" && panel_open.get_untracked() {
+            panel_open.set(false);
+            if let Some(b) = people_button.get_untracked() {
+                let _ = b.focus();
+            }
+        }
+    };
+    let count = move || store.participants.with(Vec::len);
+    let layout = move || match count() {
+        0 | 1 => "tiles n1",
+        2 => "tiles n2",
+        3 | 4 => "tiles n4",
+        5 | 6 => "tiles n6",
+        _ => "tiles n9",
+    };
+    let my_id = move || store.me.with(|m| m.as_ref().map(|m| m.participant_id.clone()));
+    let hand_up = move || {
+        let me = my_id();
+        store.hands.with(|h| me.is_some_and(|me| h.contains(&me)))
+    };
+    let locked = move || store.audio_muted.get() && store.audio_locked();
+    let toggle_audio = move |_| {
+        let muted = !store.audio_muted.get_untracked();
+        if !muted && store.audio_locked() {
+            store.toast("The host muted you. Raise your hand to ask to speak.");
+            return;
+        }
+        store.audio_muted.set(muted);
+        if let Some(session) = my_session(store) {
+            run_action(store, async move {
+                let result = set_muted(session, "audio".into(), muted).await;
+                if result == Err(AppError::MutedByHost) {
+                    // The host's mute came first: the microphone stays off.
+                    let _ = store.audio_muted.try_set(true);
+                }
+                result
+            });
+        }
+    };
+    let toggle_video = move |_| {
+        let muted = !store.video_muted.get_untracked();
+        store.video_muted.set(muted);
+        if let Some(session) = my_session(store) {
+            run_action(store, set_muted(session, "video".into(), muted));
+        }
+    };
+    let toggle_hand = move |_| {
+        let up = !hand_up();
+        if let Some(session) = my_session(store) {
+            run_action(store, set_hand(session, up));
+        }
+    };
+    let end_for_all = move |_| {
+        if let Some(session) = my_session(store) {
+            run_action(store, end_meeting(session));
+        }
+    };
+    #[cfg(feature = "hydrate")]
+    dismiss_toasts(store);
+
+    view! {
+        <main class="page call" data-testid="call" on:keydown=close_panel>
+            <header class="call-bar">
+                <a
+                    class="brand-link"
+                    href="/"
+                    data-testid="home-link"
+                    title="Leave and go to the lobby"
+                    on:click=move |ev| {
+                        // The leave goes out before the lobby renders (as the Leave button's).
+                        if ev.button() == 0 && !(ev.ctrl_key() || ev.meta_key() || ev.shift_key() || ev.alt_key()) {
+                            ev.prevent_default();
+                            on_leave.run(());
+                        }
+                    }
+                >
+                    "Cleanroom"
+                </a>
+                <span class="room-code">"Room " <code>{code.to_string()}</code></span>
+                <span
+                    class="connection"
+                    data-testid="connection-status"
+                    data-state=move || connection().as_str()
+                    role="status"
+                >
+                    {move || connection().label()}
+                </span>
+            </header>
+            <div class="call-body">
+                <section class=layout aria-label="Video tiles">
+                    <For
+                        each=move || store.participants.get()
+                        key=|p| p.id.clone()
+                        children=move |p| view! { <Tile participant=p store=store/> }
+                    />
+                </section>
+                <aside
+                    class="panel"
+                    class:open=move || panel_open.get()
+                    aria-label="Participants"
+                    data-testid="participant-panel"
+                >
+                    <Pending store=store/>
+                    <h2 node_ref=panel_heading tabindex="-1">{move || format!("In the call ({})", count())}</h2>
+                    <ul data-testid="participant-list">
+                        <For
+                            each=move || {
+                                // Raised hands first, in the order they went up; then by arrival.
+                                let hands = store.hands.get();
+                                let mut ps = store.participants.get();
+                                ps.sort_by_key(|p| hands.iter().position(|h| h == &p.id).unwrap_or(usize::MAX));
+                                ps
+                            }
+                            key=|p| (p.id.clone(), p.role == Role::Admin, p.audio_muted)
+                            children=move |p| view! { <ParticipantRow participant=p store=store/> }
+                        />
+                    </ul>
+                </aside>
+            </div>
+            <ul class="toasts" aria-live="polite">
+                <For
+                    each=move || store.toasts.get()
+                    key=|t| t.id
+                    children=|t| view! { <li class="toast">{t.text}</li> }
+                />
+            </ul>
+            <footer class="controls" aria-label="Call controls">
+                <button
+                    data-testid="mute-audio"
+                    class:off=move || store.audio_muted.get()
+                    aria-pressed=move || store.audio_muted.get().to_string()
+                    aria-disabled=move || locked().to_string()
+                    title=move || locked().then_some("The host muted you; raise your hand to ask to speak")
+                    on:click=toggle_audio
+                >
+                    {move || match (store.audio_muted.get(), locked()) {
+                        (_, true) => "Muted by host",
+                        (true, false) => "Unmute",
+                        (false, false) => "Mute",
+                    }}
+                </button>
+                <button
+                    data-testid="mute-video"
+                    class:off=move || store.video_muted.get()
+                    aria-pressed=move || store.video_muted.get().to_string()
+                    on:click=toggle_video
+                >
+                    {move || if store.video_muted.get() { "Start camera" } else { "Stop camera" }}
+                </button>
+                <button data-testid="raise-hand" aria-pressed=move || hand_up().to_string() on:click=toggle_hand>
+                    {move || if hand_up() { "Lower hand" } else { "Raise hand" }}
+                </button>
+                <button
+                    data-testid="participants-button"
+                    node_ref=people_button
+                    aria-expanded=move || panel_open.get().to_string()
+                    on:click=toggle_panel
+                >
+                    {move || format!("People ({})", count())}
+                    {move || {
+                        let n = store.pending.with(Vec::len);
+                        (n > 0).then(|| view! { <span class="count" aria-label="waiting">{n}</span> })
+                    }}
+                </button>
+                {move || store.is_admin().then(|| view! {
+                    <button class="secondary" data-testid="end-meeting" on:click=end_for_all>"End for all"</button>
+                })}
+                <button class="danger" data-testid="leave-button" on:click=move |_| on_leave.run(())>
+                    "Leave"
+                </button>
+            </footer>
+        </main>
+    }
+}
+
+/// Removes each notice a few seconds after it appeared.
+#[cfg(feature = "hydrate")]
+fn dismiss_toasts(store: CallStore) {
+    Effect::new(move |_| {
+        if let Some(newest) = store.toasts.with(|t| t.last().map(|t| t.id)) {
+            set_timeout(
+                move || {
+                    let _ = store.toasts.try_update(|t| t.retain(|x| x.id != newest));
+                },
+                std::time::Duration::from_secs(5),
+            );
+        }
+    });
+}

@@ -1,0 +1,255 @@
+//! The room page, `/r/{code}`: the pre-join screen, then the call. One
+//! file per part: `prejoin` (name, devices, preview, Join), `call` (the
+//! waiting screen and the call: tiles, controls, notices), `people` (the
+//! participant list and the admin's requests), `tile` (one participant's
+//! video and badges). The browser resources they use live in
+//! `crate::browser` (hydrate only).
+
+// Leptos' `#[component]` expands a `pub(super)` component into items the
+// lint reads as unreachable `pub`.
+#![allow(unreachable_pub)]
+
+mod call;
+mod people;
+mod prejoin;
+mod tile;
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::{use_navigate, use_params_map};
+
+use crate::api::{
+    admit, allow_unmute, end_meeting, get_room_page, join_room, kick, leave_room, make_admin, mute_participant,
+    set_hand, set_muted,
+};
+use crate::call::CallStore;
+use crate::error::AppError;
+use crate::model::{validate_display_name, ParticipantState, ParticipantView, Role, RoomCode, RoomPageData, SessionId};
+use crate::pages::not_found::NotFound;
+
+use call::CallView;
+use people::{ParticipantRow, Pending};
+use prejoin::Prejoin;
+use tile::Tile;
+
+/// `/r/{code}`: the pre-join screen, then the call.
+#[component]
+pub fn RoomPage() -> impl IntoView {
+    let params = use_params_map();
+    let code = move || params.read().get("code").unwrap_or_default();
+    let page = Resource::new(code, get_room_page);
+    view! {
+        <Suspense fallback=|| view! { <main class="page narrow"><p>"Opening the room…"</p></main> }>
+            {move || Suspend::new(async move {
+                match page.await {
+                    Ok(data) => view! { <Room data/> }.into_any(),
+                    Err(AppError::RoomNotFound) => view! { <NotFound/> }.into_any(),
+                    Err(e) => view! {
+                        <main class="page narrow">
+                            <h1>"Cannot open this room"</h1>
+                            <p role="alert">{e.to_string()}</p>
+                            <a class="button" href="/">"Back to the lobby"</a>
+                        </main>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// One room page's life: owns the call store and the browser resources of
+/// the call, and releases them on every way out (button, route change,
+/// page hidden, session ended by the server).
+#[component]
+fn Room(data: RoomPageData) -> impl IntoView {
+    let store = CallStore::new();
+    let code = data.room.code.clone();
+    // The devices chosen on the pre-join screen (`None`: the browser's default).
+    let camera = RwSignal::new(None::<String>);
+    let microphone = RwSignal::new(None::<String>);
+    #[cfg(feature = "hydrate")]
+    let call = StoredValue::new_local(None::<crate::browser::Call>);
+
+    // The one local leave: tell the server first (the others see us go as
+    // soon as it hears), then release browser resources and reset the store.
+    let leave = move || {
+        if let Some(session) = store.me.try_get_untracked().flatten().map(|m| m.session_id) {
+            tell_leave(session);
+        }
+        #[cfg(feature = "hydrate")]
+        let _ = call.try_set_value(None);
+        store.reset();
+    };
+    // Leaving the route in-app runs the same leave: at once for the
+    // browser's back and forward buttons (the route's cleanup comes only
+    // after the next page has rendered), and on cleanup for anything else.
+    #[cfg(feature = "hydrate")]
+    {
+        let history = window_event_listener(leptos::ev::popstate, move |_| leave());
+        on_cleanup(move || history.remove());
+    }
+    on_cleanup(leave);
+
+    // When the server ends the session, release the call's browser resources too.
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        if store.me.with(Option::is_none) {
+            let _ = call.try_set_value(None);
+        }
+    });
+
+    // Our microphone and camera follow the mute buttons (and an admin's mute).
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        let on = !store.audio_muted.get();
+        let _ = call.try_with_value(|c| c.as_ref().map(|c| c.set_microphone(on)));
+    });
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |before: Option<bool>| {
+        let off = store.video_muted.get();
+        if before.is_some_and(|b| b != off) {
+            if off {
+                let _ = call.try_with_value(|c| c.as_ref().map(crate::browser::Call::camera_off));
+            } else {
+                spawn_local(async move {
+                    let Ok(track) = crate::browser::open_camera(camera.get_untracked().as_deref()).await else {
+                        store.toast("The camera could not be turned on.");
+                        let _ = store.video_muted.try_set(true);
+                        return;
+                    };
+                    // `Clone::clone`: the inherent `MediaStreamTrack::clone` would open a second track.
+                    let placed = call.try_with_value(|c| c.as_ref().map(|c| c.camera_on(Clone::clone(&track))));
+                    if !matches!(placed, Some(Some(()))) {
+                        track.stop();
+                    }
+                });
+            }
+        }
+        off
+    });
+
+    // The name typed last, kept for the pre-join screen after a call ends.
+    let remembered = RwSignal::new(data.remembered_name.clone().unwrap_or_default());
+    let joining = RwSignal::new(false);
+    let join_error = RwSignal::new(None::<String>);
+    let join_code = code.clone();
+    let on_join = Callback::new(move |display_name: String| {
+        if joining.get_untracked() {
+            return;
+        }
+        if let Err(e) = validate_display_name(&display_name) {
+            join_error.set(Some(e.to_string()));
+            return;
+        }
+        remembered.set(display_name.clone());
+        joining.set(true);
+        join_error.set(None);
+        let code = join_code.clone();
+        spawn_local(async move {
+            match join_room(code.to_string(), display_name).await {
+                Ok(outcome) => {
+                    #[cfg(feature = "hydrate")]
+                    {
+                        let session = outcome.session_id.clone();
+                        store.enter(outcome);
+                        // The leave beacon is armed before anything else can go wrong.
+                        call.set_value(Some(crate::browser::Call::new(store)));
+                        let choice = crate::browser::DeviceChoice {
+                            camera: camera.get_untracked(),
+                            microphone: microphone.get_untracked(),
+                        };
+                        let local = crate::browser::open_camera_and_microphone(&choice).await.ok();
+                        let still_here =
+                            store.me.try_with_untracked(|m| m.as_ref().is_some_and(|m| m.session_id == session));
+                        let connected = still_here == Some(true)
+                            && call
+                                .try_update_value(|c| match c {
+                                    Some(c) => {
+                                        c.connect(&code, &session, store, local.clone());
+                                        true
+                                    }
+                                    None => false,
+                                })
+                                .unwrap_or(false);
+                        if connected {
+                            store.local.set(local);
+                        } else if let Some(stream) = local {
+                            // Left while the browser was asking for the camera.
+                            crate::browser::stop_stream(&stream);
+                        }
+                    }
+                    #[cfg(not(feature = "hydrate"))]
+                    store.enter(outcome);
+                }
+                Err(e) => {
+                    let _ = join_error.try_set(Some(e.to_string()));
+                }
+            }
+            let _ = joining.try_set(false);
+        });
+    });
+
+    let navigate = use_navigate();
+    let on_leave = Callback::new(move |()| {
+        leave();
+        navigate("/", Default::default());
+    });
+
+    let private = data.room.private;
+    let room_code = code.clone();
+    view! {
+        <Show
+            when=move || store.me.with(Option::is_some)
+            fallback=move || view! {
+                <Prejoin
+                    code=room_code.clone()
+                    private=private
+                    remembered_name=remembered.get_untracked()
+                    joining=joining.into()
+                    error=join_error.into()
+                    notice=store.notice.into()
+                    lost=store.lost.into()
+                    camera=camera
+                    microphone=microphone
+                    on_join=on_join
+                />
+            }
+        >
+            <CallView code=code.clone() store=store on_leave=on_leave/>
+        </Show>
+    }
+}
+
+/// Sends our leave: in the browser as a request started right now; the
+/// server function otherwise (and if the browser refused the request).
+fn tell_leave(session: SessionId) {
+    #[cfg(feature = "hydrate")]
+    let sent = crate::browser::send_leave(&session);
+    #[cfg(feature = "hydrate")]
+    if let Ok(confirmed) = sent {
+        spawn_local(async move {
+            if let Err(e) = confirmed.await {
+                leptos::logging::warn!("leave was not confirmed: {e}");
+            }
+        });
+        return;
+    }
+    spawn_local(async move {
+        if let Err(e) = leave_room(session.to_string()).await {
+            leptos::logging::warn!("leave was not confirmed: {e}");
+        }
+    });
+}
+
+/// Runs a room action for our session; a refusal becomes a notice.
+pub(super) fn run_action(store: CallStore, action: impl std::future::Future<Output = Result<(), AppError>> + 'static) {
+    spawn_local(async move {
+        if let Err(e) = action.await {
+            store.toast(e.to_string());
+        }
+    });
+}
+
+pub(super) fn my_session(store: CallStore) -> Option<String> {
+    store.me.try_get_untracked().flatten().map(|m| m.session_id.to_string())
+}

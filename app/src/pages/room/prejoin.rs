@@ -1,0 +1,153 @@
+//! The screen before joining: name, camera and microphone, a preview, Join.
+
+use super::*;
+
+/// The screen before joining: name, camera/microphone preview, Join.
+#[component]
+pub(super) fn Prejoin(
+    code: RoomCode,
+    private: bool,
+    remembered_name: String,
+    joining: Signal<bool>,
+    error: Signal<Option<String>>,
+    notice: Signal<Option<String>>,
+    lost: Signal<bool>,
+    camera: RwSignal<Option<String>>,
+    microphone: RwSignal<Option<String>>,
+    on_join: Callback<String>,
+) -> impl IntoView {
+    let name = RwSignal::new(remembered_name.clone());
+    let video = NodeRef::<leptos::html::Video>::new();
+    let preview_note = RwSignal::new(None::<String>);
+    // Filled once the browser lists the devices (after permission).
+    let cameras = RwSignal::new(Vec::<(String, String)>::new());
+    let microphones = RwSignal::new(Vec::<(String, String)>::new());
+    #[cfg(feature = "hydrate")]
+    start_preview(video, preview_note, camera, microphone, cameras, microphones);
+    #[cfg(not(feature = "hydrate"))]
+    let _ = preview_note;
+
+    view! {
+        <main class="page prejoin" data-testid="prejoin">
+            <h1>"Ready to join?"</h1>
+            <p class="room-code">"Room " <code>{code.to_string()}</code></p>
+            {move || notice.get().map(|n| view! { <p class="notice" role="status">{n}</p> })}
+            {move || lost.get().then(|| view! {
+                <p class="connection" data-testid="connection-status" data-state="disconnected" role="status">
+                    "Disconnected. Join again when you are back online."
+                </p>
+            })}
+            <div class="prejoin-grid">
+                <div class="preview">
+                    <video node_ref=video autoplay=true muted=true playsinline=true aria-label="Your camera preview"></video>
+                    <p class="preview-note">{move || preview_note.get()}</p>
+                </div>
+                <form class="card" on:submit=move |ev| {
+                    ev.prevent_default();
+                    on_join.run(name.get_untracked());
+                }>
+                    <label for="prejoin-name">"Your name"</label>
+                    <input
+                        id="prejoin-name"
+                        data-testid="display-name"
+                        autocomplete="nickname"
+                        value=remembered_name
+                        prop:value=move || name.get()
+                        on:input=move |ev| name.set(event_target_value(&ev))
+                    />
+                    <DeviceSelect label="Camera" testid="camera-select" options=cameras chosen=camera/>
+                    <DeviceSelect label="Microphone" testid="microphone-select" options=microphones chosen=microphone/>
+                    {private.then(|| view! { <p class="hint">"This room is private: the host admits you."</p> })}
+                    <button type="submit" data-testid="join-button" disabled=move || joining.get()>
+                        {move || if joining.get() { "Joining…" } else { "Join now" }}
+                    </button>
+                    <p class="form-error" role="alert">{move || error.get()}</p>
+                </form>
+            </div>
+        </main>
+    }
+}
+
+/// A device picker, shown once the browser has listed the devices.
+#[component]
+fn DeviceSelect(
+    label: &'static str,
+    testid: &'static str,
+    options: RwSignal<Vec<(String, String)>>,
+    chosen: RwSignal<Option<String>>,
+) -> impl IntoView {
+    view! {
+        <Show when=move || options.with(|o| o.len() > 1)>
+            <label for=testid>{label}</label>
+            <select id=testid data-testid=testid on:change=move |ev| chosen.set(Some(event_target_value(&ev)))>
+                <For
+                    each=move || options.get()
+                    key=|(id, _)| id.clone()
+                    children=move |(id, name)| {
+                        let selected = chosen.get_untracked().as_deref() == Some(id.as_str());
+                        view! { <option value=id selected=selected>{name}</option> }
+                    }
+                />
+            </select>
+        </Show>
+    }
+}
+
+/// Shows the chosen camera in the preview (again whenever the choice
+/// changes), lists the devices once allowed, and stops the camera when the
+/// pre-join screen goes.
+#[cfg(feature = "hydrate")]
+fn start_preview(
+    video: NodeRef<leptos::html::Video>,
+    note: RwSignal<Option<String>>,
+    camera: RwSignal<Option<String>>,
+    microphone: RwSignal<Option<String>>,
+    cameras: RwSignal<Vec<(String, String)>>,
+    microphones: RwSignal<Vec<(String, String)>>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    let stream = StoredValue::new_local(None::<web_sys::MediaStream>);
+    let alive = Arc::new(AtomicBool::new(true));
+    // Each choice opens the devices anew; an older, slower open is dropped.
+    let generation = Arc::new(AtomicU32::new(0));
+    let still_alive = alive.clone();
+    Effect::new(move |_| {
+        let choice = crate::browser::DeviceChoice { camera: camera.get(), microphone: microphone.get() };
+        let current = generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(Some(old)) = stream.try_update_value(Option::take) {
+            crate::browser::stop_stream(&old);
+        }
+        let (alive, generation) = (still_alive.clone(), generation.clone());
+        spawn_local(async move {
+            match crate::browser::open_camera_and_microphone(&choice).await {
+                Ok(s) if alive.load(Ordering::Acquire) && generation.load(Ordering::Acquire) == current => {
+                    if let Some(v) = video.get_untracked() {
+                        v.set_src_object(Some(&s));
+                    }
+                    stream.set_value(Some(s));
+                    let _ = note.try_set(None);
+                    if let Ok((cams, mics)) = crate::browser::list_devices().await {
+                        let _ = cameras.try_set(cams);
+                        let _ = microphones.try_set(mics);
+                    }
+                }
+                // The screen went away (or the choice changed) meanwhile: release at once.
+                Ok(s) => crate::browser::stop_stream(&s),
+                Err(_) => {
+                    let _ = note.try_set(Some("Camera or microphone unavailable. You can still join.".into()));
+                }
+            }
+        });
+    });
+    on_cleanup(move || {
+        alive.store(false, Ordering::Release);
+        if let Some(Some(s)) = stream.try_update_value(Option::take) {
+            crate::browser::stop_stream(&s);
+        }
+        if let Some(v) = video.get_untracked() {
+            v.set_src_object(None);
+        }
+    });
+}
