@@ -24,10 +24,18 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore) -> impl IntoV
     #[cfg(feature = "hydrate")]
     {
         let id = participant.id.to_string();
+        // This tile's own stream only: the effect below reruns when it is
+        // another stream, not whenever any entry of the map changes.
+        let stream =
+            Memo::new(move |_| if me { store.local.get() } else { store.streams.with(|m| m.get(&id).cloned()) });
         Effect::new(move |_| {
-            let stream = if me { store.local.get() } else { store.streams.with(|m| m.get(&id).cloned()) };
+            let stream = stream.get();
             if let Some(v) = video.get() {
-                v.set_src_object(stream.as_ref());
+                // Assigning a stream again, even the same one, reloads the
+                // element (the picture restarts): only a different one.
+                if v.src_object() != stream {
+                    v.set_src_object(stream.as_ref());
+                }
             }
         });
         on_cleanup(move || {
