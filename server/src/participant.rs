@@ -32,7 +32,7 @@ pub struct LiveSession {
     sockets: AtomicUsize,
     /// The token of the socket attached last; cancelled when another one
     /// replaces it (one live socket per session).
-    socket: Mutex<Option<CancellationToken>>,
+    socket: Mutex<Option<(CancellationToken, Arc<AtomicBool>)>>,
     /// Whether a socket was ever attached.
     connected_once: AtomicBool,
     /// Whether peers are shown this session as reconnecting.
@@ -127,15 +127,18 @@ impl LiveSession {
     /// [`SocketGuard::token`], is cancelled), as a reconnect replaces it.
     pub fn attach_socket(self: &Arc<Self>) -> SocketGuard {
         let token = self.lifetime.child_token();
-        let previous = self.socket.lock().unwrap_or_else(|p| p.into_inner()).replace(token.clone());
-        if let Some(previous) = previous {
+        let replaced = Arc::new(AtomicBool::new(false));
+        let previous = self.socket.lock().unwrap_or_else(|p| p.into_inner()).replace((token.clone(), replaced.clone()));
+        if let Some((previous, was_replaced)) = previous {
+            // Marked before the cancel, so its writer reads it when it wakes.
+            was_replaced.store(true, Ordering::Release);
             previous.cancel();
         }
         self.sockets.fetch_add(1, Ordering::AcqRel);
         self.connected_once.store(true, Ordering::Release);
         self.closed_cleanly.store(false, Ordering::Release);
         self.touch();
-        SocketGuard { session: self.clone(), token }
+        SocketGuard { session: self.clone(), token, replaced }
     }
 
     /// Decides the session's liveness: suspect once silent for `suspect_after`
@@ -189,6 +192,10 @@ pub struct SocketGuard {
     session: Arc<LiveSession>,
     /// Cancelled when the session closes or a newer socket replaces this one.
     token: CancellationToken,
+    /// Set (before the cancel) when a newer socket replaced this one. Not
+    /// derived from the tokens: a parent's cancel reaches the children
+    /// before the parent reads as cancelled.
+    replaced: Arc<AtomicBool>,
 }
 
 impl SocketGuard {
@@ -200,7 +207,7 @@ impl SocketGuard {
 
     /// Whether a newer socket replaced this one (the session lives on).
     pub fn replaced(&self) -> bool {
-        self.token.is_cancelled() && !self.session.is_closed()
+        self.replaced.load(Ordering::Acquire)
     }
 }
 
