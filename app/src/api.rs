@@ -77,7 +77,8 @@ pub async fn join_room(code: String, display_name: String) -> Result<JoinOutcome
     let (ports, me) = caller().await?;
     let code = RoomCode::parse(&code)?;
     let name = validate_display_name(&display_name)?;
-    let outcome = ports.rooms.join(&me, &code, &name).await?;
+    let mut outcome = ports.rooms.join(&me, &code, &name).await?;
+    outcome.ice_servers = ports.ice_servers.ice_servers(&me.user_id);
     remember_name(&ports, &me, &name);
     Ok(outcome)
 }

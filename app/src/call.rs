@@ -295,6 +295,7 @@ mod tests {
             role: Role::Member,
             state,
             roster,
+            ice_servers: vec![],
         });
         store
     }
@@ -349,6 +350,7 @@ mod tests {
             role: Role::Admin,
             state: ParticipantState::Active,
             roster: vec![],
+            ice_servers: vec![],
         });
         store.apply(ServerMsg::Roster {
             participants: vec![person("me", Role::Admin), person("bob", Role::Member)],

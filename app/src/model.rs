@@ -423,7 +423,8 @@ impl RoomAction {
     }
 }
 
-/// The answer to a join: the caller's session and the room as it stands.
+/// The answer to a join: the caller's session, the room as it stands and
+/// the STUN/TURN servers the page's peer connection may use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JoinOutcome {
     pub session_id: SessionId,
@@ -431,6 +432,20 @@ pub struct JoinOutcome {
     pub role: Role,
     pub state: ParticipantState,
     pub roster: Vec<ParticipantView>,
+    /// Filled by the edge (the domain does not know them).
+    #[serde(default)]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One entry of `RTCConfiguration.iceServers`: STUN servers bare, TURN
+/// servers with this session's time-limited credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::AppError;
-use crate::model::{JoinOutcome, LeaveReason, RoomAction, RoomCode, RoomInfo, RoomOptions, SessionId, UserId};
+use crate::model::{
+    IceServer, JoinOutcome, LeaveReason, RoomAction, RoomCode, RoomInfo, RoomOptions, SessionId, UserId,
+};
 
 /// The caller as the identity cookie proves them. Inserted into every
 /// request's extensions by the server's identity middleware.
@@ -42,11 +44,18 @@ pub trait IdentityIssuer: Send + Sync + 'static {
     fn set_cookie_header(&self, identity: &Identity) -> String;
 }
 
+/// The STUN/TURN servers a joined session's peer connection may use.
+pub trait IceServerSource: Send + Sync + 'static {
+    /// The servers for `user`, TURN ones with fresh time-limited credentials.
+    fn ice_servers(&self, user: &UserId) -> Vec<IceServer>;
+}
+
 /// Everything server functions can reach, provided as Leptos context.
 #[derive(Clone)]
 pub struct Ports {
     pub rooms: Arc<dyn RoomService>,
     pub identity: Arc<dyn IdentityIssuer>,
+    pub ice_servers: Arc<dyn IceServerSource>,
 }
 
 impl std::fmt::Debug for Ports {

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, CommandFactory, Parser};
@@ -77,6 +78,70 @@ pub struct Config {
     #[arg(long = "reconcile-ms", env = "CLEANROOM_RECONCILE_MS", default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     pub reconcile_ms: u64,
 
+    /// HTTPS: the certificate chain (PEM). With `--tls-key` the listen
+    /// address speaks only HTTPS and WSS; the files are read again when
+    /// they change (a renewal needs no restart).
+    #[arg(long = "tls-cert", env = "CLEANROOM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// HTTPS: the private key (PEM) of `--tls-cert`.
+    #[arg(long = "tls-key", env = "CLEANROOM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// HTTPS with a certificate made at start for the ICE (and public)
+    /// addresses and `localhost`, for a LAN; its SHA-256 fingerprint is logged.
+    #[arg(
+        long = "tls-self-signed", env = "CLEANROOM_TLS_SELF_SIGNED", action = ArgAction::Set,
+        value_parser = BoolishValueParser::new(), default_value = "false",
+        num_args = 0..=1, default_missing_value = "true"
+    )]
+    pub tls_self_signed: bool,
+
+    /// HTTPS with certificates by ACME (TLS-ALPN-01 on the listen port) for
+    /// these domains, comma-separated.
+    #[arg(long = "acme-domains", env = "CLEANROOM_ACME_DOMAINS", value_delimiter = ',', value_parser = parse_domain)]
+    pub acme_domains: Vec<String>,
+
+    /// The ACME directory URL.
+    #[arg(long = "acme-directory", env = "CLEANROOM_ACME_DIRECTORY", default_value = LETS_ENCRYPT)]
+    pub acme_directory: String,
+
+    /// Where ACME keeps its account and certificates.
+    #[arg(long = "acme-cache", env = "CLEANROOM_ACME_CACHE", default_value = "data/acme")]
+    pub acme_cache: PathBuf,
+
+    /// Certificate authorities (PEM) to trust for the ACME directory's own
+    /// HTTPS, for a private ACME server; unset trusts the public web roots.
+    #[arg(long = "acme-directory-ca", env = "CLEANROOM_ACME_DIRECTORY_CA")]
+    pub acme_directory_ca: Option<PathBuf>,
+
+    /// Addresses announced to browsers instead of the bound ICE addresses
+    /// (1:1 NAT), comma-separated, paired by position with `--ice-addrs`.
+    #[arg(long = "ice-public-addrs", env = "CLEANROOM_ICE_PUBLIC_ADDRS", value_delimiter = ',')]
+    pub ice_public_addrs: Vec<IpAddr>,
+
+    /// STUN servers handed to browsers (`stun:host[:port]`), comma-separated.
+    #[arg(long = "stun-urls", env = "CLEANROOM_STUN_URLS", value_delimiter = ',', value_parser = parse_stun_url)]
+    pub stun_urls: Vec<String>,
+
+    /// TURN servers handed to browsers (`turn:host[:port][?transport=udp|tcp]`
+    /// or `turns:…`), comma-separated; needs `--turn-secret`.
+    #[arg(long = "turn-urls", env = "CLEANROOM_TURN_URLS", value_delimiter = ',', value_parser = parse_turn_url, requires = "turn_secret")]
+    pub turn_urls: Vec<String>,
+
+    /// The TURN server's shared secret (coturn's `static-auth-secret`): each
+    /// session gets credentials made from it, never the secret itself.
+    #[arg(long = "turn-secret", env = "CLEANROOM_TURN_SECRET", hide_env_values = true, value_parser = parse_turn_secret)]
+    pub turn_secret: Option<String>,
+
+    /// Lifetime of a session's TURN credentials, seconds.
+    #[arg(long = "turn-ttl-s", env = "CLEANROOM_TURN_TTL_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    pub turn_ttl_s: u64,
+
+    /// How often the certificate files are checked for a change (ms).
+    #[arg(long = "tls-reload-ms", env = "CLEANROOM_TLS_RELOAD_MS", default_value_t = 5_000, hide = true, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
+    pub tls_reload_ms: u64,
+
     /// Secret for signing identity cookies (at least 32 bytes). When unset a
     /// random key is made at start, so identities last as long as the process.
     #[arg(long = "secret", env = "CLEANROOM_SECRET", hide_env_values = true, value_parser = parse_secret)]
@@ -110,6 +175,48 @@ fn parse_net(s: &str) -> Result<crate::media::candidates::Net, String> {
     crate::media::candidates::Net::parse(s)
 }
 
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+fn parse_domain(s: &str) -> Result<String, String> {
+    let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if d.len() <= 253 && d.contains('.') && d.split('.').all(label_ok) {
+        Ok(d)
+    } else {
+        Err(format!("`{s}` is not a domain name"))
+    }
+}
+
+fn parse_stun_url(s: &str) -> Result<String, String> {
+    let url = crate::media::ice_servers::IceUrl::parse(s.trim())?;
+    if url.is_turn() {
+        return Err(format!("`{s}` is a TURN URL; list it in CLEANROOM_TURN_URLS"));
+    }
+    Ok(url.to_string())
+}
+
+fn parse_turn_url(s: &str) -> Result<String, String> {
+    let url = crate::media::ice_servers::IceUrl::parse(s.trim())?;
+    if !url.is_turn() {
+        return Err(format!("`{s}` is a STUN URL; list it in CLEANROOM_STUN_URLS"));
+    }
+    Ok(url.to_string())
+}
+
+fn parse_turn_secret(s: &str) -> Result<String, String> {
+    if s.len() < 16 {
+        return Err("must be at least 16 bytes long".into());
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_node_id(s: &str) -> Result<String, String> {
     let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
@@ -134,13 +241,43 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Self::try_parse_from(args).map_err(|e| {
+        let config = Self::try_parse_from(args).map_err(|e| {
             use clap::error::ErrorKind;
             match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ConfigExit::Info(e.to_string()),
                 _ => ConfigExit::Invalid(one_line(&e)),
             }
-        })
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Settings that are valid one by one but not together; one line naming
+    /// them, for exit 2.
+    pub fn check(&self) -> Result<(), ConfigExit> {
+        let invalid = |line: &str| Err(ConfigExit::Invalid(line.to_owned()));
+        let https = [self.tls_cert.is_some(), self.tls_self_signed, !self.acme_domains.is_empty()];
+        if https.iter().filter(|on| **on).count() > 1 {
+            return invalid(
+                "choose one of CLEANROOM_TLS_CERT/CLEANROOM_TLS_KEY, CLEANROOM_TLS_SELF_SIGNED and CLEANROOM_ACME_DOMAINS",
+            );
+        }
+        if !self.ice_public_addrs.is_empty() && self.ice_public_addrs.len() != self.ice_addrs.len() {
+            return Err(ConfigExit::Invalid(format!(
+                "CLEANROOM_ICE_PUBLIC_ADDRS (--ice-public-addrs): {} addresses for {} in CLEANROOM_ICE_ADDRS; they pair by position",
+                self.ice_public_addrs.len(),
+                self.ice_addrs.len()
+            )));
+        }
+        if self.ice_public_addrs.iter().any(|ip| ip.is_unspecified() || ip.is_multicast()) {
+            return invalid("CLEANROOM_ICE_PUBLIC_ADDRS (--ice-public-addrs): not an address browsers can reach");
+        }
+        Ok(())
+    }
+
+    /// Whether the listen address speaks HTTPS.
+    pub fn https(&self) -> bool {
+        self.tls_cert.is_some() || self.tls_self_signed || !self.acme_domains.is_empty()
     }
 
     /// The node id, generated when none is configured.
@@ -161,11 +298,21 @@ pub enum ConfigExit {
 /// Clap's first error line, with the environment variable of the flag it names.
 fn one_line(e: &clap::Error) -> String {
     let rendered = e.to_string();
-    let first = rendered.lines().next().unwrap_or("invalid configuration").trim().to_owned();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut first = lines.next().unwrap_or("invalid configuration").to_owned();
+    // "the following required arguments were not provided:" lists them below.
+    if first.ends_with(':') {
+        let named: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage")).collect();
+        first = format!("{first} {}", named.join(", "));
+    }
     let env = Config::command()
         .get_arguments()
         .filter_map(|a| Some((a.get_long()?.to_owned(), a.get_env()?.to_string_lossy().into_owned())))
-        .find(|(long, _)| first.contains(&format!("--{long} ")) || first.contains(&format!("--{long}'")));
+        .find(|(long, _)| {
+            first.contains(&format!("--{long} "))
+                || first.contains(&format!("--{long}'"))
+                || first.ends_with(&format!("--{long}"))
+        });
     match env {
         Some((_, var)) => format!("{first} (environment variable {var})"),
         None => first,
@@ -198,6 +345,42 @@ mod tests {
         assert!(!line.contains('\n'));
         let Err(ConfigExit::Invalid(line)) = parse(&["--ice-ports", "9-3"]) else { panic!("accepted") };
         assert!(line.contains("CLEANROOM_ICE_PORTS"), "{line}");
+    }
+
+    #[test]
+    fn real_network_settings_parse_and_check_together() {
+        let c = parse(&[
+            "--ice-addrs",
+            "10.0.0.5,127.0.0.1",
+            "--ice-public-addrs",
+            "203.0.113.7,127.0.0.1",
+            "--stun-urls",
+            "stun:stun.example.org",
+            "--turn-urls",
+            "turn:turn.example.org?transport=tcp,turns:turn.example.org:5349",
+            "--turn-secret",
+            "0123456789abcdef",
+        ])
+        .unwrap();
+        assert_eq!(c.ice_public_addrs.len(), 2);
+        assert_eq!(c.turn_urls, ["turn:turn.example.org:3478?transport=tcp", "turns:turn.example.org:5349"]);
+        assert_eq!(c.turn_ttl_s, 86_400);
+        assert!(!c.https());
+
+        let line = |args: &[&str]| match parse(args) {
+            Err(ConfigExit::Invalid(line)) => line,
+            other => panic!("accepted {args:?}: {other:?}"),
+        };
+        assert!(line(&["--ice-public-addrs", "203.0.113.7,203.0.113.8"]).contains("CLEANROOM_ICE_PUBLIC_ADDRS"));
+        assert!(line(&["--turn-urls", "turn:t.example.org"]).contains("turn-secret"));
+        assert!(line(&["--turn-urls", "stun:t.example.org", "--turn-secret", "0123456789abcdef"])
+            .contains("CLEANROOM_TURN_URLS"));
+        assert!(line(&["--stun-urls", "http://x"]).contains("CLEANROOM_STUN_URLS"));
+        assert!(line(&["--tls-cert", "a.pem"]).contains("tls-key"));
+        assert!(line(&["--tls-self-signed", "--acme-domains", "a.example.org"]).contains("CLEANROOM_ACME_DOMAINS"));
+        assert!(line(&["--acme-domains", "not a domain"]).contains("CLEANROOM_ACME_DOMAINS"));
+        assert!(line(&["--turn-ttl-s", "5"]).contains("CLEANROOM_TURN_TTL_S"));
+        assert!(parse(&["--tls-self-signed"]).unwrap().https());
     }
 
     #[test]

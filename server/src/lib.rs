@@ -47,6 +47,7 @@ pub mod participant;
 pub mod reconcile;
 pub mod room;
 pub mod store;
+pub mod tls;
 
 pub use http::router;
 pub use node::{shutdown, start, AppState, StartError};

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use axum::serve::ListenerExt as _;
 use leptos::prelude::LeptosOptions;
 use server::config::{Config, ConfigExit};
 
@@ -74,17 +75,24 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::info!(addr = %config.addr, "listening on http://{}", config.addr);
-    let router = server::router(&state);
-    let for_signal = state.clone();
-    let served = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            // End sessions first, so their sockets close and serving can stop.
-            server::shutdown(&for_signal).await;
-        })
-        .await;
+    let served = match state.tls.clone() {
+        Some(tls) => {
+            let tls = match server::tls::TlsListener::new(listener, tls, &state.tasks, state.shutdown.child_token()) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("cleanroom: CLEANROOM_ADDR (--addr) {}: {e}", config.addr);
+                    return ExitCode::from(2);
+                }
+            };
+            tracing::info!(addr = %config.addr, "listening on https://{}", config.addr);
+            // `tap_io` only to get the peer address as `ConnectInfo<SocketAddr>`.
+            serve(tls.tap_io(|_| {}), &state).await
+        }
+        None => {
+            tracing::info!(addr = %config.addr, "listening on http://{}", config.addr);
+            serve(listener.tap_io(|_| {}), &state).await
+        }
+    };
     server::shutdown(&state).await;
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,6 +101,24 @@ async fn run(config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Serves until a shutdown signal, ending the sessions first.
+async fn serve<L, F>(listener: axum::serve::TapIo<L, F>, state: &server::AppState) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    F: FnMut(&mut L::Io) + Send + 'static,
+{
+    let router = server::router(state);
+    let for_signal = state.clone();
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            // End sessions first, so their sockets close and serving can stop.
+            server::shutdown(&for_signal).await;
+        })
+        .await
 }
 
 async fn shutdown_signal() {

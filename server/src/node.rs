@@ -29,6 +29,8 @@ pub struct AppState {
     pub leptos: LeptosOptions,
     pub rooms: Arc<Rooms>,
     pub identity: Arc<IdentityCookies>,
+    /// STUN/TURN servers handed to joined sessions.
+    pub ice_servers: Arc<media::ice_servers::IceServers>,
     /// Rate limits of the edge (tidied by the lease loop).
     pub limits: Arc<limits::RateLimits>,
     pub metrics: PrometheusHandle,
@@ -39,6 +41,8 @@ pub struct AppState {
     pub sockets: TaskTracker,
     /// Cancelled at shutdown; parent of every session's token.
     pub shutdown: CancellationToken,
+    /// HTTPS for the listen address (`None`: plain HTTP).
+    pub tls: Option<crate::tls::Tls>,
     /// Set once [`shutdown`] has run (it runs once, however often called).
     pub(crate) stopped: Arc<tokio::sync::OnceCell<()>>,
 }
@@ -62,11 +66,17 @@ pub enum StartError {
     Database(#[from] db::DbError),
     #[error("REDIS_URL (--redis-url): {0}")]
     Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Connects the database and the store and builds the shared state.
 /// `store_prefix` namespaces the store's keys (tests use their own).
 pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -> Result<AppState, StartError> {
+    let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    // Certificates first: a bad file is reported before anything connects.
+    let tls = crate::tls::Tls::from_config(config, &tasks, shutdown.child_token())?;
     let db = db::Db::connect(&config.database_url).await?;
     let store: Arc<dyn LiveStore> = match &config.redis_url {
         Some(url) => Arc::new(store::redis::RedisStore::connect(url, store_prefix).await?),
@@ -74,9 +84,7 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     };
     let node_id = config.node_id_or_random();
     tracing::info!(node = %node_id, database = db.backend(), store = store.backend(), "starting");
-    let shutdown = CancellationToken::new();
     let (sfu, end_requests, speakers) = media::Sfu::new(media::MediaConfig::from_config(config), store.clone());
-    let tasks = TaskTracker::new();
     let limits = room::Limits {
         pending_timeout: Duration::from_millis(config.pending_timeout_ms),
         empty_room: Duration::from_millis(config.empty_room_ms),
@@ -86,13 +94,15 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     let state = AppState {
         leptos,
         rooms,
-        identity: Arc::new(IdentityCookies::new(config.secret.as_deref())),
+        identity: Arc::new(IdentityCookies::new(config.secret.as_deref()).secure(config.https())),
+        ice_servers: Arc::new(media::ice_servers::IceServers::from_config(config)),
         limits: Arc::new(limits::RateLimits::default()),
         metrics: metrics::install(),
         debug_api: config.debug_api,
         tasks,
         sockets: TaskTracker::new(),
         shutdown,
+        tls,
         stopped: Arc::default(),
     };
     spawn_lease(&state);

@@ -58,6 +58,25 @@ fn send(slot: &super::SocketSlot, msg: &ClientMsg) {
     }
 }
 
+/// `RTCConfiguration` with the STUN/TURN servers the join handed us (as
+/// plain objects: `RTCIceServer` is a dictionary).
+fn configuration(servers: &[crate::model::IceServer]) -> Result<RtcConfiguration, JsValue> {
+    let config = RtcConfiguration::new();
+    let list = js_sys::Array::new();
+    for server in servers {
+        let entry = js_sys::Object::new();
+        let urls: js_sys::Array = server.urls.iter().map(|u| JsValue::from_str(u)).collect();
+        js_sys::Reflect::set(&entry, &"urls".into(), &urls)?;
+        if let (Some(user), Some(credential)) = (&server.username, &server.credential) {
+            js_sys::Reflect::set(&entry, &"username".into(), &user.into())?;
+            js_sys::Reflect::set(&entry, &"credential".into(), &credential.into())?;
+        }
+        list.push(&entry);
+    }
+    js_sys::Reflect::set(&config, &"iceServers".into(), &list)?;
+    Ok(config)
+}
+
 /// The peer connection and what it needs to answer offers.
 pub struct Peer {
     pc: RtcPeerConnection,
@@ -82,8 +101,13 @@ impl std::fmt::Debug for Peer {
 }
 
 impl Peer {
-    pub fn new(ws: super::SocketSlot, local: Option<MediaStream>, store: CallStore) -> Result<Rc<Self>, JsValue> {
-        let pc = RtcPeerConnection::new_with_configuration(&RtcConfiguration::new())?;
+    pub fn new(
+        ws: super::SocketSlot,
+        local: Option<MediaStream>,
+        store: CallStore,
+        ice_servers: &[crate::model::IceServer],
+    ) -> Result<Rc<Self>, JsValue> {
+        let pc = RtcPeerConnection::new_with_configuration(&configuration(ice_servers)?)?;
         let on_track = Closure::<dyn FnMut(RtcTrackEvent)>::new(move |ev: RtcTrackEvent| {
             let Ok(stream) = ev.streams().get(0).dyn_into::<MediaStream>() else { return };
             let id = stream.id();

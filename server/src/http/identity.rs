@@ -34,6 +34,8 @@ struct Payload {
 /// Signs and reads identity cookies.
 pub struct IdentityCookies {
     key: Key,
+    /// Over HTTPS the cookie is `Secure` (never sent over plain HTTP).
+    secure: bool,
 }
 
 impl std::fmt::Debug for IdentityCookies {
@@ -50,7 +52,14 @@ impl IdentityCookies {
             Some(s) => Key::derive_from(s.as_bytes()),
             None => Key::generate(),
         };
-        Self { key }
+        Self { key, secure: false }
+    }
+
+    /// Marks issued cookies `Secure` (the server speaks HTTPS).
+    #[must_use]
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
     }
 
     /// The identity a request's cookies prove, if any.
@@ -87,6 +96,7 @@ impl IdentityIssuer for IdentityCookies {
             .path("/")
             .http_only(true)
             .same_site(SameSite::Lax)
+            .secure(self.secure)
             .max_age(cookie::time::Duration::days(365))
             .build();
         let mut jar = CookieJar::new();

@@ -27,7 +27,11 @@ use crate::node::AppState;
 
 /// The HTTP routes.
 pub fn router(state: &AppState) -> Router {
-    let ports = Ports { rooms: state.rooms.clone() as Arc<dyn RoomService>, identity: state.identity.clone() };
+    let ports = Ports {
+        rooms: state.rooms.clone() as Arc<dyn RoomService>,
+        identity: state.identity.clone(),
+        ice_servers: state.ice_servers.clone(),
+    };
     let routes = generate_route_list(app::App);
     let mut router = Router::new()
         .route("/healthz", get(ops::healthz))

@@ -38,9 +38,11 @@
 //! publisher and kind, remembered by its session and obeyed by every track
 //! it publishes, now or later; suppressed audio never counts as speech.
 
+pub mod announce;
 pub mod candidates;
 mod engine;
 pub mod forwarder;
+pub mod ice_servers;
 pub mod session;
 pub mod speaker;
 pub mod track;
@@ -89,6 +91,8 @@ pub struct MediaConfig {
     pub ice: IceSettings,
     /// Which browser candidates the SFU may send checks to.
     pub candidates: candidates::CandidatePolicy,
+    /// The addresses our candidates announce (1:1 NAT).
+    pub announce: announce::Announce,
     /// An offer unanswered this long is rolled back and sent again.
     pub offer_timeout: Duration,
     /// How long a close waits for a session's tasks.
@@ -108,6 +112,7 @@ impl MediaConfig {
                 keepalive: Duration::from_secs(1),
             },
             candidates: candidates::CandidatePolicy::new(&c.ice_addrs, &c.ice_allow_nets),
+            announce: announce::Announce::new(&c.ice_addrs, &c.ice_public_addrs),
             offer_timeout: Duration::from_millis(c.offer_timeout_ms),
             close_timeout: Duration::from_secs(5),
         }

@@ -534,7 +534,7 @@ impl Actor {
             let offer = pc.create_offer(None).await?;
             pc.set_local_description(offer).await?;
             let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
-            Ok::<_, MediaError>(sdp)
+            Ok::<_, MediaError>(self.shared.config.announce.sdp(&sdp))
         }
         .await;
         match made {
@@ -603,7 +603,7 @@ impl Actor {
         match event {
             PcEvent::Candidate(init) => {
                 let candidate = IceCandidate {
-                    candidate: init.candidate,
+                    candidate: self.shared.config.announce.candidate(&init.candidate),
                     // Bundled: every candidate belongs to the first m-line.
                     sdp_mid: Some("0".to_owned()),
                     sdp_m_line_index: Some(0),

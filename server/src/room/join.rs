@@ -159,6 +159,13 @@ impl Rooms {
             ParticipantState::Active => self.roster(code).await?,
             ParticipantState::Pending => Vec::new(),
         };
-        Ok(JoinOutcome { session_id: session, participant_id: participant, role, state, roster })
+        Ok(JoinOutcome {
+            session_id: session,
+            participant_id: participant,
+            role,
+            state,
+            roster,
+            ice_servers: Vec::new(),
+        })
     }
 }

@@ -15,6 +15,7 @@ use server::config::Config;
 use server::AppState;
 
 pub mod rtc_client;
+pub mod tls;
 
 // Each test crate uses a part of these.
 #[allow(unused_imports)]

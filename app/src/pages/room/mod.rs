@@ -151,6 +151,7 @@ fn Room(data: RoomPageData) -> impl IntoView {
                     #[cfg(feature = "hydrate")]
                     {
                         let session = outcome.session_id.clone();
+                        let ice_servers = outcome.ice_servers.clone();
                         store.enter(outcome);
                         // The leave beacon is armed before anything else can go wrong.
                         call.set_value(Some(crate::browser::Call::new(store)));
@@ -158,14 +159,16 @@ fn Room(data: RoomPageData) -> impl IntoView {
                             camera: camera.get_untracked(),
                             microphone: microphone.get_untracked(),
                         };
-                        let local = crate::browser::open_camera_and_microphone(&choice).await.ok();
+                        let media = crate::browser::open_local_media(&choice).await;
+                        let (has_audio, has_video) = (media.has_audio(), media.has_video());
+                        let local = media.stream;
                         let still_here =
                             store.me.try_with_untracked(|m| m.as_ref().is_some_and(|m| m.session_id == session));
                         let connected = still_here == Some(true)
                             && call
                                 .try_update_value(|c| match c {
                                     Some(c) => {
-                                        c.connect(&code, &session, store, local.clone());
+                                        c.connect(&code, &session, store, local.clone(), &ice_servers);
                                         true
                                     }
                                     None => false,
@@ -173,6 +176,19 @@ fn Room(data: RoomPageData) -> impl IntoView {
                                 .unwrap_or(false);
                         if connected {
                             store.local.set(local);
+                            if let Some(problem) = media.problem {
+                                store.toast(problem.message());
+                            }
+                            // A missing device is shown to everyone as turned off.
+                            let session_id = session.to_string();
+                            if !has_audio {
+                                store.audio_muted.set(true);
+                                run_action(store, set_muted(session_id.clone(), "audio".into(), true));
+                            }
+                            if !has_video {
+                                store.video_muted.set(true);
+                                run_action(store, set_muted(session_id, "video".into(), true));
+                            }
                         } else if let Some(stream) = local {
                             // Left while the browser was asking for the camera.
                             crate::browser::stop_stream(&stream);

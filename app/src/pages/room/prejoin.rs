@@ -19,13 +19,15 @@ pub(super) fn Prejoin(
     let name = RwSignal::new(remembered_name.clone());
     let video = NodeRef::<leptos::html::Video>::new();
     let preview_note = RwSignal::new(None::<String>);
+    // Off a secure context the browser offers no camera or microphone at all.
+    let insecure = RwSignal::new(false);
     // Filled once the browser lists the devices (after permission).
     let cameras = RwSignal::new(Vec::<(String, String)>::new());
     let microphones = RwSignal::new(Vec::<(String, String)>::new());
     #[cfg(feature = "hydrate")]
-    start_preview(video, preview_note, camera, microphone, cameras, microphones);
+    start_preview(video, preview_note, insecure, camera, microphone, cameras, microphones);
     #[cfg(not(feature = "hydrate"))]
-    let _ = preview_note;
+    let _ = (preview_note, insecure);
 
     view! {
         <main class="page prejoin" data-testid="prejoin">
@@ -40,7 +42,15 @@ pub(super) fn Prejoin(
             <div class="prejoin-grid">
                 <div class="preview">
                     <video node_ref=video autoplay=true muted=true playsinline=true aria-label="Your camera preview"></video>
-                    <p class="preview-note">{move || preview_note.get()}</p>
+                    {move || if insecure.get() {
+                        view! {
+                            <p class="preview-note form-error" data-testid="secure-context-error" role="alert">
+                                {preview_note.get()}
+                            </p>
+                        }.into_any()
+                    } else {
+                        view! { <p class="preview-note" data-testid="device-note">{preview_note.get()}</p> }.into_any()
+                    }}
                 </div>
                 <form class="card" on:submit=move |ev| {
                     ev.prevent_default();
@@ -100,6 +110,7 @@ fn DeviceSelect(
 fn start_preview(
     video: NodeRef<leptos::html::Video>,
     note: RwSignal<Option<String>>,
+    insecure: RwSignal<bool>,
     camera: RwSignal<Option<String>>,
     microphone: RwSignal<Option<String>>,
     cameras: RwSignal<Vec<(String, String)>>,
@@ -121,13 +132,15 @@ fn start_preview(
         }
         let (alive, generation) = (still_alive.clone(), generation.clone());
         spawn_local(async move {
-            match crate::browser::open_camera_and_microphone(&choice).await {
+            let media = crate::browser::open_local_media(&choice).await;
+            let problem = media.problem;
+            match media.stream.ok_or(()) {
                 Ok(s) if alive.load(Ordering::Acquire) && generation.load(Ordering::Acquire) == current => {
                     if let Some(v) = video.get_untracked() {
                         v.set_src_object(Some(&s));
                     }
                     stream.set_value(Some(s));
-                    let _ = note.try_set(None);
+                    let _ = note.try_set(problem.map(|p| p.message().to_owned()));
                     if let Ok((cams, mics)) = crate::browser::list_devices().await {
                         let _ = cameras.try_set(cams);
                         let _ = microphones.try_set(mics);
@@ -135,8 +148,9 @@ fn start_preview(
                 }
                 // The screen went away (or the choice changed) meanwhile: release at once.
                 Ok(s) => crate::browser::stop_stream(&s),
-                Err(_) => {
-                    let _ = note.try_set(Some("Camera or microphone unavailable. You can still join.".into()));
+                Err(()) => {
+                    let _ = insecure.try_set(problem == Some(crate::browser::DeviceProblem::NotSecure));
+                    let _ = note.try_set(problem.map(|p| p.message().to_owned()));
                 }
             }
         });
