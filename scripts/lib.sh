@@ -71,6 +71,13 @@ ensure_netns_tools() {
   have nft || apt_install nftables
 }
 
+# The real components of the real-network tests: coturn (TURN), pebble and
+# pebble-challtestsrv (an ACME CA and its DNS), all Debian packages.
+ensure_real_network_tools() {
+  have turnserver || apt_install coturn
+  have pebble || apt_install pebble
+}
+
 # Cargo's target directory (honours CARGO_TARGET_DIR and .cargo/config).
 target_dir() {
   cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'

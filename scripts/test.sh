@@ -35,6 +35,7 @@ ensure_node_packages
 ensure_services
 ensure_chromium
 ensure_netns_tools
+ensure_real_network_tools
 
 log "cargo fmt --check"
 cargo fmt --all --check
@@ -111,5 +112,12 @@ rm -rf "$SQLITE_DIR"
 E2E_DB="cleanroom_e2e_$$"
 psql "$TEST_POSTGRES_URL" -qc "CREATE DATABASE \"$E2E_DB\"" >/dev/null
 e2e postgres-redis DATABASE_URL="${TEST_POSTGRES_URL%/*}/$E2E_DB" REDIS_URL="$TEST_REDIS_URL"
+
+# The real-network specs start their own servers with the settings under
+# test (HTTPS, TURN through coturn, 1:1 NAT); one run is enough.
+log "browser suite: real networks (servers, coturn and NAT started by the specs)"
+REAL_NETWORKS=1 CLEANROOM_BIN="$(target_dir)/debug/cleanroom" BASE_URL="http://127.0.0.1:9" \
+  npx playwright test -c end2end/playwright.config.ts \
+  || die "browser suite failed: real networks"
 
 log "all tests passed"

@@ -120,6 +120,10 @@ pub enum ClientMsg {
     Answer { sdp: String },
     /// A browser ICE candidate.
     IceCandidate { candidate: IceCandidate },
+    /// The browser's media connection dropped (`disconnected`/`failed`, or
+    /// its network changed): offer again with new ICE credentials, on the
+    /// same session.
+    RestartIce,
 }
 
 /// The session a leave beacon names: its body is `session=<id>` (form

@@ -83,20 +83,107 @@ export async function restoreNetwork(): Promise<void> {
  * treating the namespace's server address as a secure origin (it is not
  * loopback, and camera/microphone need a secure context).
  */
-export function netnsLaunchOptions(): LaunchOptions {
+export function netnsLaunchOptions(secureOrigin: string | null = NETNS_BASE_URL, extra: string[] = []): LaunchOptions {
   const base = config.use?.launchOptions ?? {};
+  const secure = secureOrigin ? [`--unsafely-treat-insecure-origin-as-secure=${secureOrigin}`] : [];
   return {
     ...base,
     executablePath: NETNS_CHROMIUM,
     headless: true,
-    args: [...(base.args ?? []), `--unsafely-treat-insecure-origin-as-secure=${NETNS_BASE_URL}`],
+    args: [...(base.args ?? []), ...secure, ...extra],
   };
 }
 
 /** A browser of its own inside the namespace. */
-export async function launchInNetns(): Promise<Browser> {
+export async function launchInNetns(secureOrigin: string | null = NETNS_BASE_URL, extra: string[] = []): Promise<Browser> {
   requireNetns();
-  return chromium.launch(netnsLaunchOptions());
+  return chromium.launch(netnsLaunchOptions(secureOrigin, extra));
+}
+
+const NS = process.env.NETNS_NAME ?? 'cleanroom-e2e';
+/** The host side of the veth, as browsers in the namespace reach it. */
+export const NETNS_HOST_IP = '10.77.0.1';
+/** The "public" address of the 1:1 NAT test, forwarded to NETNS_HOST_IP. */
+export const NAT_PUBLIC_IP = '10.77.1.1';
+
+function nft(inNamespace: boolean, script: string): void {
+  const [cmd, args] = inNamespace ? ['ip', ['netns', 'exec', NS, 'nft', '-f', '-']] : ['nft', ['-f', '-']];
+  execFileSync(cmd as string, args as string[], { input: script, stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+function ip(args: string[]): void {
+  execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/**
+ * Inside the namespace, drop every UDP packet in and out (a hotel or office
+ * network that lets only TCP through). `false` removes the rule.
+ */
+export function blockUdpInNetns(on: boolean): void {
+  try {
+    nft(true, 'delete table inet cleanroom_e2e_udp\n');
+  } catch {
+    // not there
+  }
+  if (!on) return;
+  nft(
+    true,
+    `table inet cleanroom_e2e_udp {
+  chain input { type filter hook input priority -10; policy accept; meta l4proto udp drop; }
+  chain output { type filter hook output priority -10; policy accept; meta l4proto udp drop; }
+}
+`,
+  );
+}
+
+/**
+ * A 1:1 NAT in front of the server's media address: UDP to NAT_PUBLIC_IP is
+ * forwarded (DNAT) to NETNS_HOST_IP, from the namespace and from this host;
+ * the namespace's UDP straight to NETNS_HOST_IP is dropped, so a browser
+ * there reaches the media port only through the public address, as on a
+ * cloud VM. (Its page and socket still use TCP to NETNS_HOST_IP.) `false`
+ * removes it all.
+ */
+export function natUp(on: boolean): void {
+  try {
+    nft(false, 'delete table ip cleanroom_e2e_nat\n');
+  } catch {
+    // not there
+  }
+  try {
+    nft(true, 'delete table inet cleanroom_e2e_nat\n');
+  } catch {
+    // not there
+  }
+  try {
+    ip(['route', 'del', `${NAT_PUBLIC_IP}/32`]);
+  } catch {
+    // not there
+  }
+  try {
+    ip(['netns', 'exec', NS, 'ip', 'route', 'del', `${NAT_PUBLIC_IP}/32`]);
+  } catch {
+    // not there
+  }
+  if (!on) return;
+  nft(
+    false,
+    `table ip cleanroom_e2e_nat {
+  chain pre { type nat hook prerouting priority -100; ip daddr ${NAT_PUBLIC_IP} meta l4proto udp dnat to ${NETNS_HOST_IP}; }
+  chain out { type nat hook output priority -100; ip daddr ${NAT_PUBLIC_IP} meta l4proto udp dnat to ${NETNS_HOST_IP}; }
+}
+`,
+  );
+  nft(
+    true,
+    `table inet cleanroom_e2e_nat {
+  chain output { type filter hook output priority -10; policy accept; ip daddr ${NETNS_HOST_IP} meta l4proto udp drop; }
+  chain input { type filter hook input priority -10; policy accept; ip saddr ${NETNS_HOST_IP} meta l4proto udp drop; }
+}
+`,
+  );
+  ip(['route', 'replace', `${NAT_PUBLIC_IP}/32`, 'dev', process.env.NETNS_HOST_IF ?? 'cr-e2e-h']);
+  ip(['netns', 'exec', NS, 'ip', 'route', 'replace', `${NAT_PUBLIC_IP}/32`, 'via', NETNS_HOST_IP]);
 }
 
 /** A browser server of its own inside the namespace (its process can be killed). */

@@ -21,6 +21,8 @@ pub const ORPHANS_REAPED: &str = "cleanroom_orphans_reaped_total";
 pub const RATE_LIMITED: &str = "cleanroom_rate_limited_total";
 /// Remote ICE candidates, by verdict (`accepted`, `refused`).
 pub const REMOTE_CANDIDATES: &str = "cleanroom_remote_candidates_total";
+/// ICE restarts browsers asked for (their network changed or failed).
+pub const ICE_RESTARTS: &str = "cleanroom_ice_restarts_total";
 
 /// Kinds of orphan the reconciler reaps.
 pub const ORPHAN_KINDS: [&str; 3] = ["store-key", "db-row", "live-session"];
@@ -50,6 +52,7 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     describe_gauge!(SESSIONS_ACTIVE, "Live sessions on this node.");
     describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by class.");
+    describe_counter!(ICE_RESTARTS, "ICE restarts browsers asked for (network changed or media path failed).");
     describe_counter!(REMOTE_CANDIDATES, "Remote ICE candidates from browsers, by verdict.");
     describe_gauge!(PEER_CONNECTIONS_ACTIVE, "Open peer connections on this node.");
     describe_gauge!(TRACKS_ACTIVE, "Published tracks on this node.");

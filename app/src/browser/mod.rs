@@ -192,6 +192,8 @@ impl Link {
                 }
                 if now - self.last_heard.get() > DEAD_AFTER_MS {
                     self.lose();
+                } else if let Some(peer) = &self.peer {
+                    peer.restart_if_down();
                 }
             }
             Some(_) => {

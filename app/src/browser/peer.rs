@@ -77,6 +77,10 @@ fn configuration(servers: &[crate::model::IceServer]) -> Result<RtcConfiguration
     Ok(config)
 }
 
+/// How often a page whose media path stays down asks again for an ICE
+/// restart (an offer and its answer take well under this).
+const RESTART_EVERY_MS: f64 = 3_000.0;
+
 /// The peer connection and what it needs to answer offers.
 pub struct Peer {
     pc: RtcPeerConnection,
@@ -89,6 +93,8 @@ pub struct Peer {
     queue: RefCell<VecDeque<ServerMsg>>,
     busy: Cell<bool>,
     closed: Cell<bool>,
+    /// When we last asked the server for an ICE restart (ms since epoch).
+    restart_asked: Cell<f64>,
     _on_track: Closure<dyn FnMut(RtcTrackEvent)>,
     _on_ice: Closure<dyn FnMut(RtcPeerConnectionIceEvent)>,
     _on_state: Closure<dyn FnMut(Event)>,
@@ -146,10 +152,36 @@ impl Peer {
             queue: RefCell::new(VecDeque::new()),
             busy: Cell::new(false),
             closed: Cell::new(false),
+            restart_asked: Cell::new(0.0),
             _on_track: on_track,
             _on_ice: on_ice,
             _on_state: on_state,
         }))
+    }
+
+    /// While the media path is down (ICE `disconnected` or `failed`: the
+    /// network dropped or changed), asks the server for an ICE restart, at
+    /// most every [`RESTART_EVERY_MS`]; the server re-offers with new
+    /// credentials and the browser gathers candidates on its network of now.
+    /// Called by the connection's watchdog while the socket is open.
+    pub fn restart_if_down(&self) {
+        if self.closed.get() {
+            return;
+        }
+        let state = js_sys::Reflect::get(&self.pc, &"iceConnectionState".into())
+            .ok()
+            .and_then(|s| s.as_string())
+            .unwrap_or_default();
+        if state != "disconnected" && state != "failed" {
+            return;
+        }
+        let now = js_sys::Date::now();
+        if now - self.restart_asked.get() < RESTART_EVERY_MS {
+            return;
+        }
+        self.restart_asked.set(now);
+        leptos::logging::log!("media path {state}: asking for an ICE restart");
+        send(&self.ws, &ClientMsg::RestartIce);
     }
 
     /// Queues an offer or candidate; they are applied one at a time, in order.

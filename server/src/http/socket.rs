@@ -403,6 +403,12 @@ async fn read(
                         }
                         Ok(())
                     }
+                    Ok(ClientMsg::RestartIce) => {
+                        if let Some(media) = &media {
+                            media.restart_ice();
+                        }
+                        Ok(())
+                    }
                     Err(_) => return ReadEnd::BadFrame("malformed message"),
                 },
                 Some(Ok(Message::Binary(_))) => return ReadEnd::BadFrame("binary frames are not used"),

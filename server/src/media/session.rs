@@ -21,6 +21,7 @@ use std::time::Instant as StdInstant;
 use app::model::{LeaveReason, MediaKind, ParticipantId, RoomCode, SessionId, UserId};
 use app::signal::{IceCandidate, ServerMsg};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
@@ -53,6 +54,8 @@ enum Command {
     Subscribe(Arc<PublishedTrack>),
     /// Stop forwarding that track (its publisher left or unpublished).
     Unsubscribe(String),
+    /// The browser lost its media path: the next offer restarts ICE.
+    RestartIce,
 }
 
 /// What the connection's callbacks and this session's readers report.
@@ -149,6 +152,7 @@ impl MediaSession {
             forwarders: HashMap::new(),
             offer: None,
             dirty: true,
+            restart_ice: false,
             seen_ssrcs: HashSet::new(),
             next_track: 0,
             resources: Vec::new(),
@@ -186,6 +190,11 @@ impl MediaSession {
     /// A browser ICE candidate.
     pub fn candidate(&self, candidate: IceCandidate) {
         self.send(Command::Candidate(candidate));
+    }
+
+    /// The browser asks for an ICE restart (its network changed).
+    pub fn restart_ice(&self) {
+        self.send(Command::RestartIce);
     }
 
     pub(crate) fn subscribe(&self, track: Arc<PublishedTrack>) {
@@ -307,6 +316,8 @@ struct Actor {
     offer: Option<InFlight>,
     /// Something changed since the last offer.
     dirty: bool,
+    /// The next offer carries new ICE credentials.
+    restart_ice: bool,
     /// Incoming SSRCs already published (a renegotiation may report a track again).
     seen_ssrcs: HashSet<u32>,
     next_track: u32,
@@ -443,6 +454,14 @@ impl Actor {
                 }
             }
             Command::Answer(sdp) => self.on_answer(sdp).await,
+            Command::RestartIce => {
+                // Counted once per request; an offer in flight is answered
+                // first, then the restart follows.
+                metrics::counter!(crate::metrics::ICE_RESTARTS).increment(1);
+                tracing::info!(room = %self.session.room, session = %self.session.id, "ICE restart asked");
+                self.restart_ice = true;
+                self.dirty = true;
+            }
             Command::Candidate(c) => {
                 // The empty candidate marks the end of the browser's list.
                 if c.candidate.is_empty() {
@@ -529,9 +548,11 @@ impl Actor {
         }
         let Some(pc) = self.pc.clone() else { return };
         self.dirty = false;
+        let restart = std::mem::take(&mut self.restart_ice);
         let deadline = Instant::now() + self.shared.config.offer_timeout;
         let made = async {
-            let offer = pc.create_offer(None).await?;
+            let options = restart.then_some(RTCOfferOptions { ice_restart: true });
+            let offer = pc.create_offer(options).await?;
             pc.set_local_description(offer).await?;
             let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
             Ok::<_, MediaError>(self.shared.config.announce.sdp(&sdp))
