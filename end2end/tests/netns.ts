@@ -240,3 +240,38 @@ export async function tileWatch(page: Page, participantId: string): Promise<Tile
     participantId,
   );
 }
+
+const NS_IF = process.env.NETNS_NS_IF ?? 'cr-e2e-n';
+const HOST_IF = process.env.NETNS_HOST_IF ?? 'cr-e2e-h';
+/** The namespace's address after a move (another network, as a laptop that changed Wi-Fi). */
+export const MOVED_IP = '10.77.2.2';
+
+/**
+ * Replaces the namespace's address 10.77.0.2 by MOVED_IP (`true`), or puts
+ * it back (`false`, idempotent). Open connections from the old address are
+ * dead at once, as when a laptop joins another network.
+ */
+export function moveNetnsAddress(moved: boolean): void {
+  const inNs = (args: string[]) => ip(['netns', 'exec', NS, 'ip', ...args]);
+  const quiet = (f: () => void) => {
+    try {
+      f();
+    } catch {
+      // already so
+    }
+  };
+  const nsMac = () => execFileSync('ip', ['netns', 'exec', NS, 'cat', `/sys/class/net/${NS_IF}/address`]).toString().trim();
+  if (moved) {
+    ip(['route', 'replace', `${MOVED_IP}/32`, 'dev', HOST_IF]);
+    ip(['neigh', 'replace', MOVED_IP, 'lladdr', nsMac(), 'dev', HOST_IF, 'nud', 'permanent']);
+    inNs(['addr', 'replace', `${MOVED_IP}/32`, 'dev', NS_IF]);
+    inNs(['route', 'replace', `${NETNS_HOST_IP}/32`, 'dev', NS_IF, 'src', MOVED_IP]);
+    inNs(['addr', 'del', '10.77.0.2/30', 'dev', NS_IF]);
+    return;
+  }
+  quiet(() => inNs(['addr', 'del', `${MOVED_IP}/32`, 'dev', NS_IF]));
+  quiet(() => inNs(['route', 'del', `${NETNS_HOST_IP}/32`, 'dev', NS_IF]));
+  quiet(() => inNs(['addr', 'replace', '10.77.0.2/30', 'dev', NS_IF]));
+  quiet(() => ip(['neigh', 'del', MOVED_IP, 'dev', HOST_IF]));
+  quiet(() => ip(['route', 'del', `${MOVED_IP}/32`]));
+}

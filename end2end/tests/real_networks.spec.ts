@@ -2,7 +2,15 @@ import type { Browser, BrowserContext, Page } from '@playwright/test';
 import { chromium } from '@playwright/test';
 import config from '../playwright.config';
 import { createRoom, expect, join, mediaFlowing, open, recordMedia, test } from './helpers';
-import { blockUdpInNetns, launchInNetns, NAT_PUBLIC_IP, natUp, NETNS_HOST_IP, requireNetns } from './netns';
+import {
+  blockUdpInNetns,
+  launchInNetns,
+  moveNetnsAddress,
+  NAT_PUBLIC_IP,
+  natUp,
+  NETNS_HOST_IP,
+  requireNetns,
+} from './netns';
 import { spkiPin, startCleanroom, startCoturn, type Spawned } from './servers';
 
 // Cleanroom as people host it for each other (CONTRACT.md, "Real networks"):
@@ -22,6 +30,7 @@ test.afterEach(async () => {
   for (const s of started.splice(0).reverse()) await s.stop();
   blockUdpInNetns(false);
   natUp(false);
+  moveNetnsAddress(false);
 });
 
 async function cleanroom(env: Record<string, string>): Promise<Spawned> {
@@ -58,6 +67,7 @@ async function selectedPair(page: Page) {
     const remote = stats.find((s) => s.id === pair.remoteCandidateId);
     return {
       local: String(local?.candidateType),
+      localAddress: String(local?.address),
       localProtocol: String(local?.relayProtocol ?? local?.protocol),
       remoteAddress: String(remote?.address),
     };
@@ -221,4 +231,41 @@ test('behind 1:1 NAT: no media without CLEANROOM_ICE_PUBLIC_ADDRS, two-way video
     for (const br of browsers.splice(0)) await br.close();
     await started.pop()?.stop();
   }
+});
+
+test('a browser whose address changes mid-call resumes on the same session by an ICE restart', async ({ request }) => {
+  const server = await cleanroom({
+    CLEANROOM_ICE_ADDRS: `127.0.0.1,${NETNS_HOST_IP}`,
+    CLEANROOM_ICE_ALLOW_NETS: '10.77.0.0/16',
+  });
+  const inside = `http://${NETNS_HOST_IP}:${server.port}`;
+  const hostSide = await hostBrowser();
+  const ada = await person(hostSide, `http://127.0.0.1:${server.port}`);
+  const bobBrowser = await launchInNetns(inside);
+  browsers.push(bobBrowser);
+  const bob = await person(bobBrowser, inside);
+  const { a, b } = await aCall(ada.page, bob.page);
+  await twoWayVideo(ada.page, bob.page, a, b);
+  expect((await selectedPair(bob.page))?.localAddress).toBe('10.77.0.2');
+
+  // Bob's laptop moves to another network: its address is replaced.
+  moveNetnsAddress(true);
+  // Media is back on the new address: an ICE restart gathered it.
+  await expect
+    .poll(async () => (await selectedPair(bob.page))?.localAddress, { timeout: 20_000 })
+    .toBe('10.77.2.2');
+  await twoWayVideo(ada.page, bob.page, a, b);
+  const api = `http://127.0.0.1:${server.port}`;
+  const metrics = await (await request.get(`${api}/metrics`)).text();
+  expect(metrics).toMatch(/^cleanroom_ice_restarts_total [1-9]/m);
+  // The same session, nobody removed, no duplicate.
+  expect(await (await request.get(`${api}/api/debug/sessions/${b.session_id}`)).json()).toMatchObject({
+    live: true,
+    leave_reason: null,
+  });
+  await expect(ada.page.getByTestId('participant-tile')).toHaveCount(2);
+  await expect(ada.page.locator(`[data-testid="participant-tile"][data-participant-id="${b.participant_id}"]`)).toHaveAttribute(
+    'data-state',
+    'connected',
+  );
 });

@@ -30,6 +30,44 @@ test('three people see and hear each other through the SFU; a leaver disappears 
         .toEqual({ frames: true, audio: true });
     }
   }
+  // Stable video: over 10 s, at Ada, each remote <video> (the same element,
+  // the same stream) only moves forward: its decoded-frame count and its
+  // playback time never fall back, as they do when srcObject is re-assigned
+  // (the element reloads). Sampled in the page every 250 ms.
+  const samples = await pages[0].evaluate(async (ids) => {
+    const videos = ids.map((id) =>
+      document.querySelector<HTMLVideoElement>(`[data-testid="participant-tile"][data-participant-id="${id}"] video`),
+    );
+    const streams = videos.map((v) => v?.srcObject ?? null);
+    const seen: { frames: number[]; times: number[]; sameElement: boolean; sameStream: boolean }[] = ids.map(() => ({
+      frames: [],
+      times: [],
+      sameElement: true,
+      sameStream: true,
+    }));
+    for (let t = 0; t < 40; t++) {
+      ids.forEach((id, k) => {
+        const now = document.querySelector<HTMLVideoElement>(
+          `[data-testid="participant-tile"][data-participant-id="${id}"] video`,
+        );
+        seen[k].sameElement &&= now === videos[k];
+        seen[k].sameStream &&= now?.srcObject === streams[k];
+        seen[k].frames.push(now?.getVideoPlaybackQuality().totalVideoFrames ?? -1);
+        seen[k].times.push(now?.currentTime ?? -1);
+      });
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    return seen;
+  }, [joined[1].participant_id, joined[2].participant_id]);
+  for (const seen of samples) {
+    expect(seen.sameElement && seen.sameStream).toBe(true);
+    const never_back = (xs: number[]) => xs.every((x, i) => i === 0 || x >= xs[i - 1]);
+    expect(never_back(seen.frames), `frames ${seen.frames.join(',')}`).toBe(true);
+    expect(never_back(seen.times), `times ${seen.times.join(',')}`).toBe(true);
+    expect(seen.frames[seen.frames.length - 1]).toBeGreaterThan(seen.frames[0]);
+    expect(seen.times[seen.times.length - 1]).toBeGreaterThan(seen.times[0]);
+  }
+
   // Each of 3 people publishes 2 tracks, each forwarded to the 2 others.
   expect(await liveCounts(request)).toMatchObject(plus({ sessions: 3, peer_connections: 3, tracks: 6, forwarders: 12 }));
   expect((await roomResources(request, code)).room).toMatchObject({ participants: 3, db_participants: 3 });

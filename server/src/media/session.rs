@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use app::model::{LeaveReason, MediaKind, ParticipantId, RoomCode, SessionId, UserId};
 use app::signal::{IceCandidate, ServerMsg};
@@ -41,6 +41,9 @@ use super::{EndRequest, MediaError, RoomMedia, Shared};
 use crate::lifetime::Lifetime;
 use crate::participant::LiveSession;
 use crate::store::ResourceKind;
+
+/// ICE restarts granted to one session at most this often.
+const RESTART_EVERY: Duration = Duration::from_secs(2);
 
 /// What the socket and the room ask of a media session.
 enum Command {
@@ -158,6 +161,7 @@ impl MediaSession {
             resources: Vec::new(),
             connected: Arc::new(AtomicBool::new(false)),
             remote_candidates: 0,
+            last_restart: None,
             free_slots: [0, 0],
         };
         session.spawn_task(shared, actor.run(cmd_rx));
@@ -327,6 +331,8 @@ struct Actor {
     connected: Arc<AtomicBool>,
     /// Remote candidates handed to the connection (capped).
     remote_candidates: usize,
+    /// When the browser last had an ICE restart granted.
+    last_restart: Option<Instant>,
     /// Send-only transceivers freed by `remove_track`, per kind (audio,
     /// video): the next forwarder of that kind reuses one, so the SDP grows
     /// only to the most tracks ever forwarded at once.
@@ -455,12 +461,20 @@ impl Actor {
             }
             Command::Answer(sdp) => self.on_answer(sdp).await,
             Command::RestartIce => {
-                // Counted once per request; an offer in flight is answered
+                // One restart per RESTART_EVERY at most, however often a page
+                // asks (each makes an offer); an offer in flight is answered
                 // first, then the restart follows.
+                let now = Instant::now();
+                if self.last_restart.is_some_and(|at| now.duration_since(at) < RESTART_EVERY) {
+                    return;
+                }
+                self.last_restart = Some(now);
                 metrics::counter!(crate::metrics::ICE_RESTARTS).increment(1);
                 tracing::info!(room = %self.session.room, session = %self.session.id, "ICE restart asked");
                 self.restart_ice = true;
                 self.dirty = true;
+                // The browser gathers anew: its new candidates get a fresh allowance.
+                self.remote_candidates = 0;
             }
             Command::Candidate(c) => {
                 // The empty candidate marks the end of the browser's list.
