@@ -106,7 +106,7 @@ export const NETNS_HOST_IP = '10.77.0.1';
 /** The "public" address of the 1:1 NAT test, forwarded to NETNS_HOST_IP. */
 export const NAT_PUBLIC_IP = '10.77.1.1';
 
-function nft(inNamespace: boolean, script: string): void {
+function nftScript(inNamespace: boolean, script: string): void {
   const [cmd, args] = inNamespace ? ['ip', ['netns', 'exec', NS, 'nft', '-f', '-']] : ['nft', ['-f', '-']];
   execFileSync(cmd as string, args as string[], { input: script, stdio: ['pipe', 'pipe', 'pipe'] });
 }
@@ -121,12 +121,12 @@ function ip(args: string[]): void {
  */
 export function blockUdpInNetns(on: boolean): void {
   try {
-    nft(true, 'delete table inet cleanroom_e2e_udp\n');
+    nftScript(true, 'delete table inet cleanroom_e2e_udp\n');
   } catch {
     // not there
   }
   if (!on) return;
-  nft(
+  nftScript(
     true,
     `table inet cleanroom_e2e_udp {
   chain input { type filter hook input priority -10; policy accept; meta l4proto udp drop; }
@@ -146,12 +146,12 @@ export function blockUdpInNetns(on: boolean): void {
  */
 export function natUp(on: boolean): void {
   try {
-    nft(false, 'delete table ip cleanroom_e2e_nat\n');
+    nftScript(false, 'delete table ip cleanroom_e2e_nat\n');
   } catch {
     // not there
   }
   try {
-    nft(true, 'delete table inet cleanroom_e2e_nat\n');
+    nftScript(true, 'delete table inet cleanroom_e2e_nat\n');
   } catch {
     // not there
   }
@@ -166,7 +166,7 @@ export function natUp(on: boolean): void {
     // not there
   }
   if (!on) return;
-  nft(
+  nftScript(
     false,
     `table ip cleanroom_e2e_nat {
   chain pre { type nat hook prerouting priority -100; ip daddr ${NAT_PUBLIC_IP} meta l4proto udp dnat to ${NETNS_HOST_IP}; }
@@ -174,7 +174,7 @@ export function natUp(on: boolean): void {
 }
 `,
   );
-  nft(
+  nftScript(
     true,
     `table inet cleanroom_e2e_nat {
   chain output { type filter hook output priority -10; policy accept; ip daddr ${NETNS_HOST_IP} meta l4proto udp drop; }
