@@ -47,6 +47,10 @@ pub fn parse_audio_level(payload: &[u8]) -> Option<(u8, bool)> {
     Some((first & 0x7f, first & 0x80 != 0))
 }
 
+/// Acceptance waits for relayed and peer-reflexive pairs (library: 2 000 and 1 000 ms).
+const RELAY_WAIT_MS: u64 = 500;
+const PRFLX_WAIT_MS: u64 = 300;
+
 /// Where and how peer connections bind and time out.
 #[derive(Debug, Clone)]
 pub struct IceSettings {
@@ -183,6 +187,13 @@ async fn build_on(
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)
         .with_ice_timeouts(Some(ice.disconnected), Some(ice.failed), Some(ice.keepalive))
+        // How long the SFU (the controlling side) waits, once checks run,
+        // before it settles for a pair of this kind when no better one has
+        // answered. The library's 2 s for relayed pairs is the whole extra
+        // join time of a browser behind TURN; a direct pair, when there is
+        // one, answers within a round trip anyway.
+        .with_relay_acceptance_min_wait(Some(Duration::from_millis(RELAY_WAIT_MS)))
+        .with_prflx_acceptance_min_wait(Some(Duration::from_millis(PRFLX_WAIT_MS)))
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

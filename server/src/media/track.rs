@@ -221,6 +221,11 @@ impl Drop for PublishedTrack {
     }
 }
 
+/// A video track silent this long and then sending again has lost its
+/// subscribers' picture (a frame lasts 33 ms at 30 fps; a camera never
+/// pauses this long on its own).
+const RESUME_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl TrackReader {
     /// Reads until the track closes or the remote track ends. Returns the
     /// track's id so the owner can unpublish it.
@@ -230,11 +235,22 @@ impl TrackReader {
         // Packets dropped while forwarding was off: later sequence numbers
         // are shifted down by this much.
         let mut dropped = 0u16;
+        let mut last_packet: Option<Instant> = None;
         loop {
             tokio::select! {
                 () = token.cancelled() => break,
                 event = self.remote.poll() => match event {
                     Some(TrackRemoteEvent::OnRtpPacket(mut packet)) => {
+                        // Video back after a silence (the publisher's network
+                        // dropped for a moment): every subscriber's decoder has
+                        // lost the picture, so ask for a keyframe at once
+                        // rather than waiting for each of them to ask.
+                        let now = Instant::now();
+                        if kind == MediaKind::Video && last_packet.is_some_and(|t| now.duration_since(t) > RESUME_GAP) {
+                            tracing::debug!(track = %self.id, "video resumed after a gap: asking for a keyframe");
+                            self.send_pli().await;
+                        }
+                        last_packet = Some(now);
                         let state = &self.publisher_state;
                         if !state.forwarding(kind) {
                             dropped = dropped.wrapping_add(1);
@@ -253,14 +269,17 @@ impl TrackReader {
                     Some(TrackRemoteEvent::OnEnded) | None => break,
                     Some(_) => {}
                 },
-                Some(()) = self.keyframes.recv() => {
-                    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: self.media_ssrc };
-                    if let Err(e) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
-                        tracing::debug!(track = %self.id, error = %e, "PLI not sent");
-                    }
-                }
+                Some(()) = self.keyframes.recv() => self.send_pli().await,
             }
         }
         self.id
+    }
+
+    /// Asks the publisher for a keyframe.
+    async fn send_pli(&self) {
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: self.media_ssrc };
+        if let Err(e) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
+            tracing::debug!(track = %self.id, error = %e, "PLI not sent");
+        }
     }
 }
