@@ -93,6 +93,9 @@ pub struct CallStore {
     pub video_muted: RwSignal<bool>,
     /// Short notices (joins, leaves, a new host), oldest first.
     pub toasts: RwSignal<Vec<Toast>>,
+    /// The page's tasks for this call (joining, actions, the camera): aborted
+    /// with the component that made the store.
+    pub tasks: crate::tasks::Tasks,
     /// Remote media by stream id (= the publisher's participant id).
     #[cfg(feature = "hydrate")]
     pub streams: RwSignal<std::collections::HashMap<String, web_sys::MediaStream>, LocalStorage>,
@@ -121,6 +124,7 @@ impl CallStore {
             audio_muted: RwSignal::new(false),
             video_muted: RwSignal::new(false),
             toasts: RwSignal::new(Vec::new()),
+            tasks: crate::tasks::Tasks::new(),
             #[cfg(feature = "hydrate")]
             streams: RwSignal::new_local(std::collections::HashMap::new()),
             #[cfg(feature = "hydrate")]

@@ -29,6 +29,7 @@ pub mod pages;
 pub mod ports;
 pub mod routes;
 pub mod signal;
+pub mod tasks;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};

@@ -98,6 +98,16 @@ async function aCall(ada: Page, bobPage: Page) {
   return { code, a, b };
 }
 
+/** Ada on this host (by loopback) and Bob in the namespace, in one call. */
+async function hereAndInside(server: Spawned) {
+  const ada = await person(await hostBrowser(), `http://127.0.0.1:${server.port}`);
+  const inside = await launchInNetns(`http://${NETNS_HOST_IP}:${server.port}`);
+  browsers.push(inside);
+  const bob = await person(inside, `http://${NETNS_HOST_IP}:${server.port}`);
+  const { a, b } = await aCall(ada.page, bob.page);
+  return { ada, bob, a, b };
+}
+
 async function twoWayVideo(ada: Page, bob: Page, a: { participant_id: string }, b: { participant_id: string }) {
   await expect.poll(async () => (await mediaFlowing(ada, b.participant_id)).frames, { timeout: 30_000 }).toBe(true);
   await expect.poll(async () => (await mediaFlowing(bob, a.participant_id)).frames, { timeout: 30_000 }).toBe(true);
@@ -169,6 +179,28 @@ test('a browser without a camera joins with its microphone: told so, shown camer
   expect((await mediaFlowing(bob.page, a.participant_id)).frames).toBe(true);
 });
 
+test('a browser that refuses camera and microphone is told how to allow them and joins listening only', async () => {
+  const server = await cleanroom({ CLEANROOM_ICE_ADDRS: '127.0.0.1' });
+  const browser = await hostBrowser();
+  const base = `http://127.0.0.1:${server.port}`;
+  const ada = await person(browser, base);
+  const bob = await person(browser, base);
+  await bob.context.addInitScript(() => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+  });
+  const code = await createRoom(ada.page, 'Ada');
+  const a = await join(ada.page);
+  await open(bob.page, `/r/${code}`);
+  await expect(bob.page.getByTestId('device-note')).toContainText('blocked for this site');
+  const b = await join(bob.page, 'Bob');
+  await expect(bob.page.getByText('you join listening only').first()).toBeVisible();
+  const bobAtAda = ada.page.locator(`[data-testid="participant-tile"][data-participant-id="${b.participant_id}"]`);
+  await expect(bobAtAda).toHaveClass(/camera-off/);
+  await expect(bobAtAda).toContainText('muted');
+  // Listening only still receives: Ada's video reaches Bob.
+  await expect.poll(async () => (await mediaFlowing(bob.page, a.participant_id)).frames, { timeout: 30_000 }).toBe(true);
+});
+
 test('with UDP blocked, a browser joins through coturn over TCP: two-way video on a relay pair, all released on leave', async ({
   request,
 }) => {
@@ -180,14 +212,8 @@ test('with UDP blocked, a browser joins through coturn over TCP: two-way video o
     CLEANROOM_TURN_URLS: `turn:${NETNS_HOST_IP}:${turn.port}?transport=tcp`,
     CLEANROOM_TURN_SECRET: secret,
   });
-  const inside = `http://${NETNS_HOST_IP}:${server.port}`;
   blockUdpInNetns(true);
-  const hostSide = await hostBrowser();
-  const ada = await person(hostSide, `http://127.0.0.1:${server.port}`);
-  const bobBrowser = await launchInNetns(inside);
-  browsers.push(bobBrowser);
-  const bob = await person(bobBrowser, inside);
-  const { a, b } = await aCall(ada.page, bob.page);
+  const { ada, bob, a, b } = await hereAndInside(server);
   await twoWayVideo(ada.page, bob.page, a, b);
   await expect.poll(() => selectedPair(bob.page), { timeout: 20_000 }).toMatchObject({ local: 'relay', localProtocol: 'tcp' });
   expect(turn.log()).toMatch(/session .*: (new, )?realm <cleanroom.test>|allocation/i);
@@ -238,13 +264,7 @@ test('a browser whose address changes mid-call resumes on the same session by an
     CLEANROOM_ICE_ADDRS: `127.0.0.1,${NETNS_HOST_IP}`,
     CLEANROOM_ICE_ALLOW_NETS: '10.77.0.0/16',
   });
-  const inside = `http://${NETNS_HOST_IP}:${server.port}`;
-  const hostSide = await hostBrowser();
-  const ada = await person(hostSide, `http://127.0.0.1:${server.port}`);
-  const bobBrowser = await launchInNetns(inside);
-  browsers.push(bobBrowser);
-  const bob = await person(bobBrowser, inside);
-  const { a, b } = await aCall(ada.page, bob.page);
+  const { ada, bob, a, b } = await hereAndInside(server);
   await twoWayVideo(ada.page, bob.page, a, b);
   expect((await selectedPair(bob.page))?.localAddress).toBe('10.77.0.2');
 

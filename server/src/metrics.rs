@@ -21,6 +21,9 @@ pub const ORPHANS_REAPED: &str = "cleanroom_orphans_reaped_total";
 pub const RATE_LIMITED: &str = "cleanroom_rate_limited_total";
 /// Remote ICE candidates, by verdict (`accepted`, `refused`).
 pub const REMOTE_CANDIDATES: &str = "cleanroom_remote_candidates_total";
+/// Reconciler passes completed, by node (a test's positive signal that
+/// passes ran and repaired nothing).
+pub const RECONCILE_PASSES: &str = "cleanroom_reconcile_passes_total";
 /// ICE restarts browsers asked for (their network changed or failed).
 pub const ICE_RESTARTS: &str = "cleanroom_ice_restarts_total";
 
@@ -52,6 +55,7 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     describe_gauge!(SESSIONS_ACTIVE, "Live sessions on this node.");
     describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by class.");
+    describe_counter!(RECONCILE_PASSES, "Reconciler passes completed, by node.");
     describe_counter!(ICE_RESTARTS, "ICE restarts browsers asked for (network changed or media path failed).");
     describe_counter!(REMOTE_CANDIDATES, "Remote ICE candidates from browsers, by verdict.");
     describe_gauge!(PEER_CONNECTIONS_ACTIVE, "Open peer connections on this node.");

@@ -199,6 +199,7 @@ fn spawn_liveness(state: &AppState, suspect: Duration, remove: Duration) {
 /// The reconciler and the room lifetime check, one pass every `every`.
 fn spawn_reconciler(state: &AppState, every: Duration) {
     let mut reconciler = reconcile::Reconciler::new(state.rooms.clone());
+    let passes = ::metrics::counter!(metrics::RECONCILE_PASSES, "node" => state.rooms.node_id().to_owned());
     let stop = state.shutdown.clone();
     state.tasks.spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -207,8 +208,12 @@ fn spawn_reconciler(state: &AppState, every: Duration) {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => match reconciler.pass().await {
-                    Ok(r) if r.total() > 0 => tracing::warn!(?r, "reconciler repaired orphans"),
-                    Ok(_) => {}
+                    Ok(r) => {
+                        passes.increment(1);
+                        if r.total() > 0 {
+                            tracing::warn!(?r, "reconciler repaired orphans");
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "reconciler pass skipped"),
                 },
             }

@@ -246,8 +246,22 @@ async fn a_surviving_node_reaps_a_crashed_node() {
     let on_b = bob.join(&room, "Bob").await.unwrap();
     let mut bob_socket = bob.socket(&room, &on_b.session_id).await;
 
-    // Both alive: many passes on both nodes repair nothing.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Both alive: several passes on both nodes (counted, a positive signal)
+    // repair nothing.
+    let passes = |metrics: &str, node: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("cleanroom_reconcile_passes_total") && l.contains(&format!("node=\"{node}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = reqwest::get(b.url("/metrics")).await.unwrap().text().await.unwrap();
+    let (a0, b0) = (passes(&before, "node-a"), passes(&before, "node-b"));
+    common::eventually(Duration::from_secs(15), "three more passes on each node", || async {
+        let now = reqwest::get(b.url("/metrics")).await.ok()?.text().await.ok()?;
+        (passes(&now, "node-a") >= a0 + 3.0 && passes(&now, "node-b") >= b0 + 3.0).then_some(())
+    })
+    .await;
     let rooms = &b.state.rooms;
     assert_eq!(rooms.db().count_participants(room.as_str()).await.unwrap(), 2);
     assert_eq!(rooms.store().members(&room).await.unwrap().len(), 2);

@@ -3,16 +3,21 @@
 //! streams. Each owner releases what it holds in `Drop`, so dropping the
 //! value is the cleanup; [`Call`] owns them all.
 
+mod devices;
+mod leave;
 pub mod peer;
+pub mod preview;
+
+pub use devices::*;
+pub use leave::*;
 
 use std::rc::Rc;
 
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
-use web_sys::{CloseEvent, Event, MediaStream, MediaStreamConstraints, MediaStreamTrack, MessageEvent, WebSocket};
+use web_sys::{CloseEvent, MediaStream, MediaStreamTrack, MessageEvent, WebSocket};
 
-use leptos::prelude::{GetUntracked, Set, WithUntracked};
+use leptos::prelude::{Set, WithUntracked};
 
 use crate::call::{CallStore, ConnectionState};
 use crate::model::{RoomCode, SessionId};
@@ -387,259 +392,11 @@ impl Call {
     }
 }
 
-/// Opens the camera alone (turning it back on during a call).
-pub async fn open_camera(device: Option<&str>) -> Result<MediaStreamTrack, JsValue> {
-    let devices = window()?.navigator().media_devices()?;
-    let constraints = MediaStreamConstraints::new();
-    constraints.set_video(&device_constraint(device));
-    let stream: MediaStream =
-        JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?.dyn_into()?;
-    stream.get_video_tracks().get(0).dyn_into::<MediaStreamTrack>()
-}
-
 impl Drop for Call {
     fn drop(&mut self) {
         drop(self.connection.take());
         if let Some(local) = self.local.take() {
             stop_stream(&local);
-        }
-    }
-}
-
-/// Where the Leave button's leave goes: the `leave_room` server function.
-const LEAVE_PATH: &str = <crate::api::LeaveRoom as leptos::server_fn::ServerFn>::PATH;
-
-/// Starts the Leave button's leave at once: `fetch` is called here, not when
-/// a future is first polled, so the request is on its way before the page
-/// tears the call down and re-renders (which takes hundreds of milliseconds
-/// in a slow tab). `keepalive` lets it outlive a navigation. The returned
-/// future tells whether the server confirmed it.
-pub fn send_leave(session: &SessionId) -> Result<impl std::future::Future<Output = Result<(), String>>, JsValue> {
-    let init = web_sys::RequestInit::new();
-    init.set_method("POST");
-    // `keepalive` is not in web-sys's stable dictionary API; it is a plain field.
-    js_sys::Reflect::set(&init, &JsValue::from_str("keepalive"), &JsValue::TRUE)?;
-    init.set_credentials(web_sys::RequestCredentials::SameOrigin);
-    let headers = web_sys::Headers::new()?;
-    headers.set("Content-Type", "application/x-www-form-urlencoded")?;
-    headers.set("Accept", "application/json")?;
-    init.set_headers(&headers);
-    init.set_body(&JsValue::from_str(&format!("session_id={session}")));
-    let pending = window()?.fetch_with_str_and_init(LEAVE_PATH, &init);
-    Ok(async move {
-        let response: web_sys::Response =
-            JsFuture::from(pending).await.and_then(|r| r.dyn_into()).map_err(|e| format!("{e:?}"))?;
-        if response.ok() {
-            Ok(())
-        } else {
-            let body = match response.text() {
-                Ok(text) => JsFuture::from(text).await.ok().and_then(|t| t.as_string()).unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            Err(format!("{} {body}", response.status()))
-        }
-    })
-}
-
-/// Sends the leave for `session` in a way that survives the page going away.
-pub fn send_leave_beacon(session: &SessionId) -> bool {
-    let body = format!("session={session}");
-    window()
-        .and_then(|w| w.navigator().send_beacon_with_opt_str(crate::routes::LEAVE_BEACON, Some(&body)))
-        .unwrap_or(false)
-}
-
-/// While alive, a `pagehide` (tab or window closed, refresh, another site)
-/// sends the leave for the store's session twice over: as a close frame on
-/// the open signalling socket ([`close_code::LEAVING`]; first to arrive) and
-/// as the leave beacon (which works without a socket).
-pub struct PageHideGuard {
-    callback: Closure<dyn FnMut(Event)>,
-    socket: Rc<std::cell::RefCell<Option<SocketSlot>>>,
-}
-
-impl std::fmt::Debug for PageHideGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PageHideGuard").finish_non_exhaustive()
-    }
-}
-
-impl PageHideGuard {
-    pub fn install(store: CallStore) -> Option<Self> {
-        let socket: Rc<std::cell::RefCell<Option<SocketSlot>>> = Rc::default();
-        let watched = socket.clone();
-        let callback = Closure::<dyn FnMut(Event)>::new(move |_ev: Event| {
-            if let Some(me) = store.me.try_get_untracked().flatten() {
-                if let Some(ws) = watched.borrow().as_ref().and_then(|slot| slot.borrow().clone()) {
-                    let _ = ws.close_with_code_and_reason(close_code::LEAVING, "page hidden");
-                }
-                send_leave_beacon(&me.session_id);
-            }
-        });
-        window().ok()?.add_event_listener_with_callback("pagehide", callback.as_ref().unchecked_ref()).ok()?;
-        Some(Self { callback, socket })
-    }
-
-    /// The signalling socket in use from now on (see [`Link`]).
-    fn watch(&self, slot: SocketSlot) {
-        *self.socket.borrow_mut() = Some(slot);
-    }
-}
-
-impl Drop for PageHideGuard {
-    fn drop(&mut self) {
-        if let Ok(w) = window() {
-            let _ = w.remove_event_listener_with_callback("pagehide", self.callback.as_ref().unchecked_ref());
-        }
-    }
-}
-
-/// The constraint for one kind of device: any, or exactly `device`.
-fn device_constraint(device: Option<&str>) -> JsValue {
-    let Some(id) = device.filter(|d| !d.is_empty()) else { return JsValue::TRUE };
-    let exact = js_sys::Object::new();
-    let _ = js_sys::Reflect::set(&exact, &"exact".into(), &id.into());
-    let constraint = js_sys::Object::new();
-    let _ = js_sys::Reflect::set(&constraint, &"deviceId".into(), &exact);
-    constraint.into()
-}
-
-/// Asks for the chosen kinds of device (`None` = that kind not asked for).
-async fn get_user_media(audio: Option<&DeviceChoice>, video: Option<&DeviceChoice>) -> Result<MediaStream, JsValue> {
-    let media = window()?.navigator().media_devices()?;
-    let constraints = MediaStreamConstraints::new();
-    constraints.set_audio(&audio.map_or(JsValue::FALSE, |d| device_constraint(d.microphone.as_deref())));
-    constraints.set_video(&video.map_or(JsValue::FALSE, |d| device_constraint(d.camera.as_deref())));
-    let stream = JsFuture::from(media.get_user_media_with_constraints(&constraints)?).await?;
-    stream.dyn_into::<MediaStream>()
-}
-
-/// The `name` of a rejected `getUserMedia` (a `DOMException`).
-fn error_name(e: &JsValue) -> String {
-    js_sys::Reflect::get(e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default()
-}
-
-/// Why some of the person's devices are not in the call; each tells them
-/// what happened and what they can do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceProblem {
-    /// Not a secure context: the browser gives no page camera or microphone.
-    NotSecure,
-    /// The person (or the browser's settings) refused both.
-    Denied,
-    /// The camera was refused; the microphone works.
-    CameraDenied,
-    /// There is no camera; the microphone works.
-    NoCamera,
-    /// There is no microphone (or it was refused); the camera works.
-    NoMicrophone,
-    /// Neither could be opened: listening only.
-    NoDevices,
-}
-
-impl DeviceProblem {
-    /// What the person is told.
-    pub fn message(self) -> &'static str {
-        match self {
-            Self::NotSecure => {
-                "This page was not opened over a secure connection, so the browser will not let it use your camera \
-                 or microphone. Open it with https:// (the server needs HTTPS: see its README), or on the server's own \
-                 computer at http://localhost."
-            }
-            Self::Denied => {
-                "Camera and microphone are blocked for this site. Allow them from the icon in the address bar and \
-                 reload; until then you join listening only."
-            }
-            Self::CameraDenied => "The camera is blocked for this site: you join with your microphone only.",
-            Self::NoCamera => "No camera found: you join with your microphone only.",
-            Self::NoMicrophone => "No microphone found: others will see you but not hear you.",
-            Self::NoDevices => "No camera or microphone could be opened: you join listening only.",
-        }
-    }
-}
-
-/// The person's own media for the call, and what is missing from it.
-#[derive(Debug, Clone, Default)]
-pub struct LocalMedia {
-    pub stream: Option<MediaStream>,
-    pub problem: Option<DeviceProblem>,
-}
-
-impl LocalMedia {
-    /// Whether the stream has a track of this kind.
-    pub fn has_audio(&self) -> bool {
-        self.stream.as_ref().is_some_and(|s| s.get_audio_tracks().length() > 0)
-    }
-    pub fn has_video(&self) -> bool {
-        self.stream.as_ref().is_some_and(|s| s.get_video_tracks().length() > 0)
-    }
-}
-
-/// Whether this page may use camera and microphone at all.
-pub fn secure_context() -> bool {
-    window().map(|w| w.is_secure_context()).unwrap_or(false)
-}
-
-/// Opens the camera and microphone the person chose (any when `None`);
-/// when that fails, whatever of the two still works, and says why the
-/// rest is missing. Never fails: the worst case is listening only, told.
-pub async fn open_local_media(devices: &DeviceChoice) -> LocalMedia {
-    if !secure_context() {
-        return LocalMedia { stream: None, problem: Some(DeviceProblem::NotSecure) };
-    }
-    let both = match get_user_media(Some(devices), Some(devices)).await {
-        Ok(stream) => return LocalMedia { stream: Some(stream), problem: None },
-        Err(e) => error_name(&e),
-    };
-    let denied = matches!(both.as_str(), "NotAllowedError" | "SecurityError");
-    // One kind alone: the microphone first (a call without video still works).
-    if let Ok(stream) = get_user_media(Some(devices), None).await {
-        let problem = if denied { DeviceProblem::CameraDenied } else { DeviceProblem::NoCamera };
-        return LocalMedia { stream: Some(stream), problem: Some(problem) };
-    }
-    if let Ok(stream) = get_user_media(None, Some(devices)).await {
-        return LocalMedia { stream: Some(stream), problem: Some(DeviceProblem::NoMicrophone) };
-    }
-    let problem = if denied { DeviceProblem::Denied } else { DeviceProblem::NoDevices };
-    LocalMedia { stream: None, problem: Some(problem) }
-}
-
-/// The devices chosen on the pre-join screen (`None`: the browser's default).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceChoice {
-    pub camera: Option<String>,
-    pub microphone: Option<String>,
-}
-
-/// Cameras and microphones, as (device id, label), once permission was given.
-pub async fn list_devices() -> Result<(Vec<(String, String)>, Vec<(String, String)>), JsValue> {
-    let media = window()?.navigator().media_devices()?;
-    let all: js_sys::Array = JsFuture::from(media.enumerate_devices()?).await?.dyn_into()?;
-    let (mut cameras, mut microphones) = (Vec::new(), Vec::new());
-    for (i, item) in all.iter().enumerate() {
-        let Ok(info) = item.dyn_into::<web_sys::MediaDeviceInfo>() else { continue };
-        let label = |fallback: &str| {
-            let l = info.label();
-            if l.is_empty() {
-                format!("{fallback} {}", i + 1)
-            } else {
-                l
-            }
-        };
-        match info.kind() {
-            web_sys::MediaDeviceKind::Videoinput => cameras.push((info.device_id(), label("Camera"))),
-            web_sys::MediaDeviceKind::Audioinput => microphones.push((info.device_id(), label("Microphone"))),
-            _ => {}
-        }
-    }
-    Ok((cameras, microphones))
-}
-
-/// Stops every track of `stream` (the camera light goes out).
-pub fn stop_stream(stream: &MediaStream) {
-    for track in stream.get_tracks().iter() {
-        if let Ok(track) = track.dyn_into::<MediaStreamTrack>() {
-            track.stop();
         }
     }
 }

@@ -191,6 +191,8 @@ impl Peer {
             return;
         }
         let this = self.clone();
+        // Owned by the peer: the loop ends at the first step after `close`
+        // (a negotiation step in progress finishes on the closed connection).
         leptos::task::spawn_local(async move {
             loop {
                 let next = this.queue.borrow_mut().pop_front();

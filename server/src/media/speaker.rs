@@ -302,6 +302,57 @@ mod tests {
         assert_eq!(tracker.changes(), 1);
     }
 
+    /// Meters fed at 50 packets/s and the tracker evaluated every
+    /// EVALUATE_EVERY, on an injected clock: `level(person, ms)` gives each
+    /// person's level at that moment. Returns the tracker.
+    fn talk(people: &[SessionId], ms: u64, level: impl Fn(usize, u64) -> u8) -> SpeakerTracker {
+        let t0 = Instant::now();
+        let meters: Vec<LevelMeter> = people.iter().map(|_| LevelMeter::default()).collect();
+        let mut tracker = SpeakerTracker::default();
+        let every = EVALUATE_EVERY.as_millis() as u64;
+        for at in (0..ms).step_by(20) {
+            let now = t0 + Duration::from_millis(at);
+            for (i, meter) in meters.iter().enumerate() {
+                meter.record(now, level(i, at));
+            }
+            if at % every == 0 {
+                let speaking: Vec<(SessionId, u8)> =
+                    people.iter().zip(&meters).filter_map(|(p, m)| m.speaking(now).map(|l| (p.clone(), l))).collect();
+                tracker.evaluate(now, &speaking);
+            }
+        }
+        tracker
+    }
+
+    #[test]
+    fn short_loud_bursts_do_not_take_the_floor() {
+        let (a, b) = (sid("a"), sid("b"));
+        // Ada speaks steadily; from 2 s on, Bob coughs: 100 ms, much louder, every 700 ms.
+        let tracker = talk(&[a.clone(), b.clone()], 6_000, |who, ms| match who {
+            0 => 30,
+            _ if ms >= 2_000 && (ms - 2_000) % 700 < 100 => 0,
+            _ => 127,
+        });
+        assert_eq!(tracker.current(), Some(&a));
+        assert_eq!(tracker.changes(), 1, "only Ada's election");
+    }
+
+    #[test]
+    fn two_taking_turns_every_100_ms_do_not_flip_the_speaker() {
+        let (a, b) = (sid("a"), sid("b"));
+        // Ada alone for 1 s, then each much louder in turns of 100 ms for 3 s.
+        let tracker = talk(&[a.clone(), b.clone()], 4_000, |who, ms| {
+            let ada_turn = ms < 1_000 || (ms / 100) % 2 == 1;
+            match (who, ada_turn) {
+                (0, true) | (1, false) => 10,
+                _ if ms < 1_000 => 127,
+                _ => 40,
+            }
+        });
+        // Unsmoothed, the loudest would change at every evaluation (~15 times).
+        assert!(tracker.changes() <= 3, "{} changes", tracker.changes());
+    }
+
     #[test]
     fn a_leaving_speaker_is_cleared_at_once() {
         let (a, b) = (sid("a"), sid("b"));

@@ -111,7 +111,7 @@ fn Room(data: RoomPageData) -> impl IntoView {
             if off {
                 let _ = call.try_with_value(|c| c.as_ref().map(crate::browser::Call::camera_off));
             } else {
-                spawn_local(async move {
+                store.tasks.spawn(async move {
                     let Ok(track) = crate::browser::open_camera(camera.get_untracked().as_deref()).await else {
                         store.toast("The camera could not be turned on.");
                         let _ = store.video_muted.try_set(true);
@@ -145,7 +145,9 @@ fn Room(data: RoomPageData) -> impl IntoView {
         joining.set(true);
         join_error.set(None);
         let code = join_code.clone();
-        spawn_local(async move {
+        // Owned: gone with the page (a join answered after that is ended by
+        // the server's loss path, as its socket never comes).
+        store.tasks.spawn(async move {
             match join_room(code.to_string(), display_name).await {
                 Ok(outcome) => {
                     #[cfg(feature = "hydrate")]
@@ -241,6 +243,7 @@ fn Room(data: RoomPageData) -> impl IntoView {
 fn tell_leave(session: SessionId) {
     #[cfg(feature = "hydrate")]
     let sent = crate::browser::send_leave(&session);
+    // Not owned (`crate::tasks`): the leave outlives the page it leaves.
     #[cfg(feature = "hydrate")]
     if let Ok(confirmed) = sent {
         spawn_local(async move {
@@ -259,7 +262,7 @@ fn tell_leave(session: SessionId) {
 
 /// Runs a room action for our session; a refusal becomes a notice.
 pub(super) fn run_action(store: CallStore, action: impl std::future::Future<Output = Result<(), AppError>> + 'static) {
-    spawn_local(async move {
+    store.tasks.spawn(async move {
         if let Err(e) = action.await {
             store.toast(e.to_string());
         }

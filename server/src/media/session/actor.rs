@@ -1,299 +1,11 @@
-//! One media session: the peer connection of one joined session, owned by
-//! one task (the "actor") that also owns its negotiation state, its
-//! published tracks' readers and the forwarders feeding it.
-//!
-//! Everything reaches the task as a message: commands from the socket and
-//! the room (`Command`), events from the connection's callbacks
-//! (`PcEvent`, sent from the driver task, which must never own the
-//! connection). The server is the only offerer: one offer in flight at a
-//! time; changes made meanwhile set `dirty` and go into the next offer; an
-//! offer unanswered for `offer_timeout` is rolled back and offered again.
-//!
-//! The session's [`PublisherState`] (forwarding switches, audio levels) is
-//! shared with every track it publishes, now or after a renegotiation; the
-//! room reads its levels to decide the active speaker.
+//! The task that owns one session's connection: its start, the commands and
+//! connection events it takes one at a time, the tracks it publishes and
+//! the forwarders feeding it, and its teardown. Negotiation is in
+//! [`negotiation`].
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant as StdInstant};
+mod negotiation;
 
-use app::model::{LeaveReason, MediaKind, ParticipantId, RoomCode, SessionId, UserId};
-use app::signal::{IceCandidate, ServerMsg};
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCOfferOptions;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_remote::TrackRemote;
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceConnectionState, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription,
-};
-
-use super::engine::{build_peer_connection, AUDIO_LEVEL_URI};
-use super::forwarder::Forwarder;
-use super::track::{media_kind, PublishedTrack, PublisherState};
-use super::{EndRequest, MediaError, RoomMedia, Shared};
-use crate::lifetime::Lifetime;
-use crate::participant::LiveSession;
-use crate::store::ResourceKind;
-
-/// ICE restarts granted to one session at most this often.
-const RESTART_EVERY: Duration = Duration::from_secs(2);
-
-/// What the socket and the room ask of a media session.
-enum Command {
-    /// A (re)connected socket: offers and candidates go there from now on.
-    Attach(mpsc::UnboundedSender<ServerMsg>),
-    /// The browser's answer to the latest offer.
-    Answer(String),
-    /// A browser ICE candidate.
-    Candidate(IceCandidate),
-    /// Forward another participant's track to this session.
-    Subscribe(Arc<PublishedTrack>),
-    /// Stop forwarding that track (its publisher left or unpublished).
-    Unsubscribe(String),
-    /// The browser lost its media path: the next offer restarts ICE.
-    RestartIce,
-}
-
-/// What the connection's callbacks and this session's readers report.
-enum PcEvent {
-    Candidate(RTCIceCandidateInit),
-    Track(Arc<dyn TrackRemote>),
-    Ice(RTCIceConnectionState),
-    State(RTCPeerConnectionState),
-    /// A published track's reader stopped (remote track ended).
-    TrackEnded(String),
-}
-
-/// The connection's event handler: holds only a sender to the owning task.
-struct Events(mpsc::UnboundedSender<PcEvent>);
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Events {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.0.send(PcEvent::Candidate(init));
-        }
-    }
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.0.send(PcEvent::Track(track));
-    }
-    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
-        let _ = self.0.send(PcEvent::Ice(state));
-    }
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.0.send(PcEvent::State(state));
-    }
-}
-
-/// The handle of one media session, held by its room (and its task).
-pub struct MediaSession {
-    pub id: SessionId,
-    pub room: RoomCode,
-    pub user: UserId,
-    pub participant: ParticipantId,
-    cmds: mpsc::UnboundedSender<Command>,
-    /// Closed once; its token is a child of the `LiveSession` token, so
-    /// ending the session closes its media.
-    lifetime: Lifetime<LeaveReason>,
-    /// Tracks this session publishes (read by arriving sessions under the
-    /// room lock).
-    published: Mutex<Vec<Arc<PublishedTrack>>>,
-    /// Forwarding switches and audio levels, shared with its tracks.
-    publisher_state: Arc<PublisherState>,
-    /// This session's tasks (the actor, readers, forwarders); closed at
-    /// creation, so `wait` resolves once they have all ended.
-    tasks: TaskTracker,
-}
-
-impl std::fmt::Debug for MediaSession {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MediaSession").field("id", &self.id).field("room", &self.room).finish()
-    }
-}
-
-impl MediaSession {
-    /// Makes the session and starts its task; `existing` are the room's
-    /// tracks to subscribe to in the first offer.
-    pub(crate) fn spawn(
-        shared: &Arc<Shared>,
-        room: &Arc<RoomMedia>,
-        live: &LiveSession,
-        signal: mpsc::UnboundedSender<ServerMsg>,
-        existing: Vec<Arc<PublishedTrack>>,
-    ) -> Arc<Self> {
-        let (cmds, cmd_rx) = mpsc::unbounded_channel();
-        for track in existing {
-            let _ = cmds.send(Command::Subscribe(track));
-        }
-        let tasks = TaskTracker::new();
-        tasks.close();
-        let session = Arc::new(Self {
-            id: live.id.clone(),
-            room: live.room.clone(),
-            user: live.user.clone(),
-            participant: live.participant.clone(),
-            cmds,
-            lifetime: Lifetime::new(live.token().child_token()),
-            published: Mutex::new(Vec::new()),
-            publisher_state: Arc::new(PublisherState::default()),
-            tasks,
-        });
-        let actor = Actor {
-            session: session.clone(),
-            shared: shared.clone(),
-            room: Arc::downgrade(room),
-            signal: Some(signal),
-            pc: None,
-            events: None,
-            forwarders: HashMap::new(),
-            offer: None,
-            dirty: true,
-            restart_ice: false,
-            seen_ssrcs: HashSet::new(),
-            next_track: 0,
-            resources: Vec::new(),
-            connected: Arc::new(AtomicBool::new(false)),
-            remote_candidates: 0,
-            last_restart: None,
-            free_slots: [0, 0],
-        };
-        session.spawn_task(shared, actor.run(cmd_rx));
-        session
-    }
-
-    /// Spawns a task tracked by this session and by the node.
-    fn spawn_task<F>(&self, shared: &Shared, task: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        tokio::spawn(shared.tasks.track_future(self.tasks.track_future(task)));
-    }
-
-    fn send(&self, cmd: Command) {
-        // Fails only once the task has ended: nothing left to do then.
-        let _ = self.cmds.send(cmd);
-    }
-
-    /// A (re)connected socket.
-    pub fn attach(&self, signal: mpsc::UnboundedSender<ServerMsg>) {
-        self.send(Command::Attach(signal));
-    }
-
-    /// The browser's answer to the latest offer.
-    pub fn answer(&self, sdp: String) {
-        self.send(Command::Answer(sdp));
-    }
-
-    /// A browser ICE candidate.
-    pub fn candidate(&self, candidate: IceCandidate) {
-        self.send(Command::Candidate(candidate));
-    }
-
-    /// The browser asks for an ICE restart (its network changed).
-    pub fn restart_ice(&self) {
-        self.send(Command::RestartIce);
-    }
-
-    pub(crate) fn subscribe(&self, track: Arc<PublishedTrack>) {
-        self.send(Command::Subscribe(track));
-    }
-
-    pub(crate) fn unsubscribe(&self, track_id: String) {
-        self.send(Command::Unsubscribe(track_id));
-    }
-
-    fn published_lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<PublishedTrack>>> {
-        self.published.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The tracks this session publishes now.
-    pub fn published(&self) -> Vec<Arc<PublishedTrack>> {
-        self.published_lock().iter().filter(|t| !t.is_closed()).cloned().collect()
-    }
-
-    pub(crate) fn add_published(&self, track: Arc<PublishedTrack>) {
-        self.published_lock().push(track);
-    }
-
-    pub(crate) fn remove_published(&self, track_id: &str) {
-        self.published_lock().retain(|t| {
-            if t.id == track_id {
-                t.close();
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    pub(crate) fn take_published(&self) -> Vec<Arc<PublishedTrack>> {
-        std::mem::take(&mut *self.published_lock())
-    }
-
-    /// Switches forwarding of this session's media of `kind` to every
-    /// subscriber (tracks and forwarders stay). Video switched back on asks
-    /// for a keyframe, so subscribers resume at once.
-    pub fn set_forwarding(&self, kind: MediaKind, on: bool) {
-        let was = self.publisher_state.set_forwarding(kind, on);
-        tracing::info!(room = %self.room, session = %self.id, kind = kind.as_str(), on, "forwarding switched");
-        if on && !was && kind == MediaKind::Video {
-            for track in self.published().iter().filter(|t| media_kind(t.kind) == MediaKind::Video) {
-                track.request_keyframe();
-            }
-        }
-    }
-
-    /// Whether this session's media of `kind` is forwarded.
-    pub fn forwarding(&self, kind: MediaKind) -> bool {
-        self.publisher_state.forwarding(kind)
-    }
-
-    /// The mean audio level of the last moment if this session is speaking
-    /// (and its audio is forwarded).
-    pub(crate) fn speaking(&self, now: StdInstant) -> Option<u8> {
-        if !self.publisher_state.forwarding(MediaKind::Audio) {
-            return None;
-        }
-        self.publisher_state.levels().speaking(now)
-    }
-
-    /// The one close path: records the reason and cancels the session's
-    /// token; its task then releases everything. Returns `true` for the one
-    /// call that closed it.
-    pub fn close(&self, reason: LeaveReason) -> bool {
-        self.lifetime.close(reason)
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.lifetime.is_closed()
-    }
-
-    pub fn reason(&self) -> Option<LeaveReason> {
-        self.lifetime.reason()
-    }
-
-    /// Resolves once every task of the session has ended.
-    pub async fn closed(&self) {
-        self.tasks.wait().await;
-    }
-}
-
-impl Drop for MediaSession {
-    fn drop(&mut self) {
-        // Backstop: a session dropped without a close still stops its tasks.
-        if !self.is_closed() {
-            tracing::warn!(session = %self.id, room = %self.room, "media session dropped without close");
-            self.close(LeaveReason::Reaped);
-        }
-    }
-}
+use super::*;
 
 /// The offer in flight.
 struct InFlight {
@@ -306,7 +18,7 @@ struct InFlight {
 }
 
 /// The task that owns one session's connection.
-struct Actor {
+pub(super) struct Actor {
     session: Arc<MediaSession>,
     shared: Arc<Shared>,
     /// `Weak`: the room owns the session, not the other way round.
@@ -351,7 +63,34 @@ fn kind_name(kind: RtpCodecKind) -> &'static str {
 }
 
 impl Actor {
-    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) {
+    pub(super) fn new(
+        session: Arc<MediaSession>,
+        shared: Arc<Shared>,
+        room: Weak<RoomMedia>,
+        signal: mpsc::UnboundedSender<ServerMsg>,
+    ) -> Self {
+        Self {
+            session,
+            shared,
+            room,
+            signal: Some(signal),
+            pc: None,
+            events: None,
+            forwarders: HashMap::new(),
+            offer: None,
+            dirty: true,
+            restart_ice: false,
+            seen_ssrcs: HashSet::new(),
+            next_track: 0,
+            resources: Vec::new(),
+            connected: Arc::new(AtomicBool::new(false)),
+            remote_candidates: 0,
+            last_restart: None,
+            free_slots: [0, 0],
+        }
+    }
+
+    pub(super) async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) {
         let token = self.session.lifetime.token().clone();
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let started = tokio::select! {
@@ -460,51 +199,8 @@ impl Actor {
                 }
             }
             Command::Answer(sdp) => self.on_answer(sdp).await,
-            Command::RestartIce => {
-                // One restart per RESTART_EVERY at most, however often a page
-                // asks (each makes an offer); an offer in flight is answered
-                // first, then the restart follows.
-                let now = Instant::now();
-                if self.last_restart.is_some_and(|at| now.duration_since(at) < RESTART_EVERY) {
-                    return;
-                }
-                self.last_restart = Some(now);
-                metrics::counter!(crate::metrics::ICE_RESTARTS).increment(1);
-                tracing::info!(room = %self.session.room, session = %self.session.id, "ICE restart asked");
-                self.restart_ice = true;
-                self.dirty = true;
-                // The browser gathers anew: its new candidates get a fresh allowance.
-                self.remote_candidates = 0;
-            }
-            Command::Candidate(c) => {
-                // The empty candidate marks the end of the browser's list.
-                if c.candidate.is_empty() {
-                    return;
-                }
-                let Some(pc) = &self.pc else { return };
-                if let Err(why) = self.shared.config.candidates.judge(&c, self.remote_candidates) {
-                    metrics::counter!(crate::metrics::REMOTE_CANDIDATES, "verdict" => "refused").increment(1);
-                    tracing::debug!(session = %self.session.id, ?why, "remote candidate not used");
-                    return;
-                }
-                let init = RTCIceCandidateInit {
-                    candidate: c.candidate,
-                    sdp_mid: c.sdp_mid,
-                    sdp_mline_index: c.sdp_m_line_index,
-                    username_fragment: c.username_fragment,
-                    ..Default::default()
-                };
-                match pc.add_ice_candidate(init).await {
-                    Ok(()) => {
-                        self.remote_candidates += 1;
-                        metrics::counter!(crate::metrics::REMOTE_CANDIDATES, "verdict" => "accepted").increment(1);
-                    }
-                    Err(e) => {
-                        metrics::counter!(crate::metrics::REMOTE_CANDIDATES, "verdict" => "refused").increment(1);
-                        tracing::debug!(session = %self.session.id, error = %e, "remote candidate refused");
-                    }
-                }
-            }
+            Command::RestartIce => self.on_restart_request(),
+            Command::Candidate(c) => self.on_candidate(c).await,
             Command::Subscribe(track) => self.subscribe(track).await,
             Command::Unsubscribe(track_id) => self.unsubscribe(&track_id).await,
         }
@@ -554,84 +250,6 @@ impl Actor {
         drop(forwarder);
         self.remove_resource(ResourceKind::Forwarder, &id).await;
         tracing::debug!(room = %self.session.room, session = %self.session.id, track = %track_id, "forwarder removed");
-    }
-
-    async fn maybe_offer(&mut self) {
-        if !self.dirty || self.offer.is_some() || self.signal.is_none() {
-            return;
-        }
-        let Some(pc) = self.pc.clone() else { return };
-        self.dirty = false;
-        let restart = std::mem::take(&mut self.restart_ice);
-        let deadline = Instant::now() + self.shared.config.offer_timeout;
-        let made = async {
-            let options = restart.then_some(RTCOfferOptions { ice_restart: true });
-            let offer = pc.create_offer(options).await?;
-            pc.set_local_description(offer).await?;
-            let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
-            Ok::<_, MediaError>(self.shared.config.announce.sdp(&sdp))
-        }
-        .await;
-        match made {
-            Ok(sdp) => {
-                self.send_browser(ServerMsg::Offer { sdp: sdp.clone() });
-                let covers = self.forwarders.keys().cloned().collect();
-                self.offer = Some(InFlight { deadline, sdp, covers });
-                tracing::debug!(room = %self.session.room, session = %self.session.id, "offer sent");
-            }
-            Err(e) => {
-                tracing::warn!(room = %self.session.room, session = %self.session.id, error = %e, "offer not made; retrying");
-                self.rollback().await;
-                self.dirty = true;
-                // Retry at the next deadline rather than spinning.
-                self.offer = Some(InFlight { deadline, sdp: String::new(), covers: Vec::new() });
-            }
-        }
-    }
-
-    async fn rollback(&mut self) {
-        let Some(pc) = &self.pc else { return };
-        match RTCSessionDescription::rollback(None) {
-            Ok(desc) => {
-                if let Err(e) = pc.set_local_description(desc).await {
-                    tracing::debug!(session = %self.session.id, error = %e, "rollback refused");
-                }
-            }
-            Err(e) => tracing::debug!(session = %self.session.id, error = %e, "rollback not built"),
-        }
-    }
-
-    async fn offer_timed_out(&mut self) {
-        if self.offer.take().is_some_and(|o| !o.sdp.is_empty()) {
-            tracing::warn!(room = %self.session.room, session = %self.session.id, "offer unanswered; rolling back and offering again");
-            self.rollback().await;
-        }
-        self.dirty = true;
-    }
-
-    async fn on_answer(&mut self, sdp: String) {
-        let Some(pc) = self.pc.clone() else { return };
-        let Some(offer) = self.offer.take() else {
-            tracing::warn!(session = %self.session.id, "answer without an offer in flight; ignored");
-            return;
-        };
-        let applied = match RTCSessionDescription::answer(sdp) {
-            Ok(desc) => pc.set_remote_description(desc).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = applied {
-            tracing::warn!(room = %self.session.room, session = %self.session.id, error = %e, "answer refused; offering again");
-            self.rollback().await;
-            self.dirty = true;
-            return;
-        }
-        // New forwarders now have a negotiated sender: learn the payload
-        // type and ask their publishers for a keyframe.
-        for forwarder in offer.covers.iter().filter_map(|id| self.forwarders.get(id)) {
-            if forwarder.negotiated().await {
-                forwarder.request_keyframe();
-            }
-        }
     }
 
     async fn on_event(&mut self, event: PcEvent) {

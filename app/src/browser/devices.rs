@@ -1,0 +1,169 @@
+//! The person's camera and microphone: opening what they chose, telling
+//! what is missing and why (not a secure context, refused, no such device),
+//! listing the devices, stopping streams.
+
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{MediaStream, MediaStreamConstraints, MediaStreamTrack};
+
+use super::window;
+
+/// Opens the camera alone (turning it back on during a call).
+pub async fn open_camera(device: Option<&str>) -> Result<MediaStreamTrack, JsValue> {
+    let devices = window()?.navigator().media_devices()?;
+    let constraints = MediaStreamConstraints::new();
+    constraints.set_video(&device_constraint(device));
+    let stream: MediaStream =
+        JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?.dyn_into()?;
+    stream.get_video_tracks().get(0).dyn_into::<MediaStreamTrack>()
+}
+
+/// The constraint for one kind of device: any, or exactly `device`.
+fn device_constraint(device: Option<&str>) -> JsValue {
+    let Some(id) = device.filter(|d| !d.is_empty()) else { return JsValue::TRUE };
+    let exact = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&exact, &"exact".into(), &id.into());
+    let constraint = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&constraint, &"deviceId".into(), &exact);
+    constraint.into()
+}
+
+/// Asks for the chosen kinds of device (`None` = that kind not asked for).
+async fn get_user_media(audio: Option<&DeviceChoice>, video: Option<&DeviceChoice>) -> Result<MediaStream, JsValue> {
+    let media = window()?.navigator().media_devices()?;
+    let constraints = MediaStreamConstraints::new();
+    constraints.set_audio(&audio.map_or(JsValue::FALSE, |d| device_constraint(d.microphone.as_deref())));
+    constraints.set_video(&video.map_or(JsValue::FALSE, |d| device_constraint(d.camera.as_deref())));
+    let stream = JsFuture::from(media.get_user_media_with_constraints(&constraints)?).await?;
+    stream.dyn_into::<MediaStream>()
+}
+
+/// The `name` of a rejected `getUserMedia` (a `DOMException`).
+fn error_name(e: &JsValue) -> String {
+    js_sys::Reflect::get(e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default()
+}
+
+/// Why some of the person's devices are not in the call; each tells them
+/// what happened and what they can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceProblem {
+    /// Not a secure context: the browser gives no page camera or microphone.
+    NotSecure,
+    /// The person (or the browser's settings) refused both.
+    Denied,
+    /// The camera was refused; the microphone works.
+    CameraDenied,
+    /// There is no camera; the microphone works.
+    NoCamera,
+    /// There is no microphone (or it was refused); the camera works.
+    NoMicrophone,
+    /// Neither could be opened: listening only.
+    NoDevices,
+}
+
+impl DeviceProblem {
+    /// What the person is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::NotSecure => {
+                "This page was not opened over a secure connection, so the browser will not let it use your camera \
+                 or microphone. Open it with https:// (the server needs HTTPS: see its README), or on the server's own \
+                 computer at http://localhost."
+            }
+            Self::Denied => {
+                "Camera and microphone are blocked for this site. Allow them from the icon in the address bar and \
+                 reload; until then you join listening only."
+            }
+            Self::CameraDenied => "The camera is blocked for this site: you join with your microphone only.",
+            Self::NoCamera => "No camera found: you join with your microphone only.",
+            Self::NoMicrophone => "No microphone found: others will see you but not hear you.",
+            Self::NoDevices => "No camera or microphone could be opened: you join listening only.",
+        }
+    }
+}
+
+/// The person's own media for the call, and what is missing from it.
+#[derive(Debug, Clone, Default)]
+pub struct LocalMedia {
+    pub stream: Option<MediaStream>,
+    pub problem: Option<DeviceProblem>,
+}
+
+impl LocalMedia {
+    /// Whether the stream has a track of this kind.
+    pub fn has_audio(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.get_audio_tracks().length() > 0)
+    }
+    pub fn has_video(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.get_video_tracks().length() > 0)
+    }
+}
+
+/// Whether this page may use camera and microphone at all.
+pub fn secure_context() -> bool {
+    window().map(|w| w.is_secure_context()).unwrap_or(false)
+}
+
+/// Opens the camera and microphone the person chose (any when `None`);
+/// when that fails, whatever of the two still works, and says why the
+/// rest is missing. Never fails: the worst case is listening only, told.
+pub async fn open_local_media(devices: &DeviceChoice) -> LocalMedia {
+    if !secure_context() {
+        return LocalMedia { stream: None, problem: Some(DeviceProblem::NotSecure) };
+    }
+    let both = match get_user_media(Some(devices), Some(devices)).await {
+        Ok(stream) => return LocalMedia { stream: Some(stream), problem: None },
+        Err(e) => error_name(&e),
+    };
+    let denied = matches!(both.as_str(), "NotAllowedError" | "SecurityError");
+    // One kind alone: the microphone first (a call without video still works).
+    if let Ok(stream) = get_user_media(Some(devices), None).await {
+        let problem = if denied { DeviceProblem::CameraDenied } else { DeviceProblem::NoCamera };
+        return LocalMedia { stream: Some(stream), problem: Some(problem) };
+    }
+    if let Ok(stream) = get_user_media(None, Some(devices)).await {
+        return LocalMedia { stream: Some(stream), problem: Some(DeviceProblem::NoMicrophone) };
+    }
+    let problem = if denied { DeviceProblem::Denied } else { DeviceProblem::NoDevices };
+    LocalMedia { stream: None, problem: Some(problem) }
+}
+
+/// The devices chosen on the pre-join screen (`None`: the browser's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceChoice {
+    pub camera: Option<String>,
+    pub microphone: Option<String>,
+}
+
+/// Cameras and microphones, as (device id, label), once permission was given.
+pub async fn list_devices() -> Result<(Vec<(String, String)>, Vec<(String, String)>), JsValue> {
+    let media = window()?.navigator().media_devices()?;
+    let all: js_sys::Array = JsFuture::from(media.enumerate_devices()?).await?.dyn_into()?;
+    let (mut cameras, mut microphones) = (Vec::new(), Vec::new());
+    for (i, item) in all.iter().enumerate() {
+        let Ok(info) = item.dyn_into::<web_sys::MediaDeviceInfo>() else { continue };
+        let label = |fallback: &str| {
+            let l = info.label();
+            if l.is_empty() {
+                format!("{fallback} {}", i + 1)
+            } else {
+                l
+            }
+        };
+        match info.kind() {
+            web_sys::MediaDeviceKind::Videoinput => cameras.push((info.device_id(), label("Camera"))),
+            web_sys::MediaDeviceKind::Audioinput => microphones.push((info.device_id(), label("Microphone"))),
+            _ => {}
+        }
+    }
+    Ok((cameras, microphones))
+}
+
+/// Stops every track of `stream` (the camera light goes out).
+pub fn stop_stream(stream: &MediaStream) {
+    for track in stream.get_tracks().iter() {
+        if let Ok(track) = track.dyn_into::<MediaStreamTrack>() {
+            track.stop();
+        }
+    }
+}
