@@ -9,13 +9,18 @@ use crate::signal::ServerMsg;
 /// The signalling connection as the person sees it (`connection-status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
+    /// The first socket is opening.
     Connecting,
+    /// The socket is open and answering.
     Connected,
+    /// The socket was lost; the page is resuming the same session.
     Reconnecting,
+    /// No socket and no call (gave up, or never connected).
     Disconnected,
 }
 
 impl ConnectionState {
+    /// The state as `data-state` shows it.
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectionState::Connecting => "connecting",
@@ -25,6 +30,7 @@ impl ConnectionState {
         }
     }
 
+    /// The state as the person reads it.
     pub fn label(self) -> &'static str {
         match self {
             ConnectionState::Connecting => "Connecting…",
@@ -38,16 +44,22 @@ impl ConnectionState {
 /// The caller's own session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Me {
+    /// Our session (it authorises leave and the socket).
     pub session_id: SessionId,
+    /// Our public handle.
     pub participant_id: ParticipantId,
+    /// Admin or member (changes with a hand-over).
     pub role: Role,
+    /// In the call, or waiting to be let in.
     pub state: ParticipantState,
 }
 
 /// A short notice shown for a few seconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Toast {
+    /// Increasing, for keyed rendering.
     pub id: u64,
+    /// What the person reads.
     pub text: String,
 }
 
@@ -111,6 +123,7 @@ impl Default for CallStore {
 }
 
 impl CallStore {
+    /// An empty store (no call), owned by the current component.
     pub fn new() -> Self {
         Self {
             me: RwSignal::new(None),

@@ -21,6 +21,7 @@ macro_rules! id_newtype {
             pub fn new(raw: impl Into<String>) -> Self {
                 Self(raw.into())
             }
+            /// The id as text.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -90,6 +91,7 @@ impl RoomCode {
         Self(format!("{}-{}-{}", &s[..3], &s[3..7], &s[7..]))
     }
 
+    /// The code as people type it, `abc-defg-hij`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -184,17 +186,21 @@ pub fn validate_display_name(input: &str) -> Result<String, AppError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
+    /// Admits, mutes, removes, hands over the role, ends the meeting.
     Admin,
+    /// Everybody else.
     Member,
 }
 
 impl Role {
+    /// The role as stored and sent (`admin`, `member`).
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Member => "member",
         }
     }
+    /// The role [`Self::as_str`] wrote, if `s` is one.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "admin" => Some(Role::Admin),
@@ -208,17 +214,21 @@ impl Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ParticipantState {
+    /// Waiting for the admin to let them in (private rooms).
     Pending,
+    /// In the call.
     Active,
 }
 
 impl ParticipantState {
+    /// The state as stored and sent (`pending`, `active`).
     pub fn as_str(self) -> &'static str {
         match self {
             ParticipantState::Pending => "pending",
             ParticipantState::Active => "active",
         }
     }
+    /// The state [`Self::as_str`] wrote, if `s` is one.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "pending" => Some(ParticipantState::Pending),
@@ -260,6 +270,7 @@ pub enum LeaveReason {
 }
 
 impl LeaveReason {
+    /// Every reason, for parsing and for tests.
     pub const ALL: [LeaveReason; 12] = [
         LeaveReason::Left,
         LeaveReason::PageHidden,
@@ -275,6 +286,7 @@ impl LeaveReason {
         LeaveReason::Expired,
     ];
 
+    /// The reason as stored in the history and shown in the README.
     pub fn as_str(self) -> &'static str {
         match self {
             LeaveReason::Left => "left",
@@ -292,6 +304,7 @@ impl LeaveReason {
         }
     }
 
+    /// The reason [`Self::as_str`] wrote, if `s` is one.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
@@ -310,6 +323,7 @@ pub enum Presence {
 }
 
 impl Presence {
+    /// The presence as the page's `data-state` shows it.
     pub fn as_str(self) -> &'static str {
         match self {
             Presence::Connected => "connected",
@@ -321,8 +335,11 @@ impl Presence {
 /// What the room page needs before joining.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoomInfo {
+    /// The room's code.
     pub code: RoomCode,
+    /// Joiners wait for the admin's approval.
     pub private: bool,
+    /// The meeting was ended (or the room closed itself): nobody can join.
     pub ended: bool,
     /// People the host muted wait for the host to let them unmute.
     #[serde(default)]
@@ -342,19 +359,26 @@ pub struct RoomOptions {
 /// What the room page shows before joining: the room and the name we remember.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoomPageData {
+    /// The room.
     pub room: RoomInfo,
+    /// The name this guest used last, offered again.
     pub remembered_name: Option<String>,
 }
 
 /// One participant as everybody in the room sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantView {
+    /// Their public handle (the tile's `data-participant-id`).
     pub id: ParticipantId,
+    /// Their display name.
     pub name: String,
+    /// Admin or member.
     pub role: Role,
+    /// In the call, or waiting to be let in.
     pub state: ParticipantState,
     /// Milliseconds since the Unix epoch; orders the roster by arrival.
     pub joined_at_ms: i64,
+    /// Whether their connection answers.
     #[serde(default)]
     pub presence: Presence,
     /// The microphone is off (by the person, or by an admin).
@@ -372,17 +396,21 @@ pub struct ParticipantView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MediaKind {
+    /// The microphone.
     Audio,
+    /// The camera.
     Video,
 }
 
 impl MediaKind {
+    /// The kind as sent (`audio`, `video`).
     pub fn as_str(self) -> &'static str {
         match self {
             MediaKind::Audio => "audio",
             MediaKind::Video => "video",
         }
     }
+    /// The kind [`Self::as_str`] wrote, if `s` is one.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "audio" => Some(MediaKind::Audio),
@@ -398,22 +426,47 @@ impl MediaKind {
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum RoomAction {
     /// Let a waiting participant in (`approve`) or turn them away.
-    Admit { participant: ParticipantId, approve: bool },
+    Admit {
+        /// Who asked to join.
+        participant: ParticipantId,
+        /// Let in (`true`) or turned away.
+        approve: bool,
+    },
     /// Remove a participant from the call.
-    Kick { participant: ParticipantId },
+    Kick {
+        /// Who is removed.
+        participant: ParticipantId,
+    },
     /// Turn a participant's microphone off (they may turn it on again
     /// unless the room leaves that to the host).
-    MuteParticipant { participant: ParticipantId },
+    MuteParticipant {
+        /// Whose microphone.
+        participant: ParticipantId,
+    },
     /// Let a participant the host muted unmute themselves again.
-    AllowUnmute { participant: ParticipantId },
+    AllowUnmute {
+        /// Who may unmute again.
+        participant: ParticipantId,
+    },
     /// Hand the admin role to another participant.
-    MakeAdmin { participant: ParticipantId },
+    MakeAdmin {
+        /// The new admin.
+        participant: ParticipantId,
+    },
     /// End the meeting for everyone.
     EndMeeting,
     /// Raise (`up`) or lower one's own hand.
-    Hand { up: bool },
+    Hand {
+        /// Raised (`true`) or lowered.
+        up: bool,
+    },
     /// Turn one's own microphone or camera off (`muted`) or on.
-    Mute { kind: MediaKind, muted: bool },
+    Mute {
+        /// Microphone or camera.
+        kind: MediaKind,
+        /// Off (`true`) or on.
+        muted: bool,
+    },
 }
 
 impl RoomAction {
@@ -427,10 +480,15 @@ impl RoomAction {
 /// the STUN/TURN servers the page's peer connection may use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JoinOutcome {
+    /// The new session (secret to its owner: it authorises leave and the socket).
     pub session_id: SessionId,
+    /// The session's public handle.
     pub participant_id: ParticipantId,
+    /// The role the store chose on arrival.
     pub role: Role,
+    /// In the call, or waiting to be let in.
     pub state: ParticipantState,
+    /// The room as it stands, the caller included.
     pub roster: Vec<ParticipantView>,
     /// Filled by the edge (the domain does not know them).
     #[serde(default)]
@@ -441,9 +499,12 @@ pub struct JoinOutcome {
 /// servers with this session's time-limited credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceServer {
+    /// `stun:`/`turn:`/`turns:` URIs of one server.
     pub urls: Vec<String>,
+    /// TURN only: `<expiry unix seconds>:<user id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// TURN only: base64(HMAC-SHA1(secret, username)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }

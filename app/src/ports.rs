@@ -16,6 +16,7 @@ use crate::model::{
 /// request's extensions by the server's identity middleware.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The guest's stable id.
     pub user_id: UserId,
     /// The display name this guest used last, if any.
     pub display_name: Option<String>,
@@ -53,8 +54,11 @@ pub trait IceServerSource: Send + Sync + 'static {
 /// Everything server functions can reach, provided as Leptos context.
 #[derive(Clone)]
 pub struct Ports {
+    /// The room service.
     pub rooms: Arc<dyn RoomService>,
+    /// Issues identity cookies.
     pub identity: Arc<dyn IdentityIssuer>,
+    /// STUN/TURN servers for joined sessions.
     pub ice_servers: Arc<dyn IceServerSource>,
 }
 

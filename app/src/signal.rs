@@ -8,11 +8,15 @@ use crate::model::{LeaveReason, ParticipantId, ParticipantView, SessionId};
 /// One trickled ICE candidate, as `RTCIceCandidateInit` carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceCandidate {
+    /// The `candidate:…` attribute value (empty: end of candidates).
     pub candidate: String,
+    /// The media section it belongs to, by mid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdp_mid: Option<String>,
+    /// The media section it belongs to, by index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdp_m_line_index: Option<u16>,
+    /// The ICE generation's username fragment, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username_fragment: Option<String>,
 }
@@ -24,12 +28,14 @@ pub const MAX_CANDIDATE_BYTES: usize = 512;
 /// that decide whether to use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CandidateLine<'a> {
+    /// 1 = RTP (bundled and RTCP-multiplexed, the only one used).
     pub component: u16,
     /// `udp` or `tcp`, lower case.
     pub transport: String,
     /// An IP address, or a host name (browsers hide their own addresses
     /// behind `….local` mDNS names).
     pub address: &'a str,
+    /// The port at that address.
     pub port: u16,
     /// `host`, `srflx`, `prflx` or `relay`.
     pub kind: &'a str,
@@ -86,18 +92,28 @@ pub enum ServerMsg {
     /// only; empty for everyone else) the requests waiting for approval.
     /// Sent on connect and on every change.
     Roster {
+        /// Everybody in the call, in order of arrival.
         participants: Vec<ParticipantView>,
+        /// Raised hands, earliest first.
         #[serde(default)]
         hands: Vec<ParticipantId>,
+        /// Who speaks now.
         #[serde(default)]
         speaker: Option<ParticipantId>,
+        /// Waiting to be let in (admins only).
         #[serde(default)]
         pending: Vec<ParticipantView>,
     },
     /// The active speaker changed (`None`: nobody is speaking).
-    Speaker { participant: Option<ParticipantId> },
+    Speaker {
+        /// The new speaker.
+        participant: Option<ParticipantId>,
+    },
     /// Your session ended on the server; the page must tear down.
-    SessionEnded { reason: LeaveReason },
+    SessionEnded {
+        /// Why it ended.
+        reason: LeaveReason,
+    },
     /// Answer to [`ClientMsg::Ping`].
     Pong,
     /// The server is the only offerer: the first offer carries two receive
@@ -105,9 +121,15 @@ pub enum ServerMsg {
     /// transceiver per track of everyone else; later offers renegotiate as
     /// people arrive and leave. Each forwarded track's stream id is its
     /// publisher's `ParticipantId`, so the page knows whose tile it feeds.
-    Offer { sdp: String },
+    Offer {
+        /// The offer's SDP.
+        sdp: String,
+    },
     /// A server ICE candidate.
-    IceCandidate { candidate: IceCandidate },
+    IceCandidate {
+        /// The candidate.
+        candidate: IceCandidate,
+    },
 }
 
 /// Browser → server.
@@ -117,9 +139,15 @@ pub enum ClientMsg {
     /// Heartbeat.
     Ping,
     /// The answer to the latest [`ServerMsg::Offer`].
-    Answer { sdp: String },
+    Answer {
+        /// The answer's SDP.
+        sdp: String,
+    },
     /// A browser ICE candidate.
-    IceCandidate { candidate: IceCandidate },
+    IceCandidate {
+        /// The candidate.
+        candidate: IceCandidate,
+    },
     /// The browser's media connection dropped (`disconnected`/`failed`, or
     /// its network changed): offer again with new ICE credentials, on the
     /// same session.

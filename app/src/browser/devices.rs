@@ -85,15 +85,18 @@ impl DeviceProblem {
 /// The person's own media for the call, and what is missing from it.
 #[derive(Debug, Clone, Default)]
 pub struct LocalMedia {
+    /// What could be opened (`None`: listening only).
     pub stream: Option<MediaStream>,
+    /// Why something is missing, for the person.
     pub problem: Option<DeviceProblem>,
 }
 
 impl LocalMedia {
-    /// Whether the stream has a track of this kind.
+    /// Whether the stream has a microphone track.
     pub fn has_audio(&self) -> bool {
         self.stream.as_ref().is_some_and(|s| s.get_audio_tracks().length() > 0)
     }
+    /// Whether the stream has a camera track.
     pub fn has_video(&self) -> bool {
         self.stream.as_ref().is_some_and(|s| s.get_video_tracks().length() > 0)
     }
@@ -131,7 +134,9 @@ pub async fn open_local_media(devices: &DeviceChoice) -> LocalMedia {
 /// The devices chosen on the pre-join screen (`None`: the browser's default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceChoice {
+    /// The camera's device id.
     pub camera: Option<String>,
+    /// The microphone's device id.
     pub microphone: Option<String>,
 }
 

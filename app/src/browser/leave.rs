@@ -74,6 +74,7 @@ impl std::fmt::Debug for PageHideGuard {
 }
 
 impl PageHideGuard {
+    /// Listens for `pagehide` until dropped (`None`: no window to listen on).
     pub fn install(store: CallStore) -> Option<Self> {
         let socket: Rc<std::cell::RefCell<Option<SocketSlot>>> = Rc::default();
         let watched = socket.clone();

@@ -239,6 +239,8 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// Opens the signalling socket of `session` and a peer connection with
+    /// `local` media and the join's ICE servers; reconnects on its own.
     pub fn open(
         code: &RoomCode,
         session: &SessionId,

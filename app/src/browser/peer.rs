@@ -24,8 +24,11 @@ use crate::signal::{ClientMsg, IceCandidate, ServerMsg};
 /// One m-line of an SDP: its mid, media kind and direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MLine {
+    /// `a=mid`.
     pub mid: String,
+    /// `audio` or `video`.
     pub kind: String,
+    /// `sendonly`, `recvonly`, `sendrecv` or `inactive`.
     pub direction: String,
 }
 
@@ -107,6 +110,8 @@ impl std::fmt::Debug for Peer {
 }
 
 impl Peer {
+    /// A peer connection that answers the server's offers over `ws`, sends
+    /// `local` media and puts remote streams into `store`.
     pub fn new(
         ws: super::SocketSlot,
         local: Option<MediaStream>,

@@ -3,6 +3,43 @@
 
 use super::*;
 
+/// How the tiles are laid out: a grid, or speaker view (one featured tile
+/// large, the others in a row beneath). A pinned tile is the featured one
+/// in either layout; in speaker view without a pin it is whoever speaks
+/// (else the first other person).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Layout {
+    /// Speaker view (`layout-toggle`), else the grid.
+    pub(super) speaker_view: RwSignal<bool>,
+    /// The tile pinned large (`pin`), if any.
+    pub(super) pinned: RwSignal<Option<ParticipantId>>,
+}
+
+impl Layout {
+    fn new() -> Self {
+        Self { speaker_view: RwSignal::new(false), pinned: RwSignal::new(None) }
+    }
+
+    /// The tile shown large, if any.
+    pub(super) fn featured(self, store: CallStore) -> Option<ParticipantId> {
+        let present = |id: &ParticipantId| store.participants.with(|ps| ps.iter().any(|p| &p.id == id));
+        if let Some(pinned) = self.pinned.get().filter(present) {
+            return Some(pinned);
+        }
+        if !self.speaker_view.get() {
+            return None;
+        }
+        store.speaker.get().filter(present).or_else(|| {
+            store.participants.with(|ps| ps.iter().find(|p| !store.is_me(&p.id)).or(ps.first()).map(|p| p.id.clone()))
+        })
+    }
+
+    /// Pins `id`, or unpins it if it is the pinned one.
+    pub(super) fn toggle_pin(self, id: &ParticipantId) {
+        self.pinned.update(|p| *p = if p.as_ref() == Some(id) { None } else { Some(id.clone()) });
+    }
+}
+
 /// While waiting for the host of a private room.
 #[component]
 fn Waiting(code: RoomCode, on_leave: Callback<()>) -> impl IntoView {
@@ -34,6 +71,9 @@ pub(super) fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>)
 #[component]
 fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl IntoView {
     let connection = move || store.connection.get();
+    let tiles = Layout::new();
+    let link_code = code.clone();
+    let copy_link = move |_| copy_room_link(store, &link_code);
     let panel_open = RwSignal::new(false);
     // Keyboard: opening the people panel moves focus into it; Escape closes
     // it and gives focus back to the button that opened it.
@@ -130,6 +170,7 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
                     "Cleanroom"
                 </a>
                 <span class="room-code">"Room " <code>{code.to_string()}</code></span>
+                <button class="small secondary" data-testid="copy-link" on:click=copy_link>"Copy link"</button>
                 <span
                     class="connection"
                     data-testid="connection-status"
@@ -140,11 +181,16 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
                 </span>
             </header>
             <div class="call-body">
-                <section class=layout aria-label="Video tiles">
+                <section
+                    class=layout
+                    class:speaker-view=move || tiles.speaker_view.get()
+                    data-layout=move || if tiles.speaker_view.get() { "speaker" } else { "grid" }
+                    aria-label="Video tiles"
+                >
                     <For
                         each=move || store.participants.get()
                         key=|p| p.id.clone()
-                        children=move |p| view! { <Tile participant=p store=store/> }
+                        children=move |p| view! { <Tile participant=p store=store layout=tiles/> }
                     />
                 </section>
                 <aside
@@ -200,6 +246,13 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
                 >
                     {move || if store.video_muted.get() { "Start camera" } else { "Stop camera" }}
                 </button>
+                <button
+                    data-testid="layout-toggle"
+                    aria-pressed=move || tiles.speaker_view.get().to_string()
+                    on:click=move |_| tiles.speaker_view.update(|on| *on = !*on)
+                >
+                    {move || if tiles.speaker_view.get() { "Grid view" } else { "Speaker view" }}
+                </button>
                 <button data-testid="raise-hand" aria-pressed=move || hand_up().to_string() on:click=toggle_hand>
                     {move || if hand_up() { "Lower hand" } else { "Raise hand" }}
                 </button>
@@ -224,6 +277,31 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
             </footer>
         </main>
     }
+}
+
+/// Copies the room's link (as the browser reached this page) and says so;
+/// where the clipboard is refused, the notice shows the link to copy by hand.
+fn copy_room_link(store: CallStore, code: &RoomCode) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let Some(window) = web_sys::window() else { return };
+        let link = format!("{}{}", window.location().origin().unwrap_or_default(), crate::routes::room(code));
+        let clipboard = js_sys::Reflect::get(&window.navigator(), &"clipboard".into()).ok();
+        let write = clipboard.as_ref().and_then(|c| {
+            let f = js_sys::Reflect::get(c, &"writeText".into()).ok()?.dyn_into::<js_sys::Function>().ok()?;
+            f.call1(c, &link.as_str().into()).ok()?.dyn_into::<js_sys::Promise>().ok()
+        });
+        store.tasks.spawn(async move {
+            let copied = match write {
+                Some(promise) => wasm_bindgen_futures::JsFuture::from(promise).await.is_ok(),
+                None => false,
+            };
+            store.toast(if copied { format!("Link copied: {link}") } else { format!("Copy this link: {link}") });
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (store, code);
 }
 
 /// Removes each notice a few seconds after it appeared.

@@ -24,10 +24,12 @@ use crate::api::{
 };
 use crate::call::CallStore;
 use crate::error::AppError;
-use crate::model::{validate_display_name, ParticipantState, ParticipantView, Role, RoomCode, RoomPageData, SessionId};
+use crate::model::{
+    validate_display_name, ParticipantId, ParticipantState, ParticipantView, Role, RoomCode, RoomPageData, SessionId,
+};
 use crate::pages::not_found::NotFound;
 
-use call::CallView;
+use call::{CallView, Layout};
 use people::{ParticipantRow, Pending};
 use prejoin::Prejoin;
 use tile::Tile;

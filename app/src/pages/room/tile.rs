@@ -8,8 +8,12 @@ use super::*;
 /// participant's id (or our own camera), and lets go of it when the tile
 /// unmounts.
 #[component]
-pub(super) fn Tile(participant: ParticipantView, store: CallStore) -> impl IntoView {
+pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layout) -> impl IntoView {
     let me = store.is_me(&participant.id);
+    let featured_id = participant.id.clone();
+    let featured = Memo::new(move |_| layout.featured(store).as_ref() == Some(&featured_id));
+    let pin_id = participant.id.clone();
+    let pinned = Memo::new(move |_| layout.pinned.with(|p| p.as_ref() == Some(&pin_id)));
     let video = NodeRef::<leptos::html::Video>::new();
     let view_id = participant.id.clone();
     let current = Memo::new(move |_| store.participants.with(|ps| ps.iter().find(|p| p.id == view_id).cloned()));
@@ -52,6 +56,8 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore) -> impl IntoV
             class="tile"
             class:speaking=speaking
             class:camera-off=video_off
+            class:featured=featured
+            data-featured=move || featured.get().to_string()
             data-testid="participant-tile"
             data-participant-id=participant.id.to_string()
             data-self=me.to_string()
@@ -66,6 +72,18 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore) -> impl IntoV
                 {move || audio_off().then(|| view! { <span class="badge" title="Microphone off">" · muted"</span> })}
             </span>
             {move || hand.get().map(|n| view! { <span class="hand-badge" title="Hand raised">{format!("Hand {n}")}</span> })}
+            <button
+                class="small secondary tile-pin"
+                data-testid="pin"
+                aria-pressed=move || pinned.get().to_string()
+                aria-label=format!("Pin {} large", participant.name)
+                on:click={
+                    let id = participant.id.clone();
+                    move |_| layout.toggle_pin(&id)
+                }
+            >
+                {move || if pinned.get() { "Unpin" } else { "Pin" }}
+            </button>
             <span class="tile-badge" aria-live="polite">{move || (presence() == "reconnecting").then_some("Reconnecting…")}</span>
             {move || (store.is_admin() && !me).then(|| {
                 let (kick_id, mute_id, name) = (kick_id.clone(), mute_id.clone(), name.clone());
