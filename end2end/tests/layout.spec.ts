@@ -1,10 +1,12 @@
-import { expect, test, tile, twoInRoom } from './helpers';
+import { expect, recordMedia, test, tile, twoInRoom } from './helpers';
 
 // CONTRACT.md, "Meeting essentials": `layout-toggle` (grid / speaker view),
-// `pin` on a tile, `copy-link`.
-test('speaker view features one tile, a pin overrides it, and the room link is copied', async ({ newContext }) => {
+// `pin` on a tile, `copy-link`, and `device-settings` with `camera-select`,
+// `microphone-select` and `speaker-select` in the call.
+test('speaker view, pins, the room link, and devices changed in the call', async ({ newContext }) => {
   const adaContext = await newContext();
   await adaContext.grantPermissions(['clipboard-read', 'clipboard-write']);
+  await recordMedia(adaContext);
   const ada = await adaContext.newPage();
   const bob = await (await newContext()).newPage();
   const { code, a, b } = await twoInRoom(ada, bob);
@@ -47,4 +49,29 @@ test('speaker view features one tile, a pin overrides it, and the room link is c
   const link = `${new URL(ada.url()).origin}/r/${code}`;
   await expect(ada.getByText(`Link copied: ${link}`)).toBeVisible();
   expect(await ada.evaluate(() => navigator.clipboard.readText())).toBe(link);
+
+  // Devices in the call (Chromium's fake devices: one camera, three
+  // microphones, three outputs): another microphone replaces the track the
+  // server receives; another output plays the others' sound.
+  await ada.getByTestId('device-settings').click();
+  await expect(ada.getByTestId('device-settings')).toHaveAttribute('aria-expanded', 'true');
+  await expect(ada.getByTestId('camera-select')).toBeVisible();
+  const microphones = ada.getByTestId('microphone-select');
+  await expect(microphones.locator('option')).toHaveCount(3);
+  const sentAudio = () =>
+    ada.evaluate(() => {
+      const pcs = (window as unknown as { __media: { pcs: RTCPeerConnection[] } }).__media.pcs;
+      const sender = pcs[pcs.length - 1].getSenders().find((s) => s.track?.kind === 'audio');
+      return sender?.track ? { label: sender.track.label, live: sender.track.readyState === 'live' } : null;
+    });
+  const before = await sentAudio();
+  const other = (await microphones.locator('option').allTextContents()).find((l) => l !== before?.label)!;
+  await microphones.selectOption({ label: other });
+  await expect.poll(sentAudio).toEqual({ label: other, live: true });
+  const speakers = ada.getByTestId('speaker-select');
+  const output = await speakers.locator('option').nth(1).getAttribute('value');
+  await speakers.selectOption(output!);
+  await expect
+    .poll(() => tile(ada, b.participant_id).locator('video').evaluate((v) => (v as HTMLMediaElement & { sinkId: string }).sinkId))
+    .toBe(output);
 });

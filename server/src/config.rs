@@ -151,11 +151,14 @@ pub struct Config {
 /// An inclusive UDP port range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
+    /// The lowest port (at least 1).
     pub min: u16,
+    /// The highest port (at least `min`).
     pub max: u16,
 }
 
 impl PortRange {
+    /// The ports as a `min..=max` range.
     pub fn range(self) -> RangeInclusive<u16> {
         self.min..=self.max
     }

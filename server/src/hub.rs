@@ -17,11 +17,14 @@ pub struct Hub {
 impl Hub {
     const CAPACITY: usize = 64;
 
+    /// Listens to a room's messages, making its channel if it has none.
     pub fn subscribe(&self, room: &RoomCode) -> broadcast::Receiver<ServerMsg> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         rooms.entry(room.clone()).or_insert_with(|| broadcast::channel(Self::CAPACITY).0).subscribe()
     }
 
+    /// Sends `msg` to the room's listeners; a room without listeners gets
+    /// nothing (and its channel, if any, is dropped).
     pub fn publish(&self, room: &RoomCode, msg: ServerMsg) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = rooms.get(room) {
@@ -38,6 +41,7 @@ impl Hub {
         rooms.len()
     }
 
+    /// No room has a channel.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

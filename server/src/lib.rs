@@ -2,6 +2,7 @@
 // Library code: no panics on what may fail at run time (tests, in
 // `#[cfg(test)]`, may; see clippy.toml), no `pub` that nothing outside sees.
 #![warn(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+#![warn(missing_docs)]
 //! # The `cleanroom` server
 //!
 //! One axum process that renders the Leptos pages, answers their server

@@ -8,14 +8,23 @@ use app::model::LeaveReason;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Gauge: live sessions on this node.
 pub const SESSIONS_ACTIVE: &str = "cleanroom_sessions_active";
+/// Gauge: open peer connections on this node.
 pub const PEER_CONNECTIONS_ACTIVE: &str = "cleanroom_peer_connections_active";
+/// Gauge: published tracks on this node.
 pub const TRACKS_ACTIVE: &str = "cleanroom_tracks_active";
+/// Gauge: packet forwarders on this node.
 pub const FORWARDERS_ACTIVE: &str = "cleanroom_forwarders_active";
+/// Sessions ended, by reason.
 pub const SESSION_CLOSES: &str = "cleanroom_session_closes_total";
+/// Histogram: seconds from a session's end to its resources released.
 pub const CLEANUP_DURATION: &str = "cleanroom_cleanup_duration_seconds";
+/// Cleanup steps retried.
 pub const CLEANUP_RETRIES: &str = "cleanroom_cleanup_retries_total";
+/// Session cleanups that failed after every retry (left to the reconciler).
 pub const CLEANUP_FAILURES: &str = "cleanroom_cleanup_failures_total";
+/// Orphaned resources the reconciler removed, by kind ([`ORPHAN_KINDS`]).
 pub const ORPHANS_REAPED: &str = "cleanroom_orphans_reaped_total";
 /// Requests refused by a rate limit, by class.
 pub const RATE_LIMITED: &str = "cleanroom_rate_limited_total";
@@ -86,12 +95,17 @@ pub fn session_closed(reason: LeaveReason, cleanup: Duration) {
 /// Live-object counts, set right before a scrape.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LiveCounts {
+    /// Live sessions ([`SESSIONS_ACTIVE`]).
     pub sessions: usize,
+    /// Open peer connections ([`PEER_CONNECTIONS_ACTIVE`]).
     pub peer_connections: usize,
+    /// Published tracks ([`TRACKS_ACTIVE`]).
     pub tracks: usize,
+    /// Forwarders ([`FORWARDERS_ACTIVE`]).
     pub forwarders: usize,
 }
 
+/// Sets the live-object gauges.
 pub fn set_live(c: LiveCounts) {
     gauge!(SESSIONS_ACTIVE).set(c.sessions as f64);
     gauge!(PEER_CONNECTIONS_ACTIVE).set(c.peer_connections as f64);

@@ -26,14 +26,19 @@ const LEASE_TTL: Duration = Duration::from_secs(15);
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct AppState {
+    /// The Leptos settings the pages are rendered with.
     pub leptos: LeptosOptions,
+    /// The room service.
     pub rooms: Arc<Rooms>,
+    /// Signs and reads the identity cookies.
     pub identity: Arc<IdentityCookies>,
     /// STUN/TURN servers handed to joined sessions.
     pub ice_servers: Arc<media::ice_servers::IceServers>,
     /// Rate limits of the edge (tidied by the lease loop).
     pub limits: Arc<limits::RateLimits>,
+    /// Renders the metrics for `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The `/api/debug/…` routes are served.
     pub debug_api: bool,
     /// Background tasks of the process (lease renewal, …).
     pub tasks: TaskTracker,
@@ -62,10 +67,13 @@ impl FromRef<AppState> for LeptosOptions {
 /// Why the server could not start; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The database could not be connected or migrated.
     #[error("DATABASE_URL (--database-url): {0}")]
     Database(#[from] db::DbError),
+    /// The live-state store could not be reached.
     #[error("REDIS_URL (--redis-url): {0}")]
     Store(#[from] store::StoreError),
+    /// The certificate settings or files are unusable.
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
 }

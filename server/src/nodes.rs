@@ -22,12 +22,33 @@ use crate::store::LiveStore;
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum NodeEvent {
     /// A message for every socket of the room.
-    Room { room: RoomCode, msg: ServerMsg },
+    Room {
+        /// The room.
+        room: RoomCode,
+        /// The message.
+        msg: ServerMsg,
+    },
     /// The session ended (its durable state is gone): its socket and media
     /// close wherever they are.
-    Ended { room: RoomCode, session: SessionId, reason: LeaveReason },
+    Ended {
+        /// The session's room.
+        room: RoomCode,
+        /// The session.
+        session: SessionId,
+        /// Why it ended.
+        reason: LeaveReason,
+    },
     /// Forwarding of one publisher's media switched (an admin's mute).
-    Forwarding { room: RoomCode, session: SessionId, kind: MediaKind, on: bool },
+    Forwarding {
+        /// The publisher's room.
+        room: RoomCode,
+        /// The publisher's session.
+        session: SessionId,
+        /// Audio or video.
+        kind: MediaKind,
+        /// Forwarding is on (`false`: muted).
+        on: bool,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

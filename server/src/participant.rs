@@ -18,9 +18,13 @@ use crate::lifetime::Lifetime;
 /// One joined session living on this node.
 #[derive(Debug)]
 pub struct LiveSession {
+    /// The session's id.
     pub id: SessionId,
+    /// The session's room.
     pub room: RoomCode,
+    /// The session's user.
     pub user: UserId,
+    /// The session's public handle.
     pub participant: ParticipantId,
     /// Closed once by [`LiveSession::close`]; its token ends the session's
     /// tasks (socket, media).
@@ -69,6 +73,9 @@ pub enum Liveness {
 }
 
 impl LiveSession {
+    /// A new session, seen now and not waiting (see
+    /// [`LiveSession::set_waiting`]); `cancel` (a child of the process
+    /// token) becomes its token.
     pub fn new(
         id: SessionId,
         room: RoomCode,
@@ -98,6 +105,7 @@ impl LiveSession {
         self.waiting.store(waiting, Ordering::Release);
     }
 
+    /// Waiting for an admin's approval.
     pub fn is_waiting(&self) -> bool {
         self.waiting.load(Ordering::Acquire)
     }
@@ -240,10 +248,12 @@ impl SessionRegistry {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Adds a session, under its id.
     pub fn insert(&self, session: Arc<LiveSession>) {
         self.lock().insert(session.id.clone(), session);
     }
 
+    /// The session with `id`, left in the registry.
     pub fn get(&self, id: &SessionId) -> Option<Arc<LiveSession>> {
         self.lock().get(id).cloned()
     }
@@ -254,14 +264,17 @@ impl SessionRegistry {
         self.lock().remove(id)
     }
 
+    /// How many sessions live on this node.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    /// No session lives on this node.
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }
 
+    /// Every session of this node.
     pub fn all(&self) -> Vec<Arc<LiveSession>> {
         self.lock().values().cloned().collect()
     }

@@ -28,8 +28,10 @@ use crate::store::StoreError;
 /// Why a pass could not judge (it then repairs nothing).
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
+    /// The live-state store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The database could not be read.
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -37,12 +39,16 @@ pub enum PassError {
 /// What one pass repaired.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
+    /// Sessions reaped that had store entries (kind `store-key`).
     pub store_keys: u32,
+    /// Sessions reaped that had a `participants` row (kind `db-row`).
     pub db_rows: u32,
+    /// Sessions reaped that were live or had media here (kind `live-session`).
     pub live_sessions: u32,
 }
 
 impl Reaped {
+    /// All three counts added (a session may count in several).
     pub fn total(&self) -> u32 {
         self.store_keys + self.db_rows + self.live_sessions
     }
@@ -98,10 +104,12 @@ impl std::fmt::Debug for Reconciler {
 }
 
 impl Reconciler {
+    /// A reconciler of the node `rooms` serves, with no suspects yet.
     pub fn new(rooms: Arc<Rooms>) -> Self {
         Self { rooms, suspects: HashSet::new() }
     }
 
+    /// The room service it repairs through.
     pub fn rooms(&self) -> &Arc<Rooms> {
         &self.rooms
     }

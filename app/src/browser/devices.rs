@@ -141,10 +141,10 @@ pub struct DeviceChoice {
 }
 
 /// Cameras and microphones, as (device id, label), once permission was given.
-pub async fn list_devices() -> Result<(Vec<(String, String)>, Vec<(String, String)>), JsValue> {
+pub async fn list_devices() -> Result<DeviceLists, JsValue> {
     let media = window()?.navigator().media_devices()?;
     let all: js_sys::Array = JsFuture::from(media.enumerate_devices()?).await?.dyn_into()?;
-    let (mut cameras, mut microphones) = (Vec::new(), Vec::new());
+    let mut lists = DeviceLists::default();
     for (i, item) in all.iter().enumerate() {
         let Ok(info) = item.dyn_into::<web_sys::MediaDeviceInfo>() else { continue };
         let label = |fallback: &str| {
@@ -156,12 +156,44 @@ pub async fn list_devices() -> Result<(Vec<(String, String)>, Vec<(String, Strin
             }
         };
         match info.kind() {
-            web_sys::MediaDeviceKind::Videoinput => cameras.push((info.device_id(), label("Camera"))),
-            web_sys::MediaDeviceKind::Audioinput => microphones.push((info.device_id(), label("Microphone"))),
+            web_sys::MediaDeviceKind::Videoinput => lists.cameras.push((info.device_id(), label("Camera"))),
+            web_sys::MediaDeviceKind::Audioinput => lists.microphones.push((info.device_id(), label("Microphone"))),
+            web_sys::MediaDeviceKind::Audiooutput => lists.speakers.push((info.device_id(), label("Speaker"))),
             _ => {}
         }
     }
-    Ok((cameras, microphones))
+    Ok(lists)
+}
+
+/// The devices the browser lists, each as (device id, label).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceLists {
+    /// Cameras.
+    pub cameras: Vec<(String, String)>,
+    /// Microphones.
+    pub microphones: Vec<(String, String)>,
+    /// Speakers and headphones (audio outputs).
+    pub speakers: Vec<(String, String)>,
+}
+
+/// Opens the microphone alone (another one chosen during a call).
+pub async fn open_microphone(device: Option<&str>) -> Result<MediaStreamTrack, JsValue> {
+    let devices = window()?.navigator().media_devices()?;
+    let constraints = MediaStreamConstraints::new();
+    constraints.set_audio(&device_constraint(device));
+    let stream: MediaStream =
+        JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?.dyn_into()?;
+    stream.get_audio_tracks().get(0).dyn_into::<MediaStreamTrack>()
+}
+
+/// Plays `element`'s sound on the output `device` (where the browser can
+/// choose: `setSinkId`); `false` if it cannot.
+pub fn set_output(element: &web_sys::HtmlMediaElement, device: &str) -> bool {
+    let Ok(set) = js_sys::Reflect::get(element, &"setSinkId".into()).and_then(|f| f.dyn_into::<js_sys::Function>())
+    else {
+        return false;
+    };
+    set.call1(element, &device.into()).is_ok()
 }
 
 /// Stops every track of `stream` (the camera light goes out).

@@ -381,6 +381,26 @@ impl Call {
         }
     }
 
+    /// Another microphone: its track replaces the current one, in our
+    /// stream and toward the server, on (`on`) or off as the mute says.
+    pub fn switch_microphone(&self, track: MediaStreamTrack, on: bool) {
+        let Some(local) = &self.local else {
+            track.stop();
+            return;
+        };
+        for old in local.get_audio_tracks().iter() {
+            if let Ok(old) = old.dyn_into::<MediaStreamTrack>() {
+                old.stop();
+                local.remove_track(&old);
+            }
+        }
+        track.set_enabled(on);
+        local.add_track(&track);
+        if let Some(peer) = self.peer() {
+            peer.replace_local("audio", Some(&track));
+        }
+    }
+
     /// Camera on again with a fresh track.
     pub fn camera_on(&self, track: MediaStreamTrack) {
         let Some(local) = &self.local else {

@@ -43,9 +43,9 @@ pub fn start(
                     }
                     stream.set_value(Some(s));
                     let _ = note.try_set(problem.map(|p| p.message().to_owned()));
-                    if let Ok((cams, mics)) = super::list_devices().await {
-                        let _ = cameras.try_set(cams);
-                        let _ = microphones.try_set(mics);
+                    if let Ok(lists) = super::list_devices().await {
+                        let _ = cameras.try_set(lists.cameras);
+                        let _ = microphones.try_set(lists.microphones);
                     }
                 }
                 // The screen went away (or the choice changed) meanwhile: release at once.

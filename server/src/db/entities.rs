@@ -5,15 +5,21 @@ pub mod room {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// One room.
     #[sea_orm(table_name = "rooms")]
     pub struct Model {
+        /// The room's code (`abc-defg-hij`), its key.
         #[sea_orm(primary_key, auto_increment = false)]
         pub code: String,
+        /// The room's name, shown to those who join (e.g. "Ann's meeting").
         pub name: String,
+        /// Joining needs the admin's approval (except for the creator).
         pub private: bool,
         /// The user id of the creator; their sessions join as admin.
         pub created_by: String,
+        /// When the room was created, Unix milliseconds.
         pub created_at_ms: i64,
+        /// When the room ended, Unix milliseconds; `None` while it is open.
         pub ended_at_ms: Option<i64>,
         /// `ended` (by its admin), `empty` or `unused` (closed by itself).
         pub end_reason: Option<String>,
@@ -21,6 +27,7 @@ pub mod room {
         pub host_unmutes: bool,
     }
 
+    /// No relations are declared.
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
@@ -33,13 +40,19 @@ pub mod participant {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// One live session.
     #[sea_orm(table_name = "participants")]
     pub struct Model {
+        /// The session's id, the key (secret to its owner).
         #[sea_orm(primary_key, auto_increment = false)]
         pub session_id: String,
+        /// The session's public handle, shown to the others in the room.
         pub participant_id: String,
+        /// The code of the session's room.
         pub room_code: String,
+        /// The user id of the person (from their identity cookie).
         pub user_id: String,
+        /// The name the person joined with.
         pub display_name: String,
         /// `admin` or `member`.
         pub role: String,
@@ -47,9 +60,11 @@ pub mod participant {
         pub state: String,
         /// The node whose process owns the session.
         pub node_id: String,
+        /// When the session joined, Unix milliseconds.
         pub joined_at_ms: i64,
     }
 
+    /// No relations are declared.
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 
@@ -62,21 +77,31 @@ pub mod participant_session {
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// One session, past or live.
     #[sea_orm(table_name = "participant_sessions")]
     pub struct Model {
+        /// The session's id, the key.
         #[sea_orm(primary_key, auto_increment = false)]
         pub session_id: String,
+        /// The session's public handle.
         pub participant_id: String,
+        /// The code of the session's room.
         pub room_code: String,
+        /// The user id of the person.
         pub user_id: String,
+        /// The name the person joined with.
         pub display_name: String,
+        /// The role at join, `admin` or `member`.
         pub role: String,
+        /// When the session joined, Unix milliseconds.
         pub joined_at_ms: i64,
+        /// When the session ended, Unix milliseconds; `None` while it is live.
         pub left_at_ms: Option<i64>,
         /// A `LeaveReason` in its kebab-case form.
         pub leave_reason: Option<String>,
     }
 
+    /// No relations are declared.
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 

@@ -86,11 +86,13 @@ impl Db {
         Ok(self.conn.ping().await?)
     }
 
+    /// Writes a new room's row.
     pub async fn insert_room(&self, row: room::Model) -> Result<(), DbError> {
         room::Entity::insert(room::ActiveModel::from(row)).exec_without_returning(&self.conn).await?;
         Ok(())
     }
 
+    /// The room with `code`, open or ended.
     pub async fn room(&self, code: &str) -> Result<Option<room::Model>, DbError> {
         Ok(room::Entity::find_by_id(code.to_owned()).one(&self.conn).await?)
     }
@@ -227,6 +229,7 @@ impl Db {
         Ok(Ended { row_deleted: deleted > 0, history_closed: closed > 0 })
     }
 
+    /// The live row of `session`, if it is live.
     pub async fn participant(&self, session: &str) -> Result<Option<participant::Model>, DbError> {
         Ok(participant::Entity::find_by_id(session.to_owned()).one(&self.conn).await?)
     }
@@ -240,6 +243,7 @@ impl Db {
             .await?)
     }
 
+    /// How many live rows a room has.
     pub async fn count_participants(&self, room: &str) -> Result<u64, DbError> {
         Ok(participant::Entity::find().filter(participant::Column::RoomCode.eq(room)).count(&self.conn).await?)
     }
@@ -254,6 +258,7 @@ impl Db {
         Ok(participant::Entity::find().filter(participant::Column::NodeId.eq(node)).all(&self.conn).await?)
     }
 
+    /// The history row of `session`, live or ended.
     pub async fn history(&self, session: &str) -> Result<Option<participant_session::Model>, DbError> {
         Ok(participant_session::Entity::find_by_id(session.to_owned()).one(&self.conn).await?)
     }

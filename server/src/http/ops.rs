@@ -14,6 +14,7 @@ use crate::node::AppState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `/healthz`: answers `ok` while the process serves.
 pub async fn healthz() -> &'static str {
     "ok"
 }
@@ -24,6 +25,8 @@ struct Readiness {
     store: &'static str,
 }
 
+/// `/readyz`: 200 when the database and the store both answer within two
+/// seconds (`PROBE_TIMEOUT`), else 503; the body says which is unavailable.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let db = tokio::time::timeout(PROBE_TIMEOUT, state.rooms.db().ping()).await;
     let store = tokio::time::timeout(PROBE_TIMEOUT, state.rooms.store().ping()).await;
@@ -44,11 +47,13 @@ fn live_counts(state: &AppState) -> LiveCounts {
     }
 }
 
+/// `/metrics`: the Prometheus text, with the live gauges counted now.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     m::set_live(live_counts(&state));
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
+/// The query of [`debug_resources`].
 #[derive(Debug, Deserialize)]
 pub struct DebugQuery {
     room: Option<String>,

@@ -49,11 +49,15 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the closing frames may take before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The socket's query: `?session=…`, the session id issued at join.
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     session: String,
 }
 
+/// `/ws/{code}`: upgrades to the session's socket when the session is live,
+/// belongs to the cookie's user and is in room `code`; an unknown session
+/// gets a close frame ([`close_code::UNKNOWN_SESSION`]), a foreign origin 403.
 pub async fn ws_handler(
     State(state): State<AppState>,
     Path(code): Path<String>,

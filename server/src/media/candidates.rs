@@ -24,11 +24,14 @@ pub const MAX_REMOTE_CANDIDATES: usize = 32;
 /// An IP network, `address/prefix`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Net {
+    /// The network's address (bits past the prefix are ignored).
     pub addr: IpAddr,
+    /// How many leading bits of `addr` name the network.
     pub prefix: u8,
 }
 
 impl Net {
+    /// The IPv4 network `a.b.c.d/prefix`.
     pub const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Self {
         Self { addr: IpAddr::V4(Ipv4Addr::new(a, b, c, d)), prefix }
     }
@@ -52,6 +55,7 @@ impl Net {
         Ok(Self { addr, prefix })
     }
 
+    /// `ip` is inside the network (an address of the other IP version never is).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {

@@ -34,7 +34,9 @@ use super::MediaError;
 /// Payload types of the codecs we offer; the server is always the offerer,
 /// so every connection uses exactly these.
 pub const PT_OPUS: u8 = 111;
+/// VP8's payload type (Opus's is [`PT_OPUS`]).
 pub const PT_VP8: u8 = 96;
+/// H.264's payload type (constrained baseline, packetization mode 1).
 pub const PT_H264: u8 = 102;
 
 /// The RFC 6464 client-to-mixer audio level header extension.

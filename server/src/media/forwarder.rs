@@ -42,7 +42,9 @@ pub struct Forwarder {
     pub id: String,
     /// The published track's id (also the local track's id).
     pub track_id: String,
+    /// The participant who publishes the track.
     pub publisher: ParticipantId,
+    /// Audio or video.
     pub kind: RtpCodecKind,
     /// The subscriber connection's sender, for `remove_track`.
     pub sender: Arc<dyn RtpSender>,
@@ -80,7 +82,9 @@ struct Relay {
 
 /// The forwarder's two loops, for the owner to spawn under its tracker.
 pub struct ForwarderTasks {
+    /// Copies the published track's RTP packets to the subscriber.
     pub packets: futures::future::BoxFuture<'static, ()>,
+    /// Reads the subscriber's RTCP and passes keyframe requests to the publisher.
     pub feedback: futures::future::BoxFuture<'static, ()>,
 }
 
@@ -156,6 +160,7 @@ impl Forwarder {
         self.lifetime.close(())
     }
 
+    /// [`Forwarder::close`] was called, or the published track closed.
     pub fn is_closed(&self) -> bool {
         self.lifetime.is_closed()
     }

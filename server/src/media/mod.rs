@@ -88,6 +88,7 @@ pub enum MediaError {
 /// Media settings.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
+    /// Where peer connections bind and when ICE gives up.
     pub ice: IceSettings,
     /// Which browser candidates the SFU may send checks to.
     pub candidates: candidates::CandidatePolicy,
@@ -100,6 +101,8 @@ pub struct MediaConfig {
 }
 
 impl MediaConfig {
+    /// The media settings of the process's flags: ICE times follow the
+    /// session-loss times (`suspect_ms`, `remove_ms`).
     pub fn from_config(c: &Config) -> Self {
         let suspect = Duration::from_millis(c.suspect_ms);
         let remove = Duration::from_millis(c.remove_ms);
@@ -123,9 +126,13 @@ impl MediaConfig {
 /// through the single close path, `Rooms::end_session`.
 #[derive(Debug, Clone)]
 pub struct EndRequest {
+    /// The session's room.
     pub room: RoomCode,
+    /// The session to end.
     pub session: SessionId,
+    /// The session's user.
     pub user: UserId,
+    /// Why it ends, as recorded in its history row.
     pub reason: LeaveReason,
 }
 
@@ -133,17 +140,24 @@ pub struct EndRequest {
 /// only on change, a few times per second at most.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpeakerChange {
+    /// The room.
     pub room: RoomCode,
+    /// The session now speaking, `None` for nobody.
     pub session: Option<SessionId>,
 }
 
 /// Live-object counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MediaCounts {
+    /// Media sessions alive.
     pub sessions: usize,
+    /// Peer connections alive.
     pub peer_connections: usize,
+    /// Published tracks alive.
     pub tracks: usize,
+    /// Forwarders alive.
     pub forwarders: usize,
+    /// Media tasks running.
     pub tasks: usize,
 }
 

@@ -95,8 +95,11 @@ pub struct PublishedTrack {
     /// Unique per publisher track: `{participant}-{kind}-{n}`; the
     /// forwarded track's id on every subscriber's side.
     pub id: String,
+    /// The participant who publishes it.
     pub publisher: ParticipantId,
+    /// The publisher's session.
     pub session: SessionId,
+    /// Audio or video.
     pub kind: RtpCodecKind,
     /// The codec the publisher sends; each forwarder offers the same.
     pub codec: RTCRtpCodec,
@@ -209,6 +212,7 @@ impl PublishedTrack {
         self.lifetime.close(())
     }
 
+    /// Closed by [`PublishedTrack::close`] or with its session.
     pub fn is_closed(&self) -> bool {
         self.lifetime.is_closed()
     }

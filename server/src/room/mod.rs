@@ -101,6 +101,9 @@ impl std::fmt::Debug for Rooms {
 }
 
 impl Rooms {
+    /// The room service of node `node_id`; its cleanups run on `tasks` and
+    /// its sessions' tokens are children of `root`. Starts the node-event
+    /// outbox.
     pub fn new(
         db: Db,
         store: Arc<dyn LiveStore>,
@@ -127,26 +130,32 @@ impl Rooms {
         })
     }
 
+    /// The SFU.
     pub fn media(&self) -> &Sfu {
         &self.media
     }
 
+    /// The database.
     pub fn db(&self) -> &Db {
         &self.db
     }
 
+    /// The live-state store.
     pub fn store(&self) -> &dyn LiveStore {
         self.store.as_ref()
     }
 
+    /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
 
+    /// The live sessions of this node.
     pub fn sessions(&self) -> &SessionRegistry {
         &self.sessions
     }
 
+    /// The fan-out to this node's sockets.
     pub fn hub(&self) -> &Hub {
         &self.hub
     }

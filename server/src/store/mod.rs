@@ -43,19 +43,29 @@ pub enum StoreError {
 /// One session as the room's live state records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberEntry {
+    /// The session's id.
     pub session: SessionId,
+    /// The session's public handle.
     pub participant: ParticipantId,
+    /// The session's user.
     pub user: UserId,
+    /// The display name the person joined with.
     pub name: String,
+    /// Admin or member.
     pub role: Role,
+    /// In the call, or waiting to be let in.
     pub state: ParticipantState,
+    /// The node whose process owns the session.
     pub node: String,
+    /// Milliseconds since the Unix epoch; orders the room by arrival.
     pub joined_at_ms: i64,
     /// Connected, or silent and awaiting removal.
     #[serde(default)]
     pub presence: Presence,
+    /// The microphone is off (by the person, or by an admin).
     #[serde(default)]
     pub audio_muted: bool,
+    /// The camera is off.
     #[serde(default)]
     pub video_muted: bool,
     /// Muted by the admin in a room where only the admin lets them unmute.
@@ -64,6 +74,7 @@ pub struct MemberEntry {
 }
 
 impl MemberEntry {
+    /// The participant as everybody in the room sees them.
     pub fn view(&self) -> ParticipantView {
         ParticipantView {
             id: self.participant.clone(),
@@ -90,12 +101,16 @@ impl MemberEntry {
 /// The kinds of media resource a session owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResourceKind {
+    /// The session's peer connection.
     PeerConnection,
+    /// A track the session publishes.
     Track,
+    /// A forwarder delivering another's track to the session.
     Forwarder,
 }
 
 impl ResourceKind {
+    /// The kind's name in the store's field names (`res:{kind}:{id}`).
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::PeerConnection => "pc",
@@ -128,27 +143,34 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// Key names starting with `prefix` (`P` in the module docs).
     pub fn new(prefix: impl Into<String>) -> Self {
         Self { prefix: prefix.into() }
     }
     fn room(&self, room: &RoomCode, rest: &str) -> String {
         format!("{}:{{{room}}}:{rest}", self.prefix)
     }
+    /// `P:{room}:members`: the admitted sessions.
     pub fn members(&self, room: &RoomCode) -> String {
         self.room(room, "members")
     }
+    /// `P:{room}:pending`: the sessions waiting for approval.
     pub fn pending(&self, room: &RoomCode) -> String {
         self.room(room, "pending")
     }
+    /// `P:{room}:session:{sid}`: the session's user and media resources.
     pub fn session(&self, room: &RoomCode, session: &SessionId) -> String {
         self.room(room, &format!("session:{session}"))
     }
+    /// `P:{room}:user:{uid}`: the user's current session in the room.
     pub fn user(&self, room: &RoomCode, user: &UserId) -> String {
         self.room(room, &format!("user:{user}"))
     }
+    /// `P:{room}:hands`: raised hands, scored by raise time.
     pub fn hands(&self, room: &RoomCode) -> String {
         self.room(room, "hands")
     }
+    /// `P:{room}:speaker`: the active speaker's session.
     pub fn speaker(&self, room: &RoomCode) -> String {
         self.room(room, "speaker")
     }
@@ -172,9 +194,11 @@ impl Keys {
             self.speaker(room),
         ]
     }
+    /// `P:node:{node}`: the node's lease.
     pub fn lease(&self, node: &str) -> String {
         format!("{}:node:{node}", self.prefix)
     }
+    /// Prefix shared by every node lease.
     pub fn lease_prefix(&self) -> String {
         format!("{}:node:", self.prefix)
     }
@@ -194,6 +218,7 @@ impl Keys {
 /// its owner (the reconciler's view of the store).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRef {
+    /// The session named.
     pub session: SessionId,
     /// Known when a member entry or the user's pointer names the session.
     pub user: Option<UserId>,
@@ -303,6 +328,8 @@ pub trait LiveStore: Send + Sync + 'static {
     /// The session the user's pointer names in this room.
     async fn current_session(&self, room: &RoomCode, user: &UserId) -> Result<Option<SessionId>, StoreError>;
 
+    /// Records a media resource the session owns (a `res:{kind}:{id}`
+    /// field of its session hash).
     async fn add_resource(
         &self,
         room: &RoomCode,
@@ -318,15 +345,19 @@ pub trait LiveStore: Send + Sync + 'static {
         kind: ResourceKind,
         id: &str,
     ) -> Result<bool, StoreError>;
+    /// The media resources recorded for the session.
     async fn resources(&self, room: &RoomCode, session: &SessionId) -> Result<Vec<(ResourceKind, String)>, StoreError>;
 
+    /// Raises the session's hand at `at_ms` (a hand already up keeps its time).
     async fn raise_hand(&self, room: &RoomCode, session: &SessionId, at_ms: i64) -> Result<(), StoreError>;
     /// Returns whether the hand was up.
     async fn lower_hand(&self, room: &RoomCode, session: &SessionId) -> Result<bool, StoreError>;
     /// Raised hands, earliest first.
     async fn hands(&self, room: &RoomCode) -> Result<Vec<SessionId>, StoreError>;
 
+    /// Points the room's speaker at `session`.
     async fn set_speaker(&self, room: &RoomCode, session: &SessionId) -> Result<(), StoreError>;
+    /// The session the speaker pointer names.
     async fn speaker(&self, room: &RoomCode) -> Result<Option<SessionId>, StoreError>;
 
     /// Removes everything of `session` in `room`, compare-and-delete (see

@@ -27,18 +27,44 @@ pub use listener::TlsListener;
 /// Why HTTPS could not be set up; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The certificate file is unreadable or holds no PEM certificate chain.
     #[error("CLEANROOM_TLS_CERT (--tls-cert) {path}: {why}")]
-    Cert { path: String, why: String },
+    Cert {
+        /// The certificate file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The key file is unreadable or holds no usable PEM private key.
     #[error("CLEANROOM_TLS_KEY (--tls-key) {path}: {why}")]
-    Key { path: String, why: String },
+    Key {
+        /// The key file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The key is not the certificate's.
     #[error("CLEANROOM_TLS_KEY (--tls-key): the key does not belong to the certificate in CLEANROOM_TLS_CERT")]
     Mismatch,
+    /// The self-signed certificate could not be made.
     #[error("CLEANROOM_TLS_SELF_SIGNED: {0}")]
     SelfSigned(String),
+    /// The ACME directory's CA file is unreadable or holds no PEM certificate.
     #[error("CLEANROOM_ACME_DIRECTORY_CA (--acme-directory-ca) {path}: {why}")]
-    AcmeCa { path: String, why: String },
+    AcmeCa {
+        /// The CA file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The ACME cache folder could not be created.
     #[error("CLEANROOM_ACME_CACHE (--acme-cache) {path}: {why}")]
-    AcmeCache { path: String, why: String },
+    AcmeCache {
+        /// The cache folder.
+        path: String,
+        /// Why it could not be created.
+        why: String,
+    },
 }
 
 /// The crypto every TLS piece of the server uses (one provider, chosen here

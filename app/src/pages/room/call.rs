@@ -13,11 +13,13 @@ pub(super) struct Layout {
     pub(super) speaker_view: RwSignal<bool>,
     /// The tile pinned large (`pin`), if any.
     pub(super) pinned: RwSignal<Option<ParticipantId>>,
+    /// Where remote tiles play their sound (`None`: the default output).
+    pub(super) output: RwSignal<Option<String>>,
 }
 
 impl Layout {
-    fn new() -> Self {
-        Self { speaker_view: RwSignal::new(false), pinned: RwSignal::new(None) }
+    fn new(output: RwSignal<Option<String>>) -> Self {
+        Self { speaker_view: RwSignal::new(false), pinned: RwSignal::new(None), output }
     }
 
     /// The tile shown large, if any.
@@ -58,20 +60,38 @@ fn Waiting(code: RoomCode, on_leave: Callback<()>) -> impl IntoView {
 /// The joined view: the waiting screen, or the call: tiles, participant
 /// panel, notices, control bar.
 #[component]
-pub(super) fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl IntoView {
+pub(super) fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Devices) -> impl IntoView {
     let waiting = move || store.me.with(|m| m.as_ref().is_some_and(|m| m.state == ParticipantState::Pending));
     let wait_code = code.clone();
     view! {
         <Show when=move || !waiting() fallback=move || view! { <Waiting code=wait_code.clone() on_leave=on_leave/> }>
-            <InCall code=code.clone() store=store on_leave=on_leave/>
+            <InCall code=code.clone() store=store on_leave=on_leave devices=devices/>
         </Show>
     }
 }
 
 #[component]
-fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl IntoView {
+fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Devices) -> impl IntoView {
     let connection = move || store.connection.get();
-    let tiles = Layout::new();
+    let tiles = Layout::new(devices.speaker);
+    let settings_open = RwSignal::new(false);
+    let cameras = RwSignal::new(Vec::<(String, String)>::new());
+    let microphones = RwSignal::new(Vec::<(String, String)>::new());
+    let speakers = RwSignal::new(Vec::<(String, String)>::new());
+    let toggle_settings = move |_| {
+        let open = !settings_open.get_untracked();
+        settings_open.set(open);
+        #[cfg(feature = "hydrate")]
+        if open {
+            store.tasks.spawn(async move {
+                if let Ok(lists) = crate::browser::list_devices().await {
+                    let _ = cameras.try_set(lists.cameras);
+                    let _ = microphones.try_set(lists.microphones);
+                    let _ = speakers.try_set(lists.speakers);
+                }
+            });
+        }
+    };
     let link_code = code.clone();
     let copy_link = move |_| copy_room_link(store, &link_code);
     let panel_open = RwSignal::new(false);
@@ -216,6 +236,19 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
                     </ul>
                 </aside>
             </div>
+            <Show when=move || settings_open.get()>
+                <div class="card device-settings" role="group" aria-label="Devices" data-testid="device-settings-panel">
+                    <DeviceSelect label="Camera" testid="camera-select" options=cameras chosen=devices.camera always=true/>
+                    <DeviceSelect
+                        label="Microphone"
+                        testid="microphone-select"
+                        options=microphones
+                        chosen=devices.microphone
+                        always=true
+                    />
+                    <DeviceSelect label="Speaker" testid="speaker-select" options=speakers chosen=devices.speaker always=true/>
+                </div>
+            </Show>
             <ul class="toasts" aria-live="polite">
                 <For
                     each=move || store.toasts.get()
@@ -245,6 +278,13 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>) -> impl Into
                     on:click=toggle_video
                 >
                     {move || if store.video_muted.get() { "Start camera" } else { "Stop camera" }}
+                </button>
+                <button
+                    data-testid="device-settings"
+                    aria-expanded=move || settings_open.get().to_string()
+                    on:click=toggle_settings
+                >
+                    "Devices"
                 </button>
                 <button
                     data-testid="layout-toggle"

@@ -31,7 +31,7 @@ use crate::pages::not_found::NotFound;
 
 use call::{CallView, Layout};
 use people::{ParticipantRow, Pending};
-use prejoin::Prejoin;
+use prejoin::{DeviceSelect, Prejoin};
 use tile::Tile;
 
 /// `/r/{code}`: the pre-join screen, then the call.
@@ -69,6 +69,8 @@ fn Room(data: RoomPageData) -> impl IntoView {
     // The devices chosen on the pre-join screen (`None`: the browser's default).
     let camera = RwSignal::new(None::<String>);
     let microphone = RwSignal::new(None::<String>);
+    // Where remote sound plays (`None`: the browser's default output).
+    let speaker = RwSignal::new(None::<String>);
     #[cfg(feature = "hydrate")]
     let call = StoredValue::new_local(None::<crate::browser::Call>);
 
@@ -128,6 +130,52 @@ fn Room(data: RoomPageData) -> impl IntoView {
             }
         }
         off
+    });
+
+    // Another camera or microphone chosen during the call: its track
+    // replaces the one in use (a camera that is off just remembers it).
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |before: Option<Option<String>>| {
+        let chosen = camera.get();
+        let in_call = store.me.with_untracked(Option::is_some);
+        if before.is_some_and(|b| b != chosen) && in_call && !store.video_muted.get_untracked() {
+            let device = chosen.clone();
+            store.tasks.spawn(async move {
+                let Ok(track) = crate::browser::open_camera(device.as_deref()).await else {
+                    store.toast("That camera could not be opened.");
+                    return;
+                };
+                let placed = call.try_with_value(|c| {
+                    c.as_ref().map(|c| {
+                        c.camera_off();
+                        c.camera_on(Clone::clone(&track));
+                    })
+                });
+                if !matches!(placed, Some(Some(()))) {
+                    track.stop();
+                }
+            });
+        }
+        chosen
+    });
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |before: Option<Option<String>>| {
+        let chosen = microphone.get();
+        if before.is_some_and(|b| b != chosen) && store.me.with_untracked(Option::is_some) {
+            let device = chosen.clone();
+            store.tasks.spawn(async move {
+                let Ok(track) = crate::browser::open_microphone(device.as_deref()).await else {
+                    store.toast("That microphone could not be opened.");
+                    return;
+                };
+                let on = !store.audio_muted.get_untracked();
+                let placed = call.try_with_value(|c| c.as_ref().map(|c| c.switch_microphone(Clone::clone(&track), on)));
+                if !matches!(placed, Some(Some(()))) {
+                    track.stop();
+                }
+            });
+        }
+        chosen
     });
 
     // The name typed last, kept for the pre-join screen after a call ends.
@@ -235,9 +283,18 @@ fn Room(data: RoomPageData) -> impl IntoView {
                 />
             }
         >
-            <CallView code=code.clone() store=store on_leave=on_leave/>
+            <CallView code=code.clone() store=store on_leave=on_leave devices=Devices { camera, microphone, speaker }/>
         </Show>
     }
+}
+
+/// The devices the person chose (`None`: the browser's default), shared by
+/// the pre-join screen and the call's device settings.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Devices {
+    pub(super) camera: RwSignal<Option<String>>,
+    pub(super) microphone: RwSignal<Option<String>>,
+    pub(super) speaker: RwSignal<Option<String>>,
 }
 
 /// Sends our leave: in the browser as a request started right now; the

@@ -78,16 +78,19 @@ pub(super) fn Prejoin(
     }
 }
 
-/// A device picker, shown once the browser has listed the devices.
+/// A device picker, shown once the browser has listed more than one
+/// device of the kind (`always`: once it listed any).
 #[component]
-fn DeviceSelect(
+pub(super) fn DeviceSelect(
     label: &'static str,
     testid: &'static str,
     options: RwSignal<Vec<(String, String)>>,
     chosen: RwSignal<Option<String>>,
+    #[prop(optional)] always: bool,
 ) -> impl IntoView {
+    let least = if always { 1 } else { 2 };
     view! {
-        <Show when=move || options.with(|o| o.len() > 1)>
+        <Show when=move || options.with(|o| o.len() >= least)>
             <label for=testid>{label}</label>
             <select id=testid data-testid=testid on:change=move |ev| chosen.set(Some(event_target_value(&ev)))>
                 <For

@@ -42,12 +42,24 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layou
                 }
             }
         });
+        // Remote sound plays on the chosen output.
+        Effect::new(move |_| {
+            let output = layout.output.get();
+            if let (false, Some(device), Some(v)) = (me, output, video.get()) {
+                if !crate::browser::set_output(&v, &device) {
+                    store.toast("This browser cannot choose where sound plays.");
+                }
+            }
+        });
         on_cleanup(move || {
             if let Some(v) = video.get_untracked() {
                 v.set_src_object(None);
             }
         });
     }
+    // On the server the output is only passed along.
+    #[cfg(not(feature = "hydrate"))]
+    let _ = layout.output;
     let name = participant.name.clone();
     let (kick_id, mute_id) = (participant.id.to_string(), participant.id.to_string());
     let initial = name.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();

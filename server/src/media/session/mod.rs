@@ -96,9 +96,13 @@ impl PeerConnectionEventHandler for Events {
 
 /// The handle of one media session, held by its room (and its task).
 pub struct MediaSession {
+    /// The session's id.
     pub id: SessionId,
+    /// The session's room.
     pub room: RoomCode,
+    /// The session's user.
     pub user: UserId,
+    /// The session's public handle.
     pub participant: ParticipantId,
     cmds: mpsc::UnboundedSender<Command>,
     /// Closed once; its token is a child of the `LiveSession` token, so
@@ -255,10 +259,13 @@ impl MediaSession {
         self.lifetime.close(reason)
     }
 
+    /// Closed by [`MediaSession::close`] or with its live session.
     pub fn is_closed(&self) -> bool {
         self.lifetime.is_closed()
     }
 
+    /// The reason given to [`MediaSession::close`]; `None` while open or
+    /// when closed only with its live session.
     pub fn reason(&self) -> Option<LeaveReason> {
         self.lifetime.reason()
     }
