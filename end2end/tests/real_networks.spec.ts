@@ -147,12 +147,16 @@ test('off a secure context the pre-join screen says so and how to fix it', async
   await expect(error).toContainText('localhost');
 });
 
-test('a browser without a camera joins with its microphone: told so, shown camera-off, heard by the peer', async () => {
+/** A server on loopback and two people on this host, not yet in a room. */
+async function twoOnLoopback() {
   const server = await cleanroom({ CLEANROOM_ICE_ADDRS: '127.0.0.1' });
   const browser = await hostBrowser();
   const base = `http://127.0.0.1:${server.port}`;
-  const ada = await person(browser, base);
-  const bob = await person(browser, base);
+  return { ada: await person(browser, base), bob: await person(browser, base) };
+}
+
+test('a browser without a camera joins with its microphone: told so, shown camera-off, heard by the peer', async () => {
+  const { ada, bob } = await twoOnLoopback();
   // Bob's browser has no camera: every request for video fails as Chromium's does.
   await bob.context.addInitScript(() => {
     const devices = navigator.mediaDevices;
@@ -180,11 +184,7 @@ test('a browser without a camera joins with its microphone: told so, shown camer
 });
 
 test('a browser that refuses camera and microphone is told how to allow them and joins listening only', async () => {
-  const server = await cleanroom({ CLEANROOM_ICE_ADDRS: '127.0.0.1' });
-  const browser = await hostBrowser();
-  const base = `http://127.0.0.1:${server.port}`;
-  const ada = await person(browser, base);
-  const bob = await person(browser, base);
+  const { ada, bob } = await twoOnLoopback();
   await bob.context.addInitScript(() => {
     navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
   });

@@ -8,14 +8,18 @@ use web_sys::{MediaStream, MediaStreamConstraints, MediaStreamTrack};
 
 use super::window;
 
-/// Opens the camera alone (turning it back on during a call).
+/// Opens the camera alone (turning it back on, or another camera, during a call).
 pub async fn open_camera(device: Option<&str>) -> Result<MediaStreamTrack, JsValue> {
-    let devices = window()?.navigator().media_devices()?;
-    let constraints = MediaStreamConstraints::new();
-    constraints.set_video(&device_constraint(device));
-    let stream: MediaStream =
-        JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?.dyn_into()?;
+    let choice = DeviceChoice { camera: device.map(str::to_owned), microphone: None };
+    let stream = get_user_media(None, Some(&choice)).await?;
     stream.get_video_tracks().get(0).dyn_into::<MediaStreamTrack>()
+}
+
+/// Opens the microphone alone (another one chosen during a call).
+pub async fn open_microphone(device: Option<&str>) -> Result<MediaStreamTrack, JsValue> {
+    let choice = DeviceChoice { camera: None, microphone: device.map(str::to_owned) };
+    let stream = get_user_media(Some(&choice), None).await?;
+    stream.get_audio_tracks().get(0).dyn_into::<MediaStreamTrack>()
 }
 
 /// The constraint for one kind of device: any, or exactly `device`.
@@ -174,16 +178,6 @@ pub struct DeviceLists {
     pub microphones: Vec<(String, String)>,
     /// Speakers and headphones (audio outputs).
     pub speakers: Vec<(String, String)>,
-}
-
-/// Opens the microphone alone (another one chosen during a call).
-pub async fn open_microphone(device: Option<&str>) -> Result<MediaStreamTrack, JsValue> {
-    let devices = window()?.navigator().media_devices()?;
-    let constraints = MediaStreamConstraints::new();
-    constraints.set_audio(&device_constraint(device));
-    let stream: MediaStream =
-        JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?.dyn_into()?;
-    stream.get_audio_tracks().get(0).dyn_into::<MediaStreamTrack>()
 }
 
 /// Plays `element`'s sound on the output `device` (where the browser can
