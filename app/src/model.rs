@@ -3,6 +3,10 @@
 //! Everything here compiles for both the server and the browser, so validation
 //! rules are written once and the form errors shown to a person are the same
 //! ones the server enforces.
+//!
+//! Longer than the house's ~500 lines on purpose: it is the one vocabulary
+//! both crates and the wire share, each type next to its parsing and its
+//! tests, so a change to a word is made in one place.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

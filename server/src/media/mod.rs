@@ -1,5 +1,9 @@
 //! # The SFU
 //!
+//! (Longer than the house's ~500 lines: the node's registry, a room's
+//! fan-out and the counts share one set of locks and `Weak` lists, and read
+//! best together; sessions, tracks and forwarders have their own files.)
+//!
 //! Media of this node: one [`session::MediaSession`] per joined (admitted)
 //! session whose signalling socket connected, grouped per room. The server
 //! is the only offerer; browsers answer.
@@ -16,7 +20,8 @@
 //!   `LiveSession` token: a close cascades down.
 //!
 //! Close paths: [`session::MediaSession::close`] (exactly once, atomic swap;
-//! `Drop` as backstop) cancels the session's token; its task then closes the
+//! `Drop` as backstop: the session's task holds it only by `Weak`) cancels
+//! the session's token; its task then closes the
 //! forwarders and tracks, detaches from the room (the other sessions drop
 //! their forwarders of its tracks and renegotiate), closes the peer
 //! connection and removes its store resources. [`Sfu::start_close`] is

@@ -2,6 +2,9 @@
 //! scripts, so each operation is atomic like the in-process one. The client
 //! reconnects by itself with backoff; while Redis is away, commands fail
 //! after [`COMMAND_TIMEOUT`] and callers report "temporarily unavailable".
+//!
+//! (Longer than the house's ~500 lines: each Lua script sits next to the
+//! Rust that calls it, so every atomic step reads in one place.)
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -5,6 +5,8 @@
 
 mod negotiation;
 
+use tokio_util::sync::CancellationToken;
+
 use super::*;
 
 /// The offer in flight.
@@ -17,9 +19,23 @@ struct InFlight {
     covers: Vec<String>,
 }
 
-/// The task that owns one session's connection.
+/// The task that owns one session's connection. It holds its session by
+/// `Weak` (the room's registry owns it) and a copy of what it needs; when
+/// the last owner lets go, the session's `Drop` cancels the token and this
+/// task tears down.
 pub(super) struct Actor {
-    session: Arc<MediaSession>,
+    session: Weak<MediaSession>,
+    /// The session's id, room, user and public handle.
+    id: SessionId,
+    code: RoomCode,
+    user: UserId,
+    participant: ParticipantId,
+    /// The session's lifetime token (cancelled on close or drop).
+    token: CancellationToken,
+    /// The session's forwarding switches and levels, for its tracks.
+    publisher_state: Arc<PublisherState>,
+    /// The session's tasks (the node's tracker also tracks them).
+    tasks: TaskTracker,
     shared: Arc<Shared>,
     /// `Weak`: the room owns the session, not the other way round.
     room: Weak<RoomMedia>,
@@ -70,7 +86,14 @@ impl Actor {
         signal: mpsc::UnboundedSender<ServerMsg>,
     ) -> Self {
         Self {
-            session,
+            session: Arc::downgrade(&session),
+            id: session.id.clone(),
+            code: session.room.clone(),
+            user: session.user.clone(),
+            participant: session.participant.clone(),
+            token: session.lifetime.token().clone(),
+            publisher_state: session.publisher_state.clone(),
+            tasks: session.tasks.clone(),
             shared,
             room,
             signal: Some(signal),
@@ -91,7 +114,7 @@ impl Actor {
     }
 
     pub(super) async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) {
-        let token = self.session.lifetime.token().clone();
+        let token = self.token.clone();
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let started = tokio::select! {
             () = token.cancelled() => Err(MediaError::Closed),
@@ -101,10 +124,10 @@ impl Actor {
             if !matches!(e, MediaError::Closed) {
                 // No media for this session: end it as a media failure, so
                 // the page is told instead of waiting for offers forever.
-                tracing::warn!(room = %self.session.room, session = %self.session.id, error = %e, "media not started");
+                tracing::warn!(room = %self.code, session = %self.id, error = %e, "media not started");
                 self.request_end(LeaveReason::IceFailed);
             }
-            self.session.close(LeaveReason::IceFailed);
+            self.close(LeaveReason::IceFailed);
         } else {
             // The room's tracks queued at creation go into the first offer.
             while let Ok(cmd) = cmds.try_recv() {
@@ -147,8 +170,8 @@ impl Actor {
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             let placeholder = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                 "-".to_owned(),
-                format!("{}-self-{}", self.session.participant, kind_name(kind)),
-                format!("{}-self-{}", self.session.participant, kind_name(kind)),
+                format!("{}-self-{}", self.participant, kind_name(kind)),
+                format!("{}-self-{}", self.participant, kind_name(kind)),
                 kind,
                 vec![RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(rand::random()), ..Default::default() },
@@ -160,24 +183,22 @@ impl Actor {
             let transceiver = pc.add_transceiver_from_track(placeholder, Some(init)).await?;
             transceiver.set_direction(RTCRtpTransceiverDirection::Recvonly).await?;
         }
-        self.add_resource(ResourceKind::PeerConnection, self.session.id.to_string()).await;
-        tracing::info!(room = %self.session.room, session = %self.session.id, participant = %self.session.participant, "media session started");
+        self.add_resource(ResourceKind::PeerConnection, self.id.to_string()).await;
+        tracing::info!(room = %self.code, session = %self.id, participant = %self.participant, "media session started");
         Ok(())
     }
 
     async fn add_resource(&mut self, kind: ResourceKind, id: String) {
-        let s = &self.session;
-        if let Err(e) = self.shared.store.add_resource(&s.room, &s.id, kind, &id).await {
-            tracing::warn!(room = %s.room, session = %s.id, error = %e, "media resource not recorded");
+        if let Err(e) = self.shared.store.add_resource(&self.code, &self.id, kind, &id).await {
+            tracing::warn!(room = %self.code, session = %self.id, error = %e, "media resource not recorded");
         }
         self.resources.push((kind, id));
     }
 
     async fn remove_resource(&mut self, kind: ResourceKind, id: &str) {
         self.resources.retain(|(k, i)| !(*k == kind && i == id));
-        let s = &self.session;
-        if let Err(e) = self.shared.store.remove_resource(&s.room, &s.id, kind, id).await {
-            tracing::warn!(room = %s.room, session = %s.id, error = %e, "media resource not removed");
+        if let Err(e) = self.shared.store.remove_resource(&self.code, &self.id, kind, id).await {
+            tracing::warn!(room = %self.code, session = %self.id, error = %e, "media resource not removed");
         }
     }
 
@@ -207,27 +228,27 @@ impl Actor {
     }
 
     async fn subscribe(&mut self, track: Arc<PublishedTrack>) {
-        if track.is_closed() || track.session == self.session.id || self.forwarders.contains_key(&track.id) {
+        if track.is_closed() || track.session == self.id || self.forwarders.contains_key(&track.id) {
             return;
         }
         let Some(pc) = self.pc.clone() else { return };
         let reuse = self.free_slots[slot(track.kind)] > 0;
-        match Forwarder::start(&pc, &track, &self.session.participant, self.connected.clone(), reuse).await {
+        match Forwarder::start(&pc, &track, &self.participant, self.connected.clone(), reuse).await {
             Ok((forwarder, tasks)) => {
                 if reuse {
                     self.free_slots[slot(track.kind)] -= 1;
                 }
                 self.shared.live.forwarder(&forwarder);
-                self.session.spawn_task(&self.shared, tasks.packets);
-                self.session.spawn_task(&self.shared, tasks.feedback);
-                tracing::debug!(room = %self.session.room, session = %self.session.id, track = %track.id, "forwarder added");
+                self.spawn_task(tasks.packets);
+                self.spawn_task(tasks.feedback);
+                tracing::debug!(room = %self.code, session = %self.id, track = %track.id, "forwarder added");
                 let id = forwarder.id.clone();
                 self.forwarders.insert(track.id.clone(), forwarder);
                 self.dirty = true;
                 self.add_resource(ResourceKind::Forwarder, id).await;
             }
             Err(e) => {
-                tracing::warn!(room = %self.session.room, session = %self.session.id, track = %track.id, error = %e, "forwarder not added");
+                tracing::warn!(room = %self.code, session = %self.id, track = %track.id, error = %e, "forwarder not added");
             }
         }
     }
@@ -241,7 +262,7 @@ impl Actor {
             match pc.remove_track(&forwarder.sender).await {
                 Ok(()) => self.free_slots[slot(forwarder.kind)] += 1,
                 Err(e) => {
-                    tracing::debug!(session = %self.session.id, track = %track_id, error = %e, "remove_track failed")
+                    tracing::debug!(session = %self.id, track = %track_id, error = %e, "remove_track failed")
                 }
             }
         }
@@ -249,7 +270,7 @@ impl Actor {
         let id = forwarder.id.clone();
         drop(forwarder);
         self.remove_resource(ResourceKind::Forwarder, &id).await;
-        tracing::debug!(room = %self.session.room, session = %self.session.id, track = %track_id, "forwarder removed");
+        tracing::debug!(room = %self.code, session = %self.id, track = %track_id, "forwarder removed");
     }
 
     async fn on_event(&mut self, event: PcEvent) {
@@ -266,13 +287,13 @@ impl Actor {
             }
             PcEvent::Track(remote) => self.publish(remote).await,
             PcEvent::Ice(state) => {
-                tracing::debug!(session = %self.session.id, state = %state, "ICE state");
+                tracing::debug!(session = %self.id, state = %state, "ICE state");
                 if state == RTCIceConnectionState::Failed {
                     self.request_end(LeaveReason::IceFailed);
                 }
             }
             PcEvent::State(state) => {
-                tracing::debug!(session = %self.session.id, state = %state, "connection state");
+                tracing::debug!(session = %self.id, state = %state, "connection state");
                 if state == RTCPeerConnectionState::Connected && !self.connected.swap(true, Ordering::AcqRel) {
                     // Subscribers' video starts with a keyframe.
                     for forwarder in self.forwarders.values() {
@@ -284,10 +305,12 @@ impl Actor {
                 }
             }
             PcEvent::TrackEnded(track_id) => {
-                let still_published = self.session.published_lock().iter().any(|t| t.id == track_id);
-                if still_published {
+                let session = self.session.upgrade();
+                let still_published =
+                    session.as_ref().is_some_and(|s| s.published_lock().iter().any(|t| t.id == track_id));
+                if let (true, Some(session)) = (still_published, session) {
                     if let Some(room) = self.room.upgrade() {
-                        room.unpublish(&self.session, &track_id);
+                        room.unpublish(&session, &track_id);
                     }
                     self.remove_resource(ResourceKind::Track, &track_id).await;
                 }
@@ -297,14 +320,31 @@ impl Actor {
 
     /// Asks the room service to end the session through its close path.
     fn request_end(&self, reason: LeaveReason) {
-        let s = &self.session;
-        tracing::info!(room = %s.room, session = %s.id, reason = reason.as_str(), "media asks to end the session");
+        tracing::info!(room = %self.code, session = %self.id, reason = reason.as_str(), "media asks to end the session");
         let _ = self.shared.end.send(EndRequest {
-            room: s.room.clone(),
-            session: s.id.clone(),
-            user: s.user.clone(),
+            room: self.code.clone(),
+            session: self.id.clone(),
+            user: self.user.clone(),
             reason,
         });
+    }
+
+    /// Closes the session (if anybody still holds it) or at least its token.
+    fn close(&self, reason: LeaveReason) {
+        match self.session.upgrade() {
+            Some(session) => {
+                session.close(reason);
+            }
+            None => self.token.cancel(),
+        }
+    }
+
+    /// Spawns a task tracked by this session and by the node.
+    fn spawn_task<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(self.shared.tasks.track_future(self.tasks.track_future(task)));
     }
 
     async fn publish(&mut self, remote: Arc<dyn TrackRemote>) {
@@ -320,68 +360,72 @@ impl Actor {
             _ => None,
         };
         self.next_track += 1;
-        let id = format!("{}-{}-{}", self.session.participant, kind_name(kind), self.next_track);
+        let id = format!("{}-{}-{}", self.participant, kind_name(kind), self.next_track);
         let (track, reader) = PublishedTrack::new(
             id.clone(),
-            self.session.participant.clone(),
-            self.session.id.clone(),
+            self.participant.clone(),
+            self.id.clone(),
             kind,
             codec,
             ssrc,
             audio_level_id,
-            self.session.publisher_state.clone(),
+            self.publisher_state.clone(),
             remote,
-            self.session.lifetime.child_token(),
+            self.token.child_token(),
         );
         self.shared.live.track(&track);
         let events = self.events.clone();
-        self.session.spawn_task(&self.shared, async move {
+        self.spawn_task(async move {
             let id = reader.run().await;
             if let Some(events) = events {
                 let _ = events.send(PcEvent::TrackEnded(id));
             }
         });
         tracing::info!(
-            room = %self.session.room, session = %self.session.id, track = %id, mime = %track.codec.mime_type,
+            room = %self.code, session = %self.id, track = %id, mime = %track.codec.mime_type,
             audio_level_id = ?audio_level_id, "track published"
         );
         self.add_resource(ResourceKind::Track, id).await;
-        if let Some(room) = self.room.upgrade() {
-            room.publish(&self.session, track);
-        } else {
-            track.close();
+        match (self.room.upgrade(), self.session.upgrade()) {
+            (Some(room), Some(session)) => room.publish(&session, track),
+            _ => {
+                track.close();
+            }
         }
     }
 
     async fn teardown(mut self) {
-        let s = self.session.clone();
         // Forwarders first (they hold locks `close` takes), then our tracks.
         for (_, forwarder) in self.forwarders.drain() {
             forwarder.close();
         }
-        for track in s.published() {
-            track.close();
-        }
-        if let Some(room) = self.room.upgrade() {
-            room.detach(&s);
-            self.shared.forget_room_if_empty(&s.room);
+        // Gone already: the room let go of it, and its tracks went with it.
+        let session = self.session.upgrade();
+        if let Some(s) = &session {
+            for track in s.published() {
+                track.close();
+            }
+            if let Some(room) = self.room.upgrade() {
+                room.detach(s);
+                self.shared.forget_room_if_empty(&self.code);
+            }
         }
         self.events = None;
         if let Some(pc) = self.pc.take() {
             match tokio::time::timeout(self.shared.config.close_timeout, pc.close()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(session = %s.id, error = %e, "peer connection close failed"),
-                Err(_) => tracing::warn!(session = %s.id, "peer connection close timed out"),
+                Ok(Err(e)) => tracing::warn!(session = %self.id, error = %e, "peer connection close failed"),
+                Err(_) => tracing::warn!(session = %self.id, "peer connection close timed out"),
             }
         }
         for (kind, id) in std::mem::take(&mut self.resources) {
-            if let Err(e) = self.shared.store.remove_resource(&s.room, &s.id, kind, &id).await {
-                tracing::warn!(room = %s.room, session = %s.id, error = %e, "media resource not removed");
+            if let Err(e) = self.shared.store.remove_resource(&self.code, &self.id, kind, &id).await {
+                tracing::warn!(room = %self.code, session = %self.id, error = %e, "media resource not removed");
             }
         }
         tracing::info!(
-            room = %s.room, session = %s.id, participant = %s.participant,
-            reason = s.reason().map(|r| r.as_str()).unwrap_or("cancelled"),
+            room = %self.code, session = %self.id, participant = %self.participant,
+            reason = session.and_then(|s| s.reason()).map(|r| r.as_str()).unwrap_or("cancelled"),
             "media session closed"
         );
     }

@@ -18,7 +18,7 @@ impl Actor {
         }
         self.last_restart = Some(now);
         metrics::counter!(crate::metrics::ICE_RESTARTS).increment(1);
-        tracing::info!(room = %self.session.room, session = %self.session.id, "ICE restart asked");
+        tracing::info!(room = %self.code, session = %self.id, "ICE restart asked");
         self.restart_ice = true;
         self.dirty = true;
         // The browser gathers anew: its new candidates get a fresh allowance.
@@ -34,7 +34,7 @@ impl Actor {
         let Some(pc) = &self.pc else { return };
         if let Err(why) = self.shared.config.candidates.judge(&c, self.remote_candidates) {
             metrics::counter!(crate::metrics::REMOTE_CANDIDATES, "verdict" => "refused").increment(1);
-            tracing::debug!(session = %self.session.id, ?why, "remote candidate not used");
+            tracing::debug!(session = %self.id, ?why, "remote candidate not used");
             return;
         }
         let init = RTCIceCandidateInit {
@@ -51,7 +51,7 @@ impl Actor {
             }
             Err(e) => {
                 metrics::counter!(crate::metrics::REMOTE_CANDIDATES, "verdict" => "refused").increment(1);
-                tracing::debug!(session = %self.session.id, error = %e, "remote candidate refused");
+                tracing::debug!(session = %self.id, error = %e, "remote candidate refused");
             }
         }
     }
@@ -77,10 +77,10 @@ impl Actor {
                 self.send_browser(ServerMsg::Offer { sdp: sdp.clone() });
                 let covers = self.forwarders.keys().cloned().collect();
                 self.offer = Some(InFlight { deadline, sdp, covers });
-                tracing::debug!(room = %self.session.room, session = %self.session.id, "offer sent");
+                tracing::debug!(room = %self.code, session = %self.id, "offer sent");
             }
             Err(e) => {
-                tracing::warn!(room = %self.session.room, session = %self.session.id, error = %e, "offer not made; retrying");
+                tracing::warn!(room = %self.code, session = %self.id, error = %e, "offer not made; retrying");
                 self.rollback().await;
                 self.dirty = true;
                 // Retry at the next deadline rather than spinning.
@@ -94,16 +94,16 @@ impl Actor {
         match RTCSessionDescription::rollback(None) {
             Ok(desc) => {
                 if let Err(e) = pc.set_local_description(desc).await {
-                    tracing::debug!(session = %self.session.id, error = %e, "rollback refused");
+                    tracing::debug!(session = %self.id, error = %e, "rollback refused");
                 }
             }
-            Err(e) => tracing::debug!(session = %self.session.id, error = %e, "rollback not built"),
+            Err(e) => tracing::debug!(session = %self.id, error = %e, "rollback not built"),
         }
     }
 
     pub(super) async fn offer_timed_out(&mut self) {
         if self.offer.take().is_some_and(|o| !o.sdp.is_empty()) {
-            tracing::warn!(room = %self.session.room, session = %self.session.id, "offer unanswered; rolling back and offering again");
+            tracing::warn!(room = %self.code, session = %self.id, "offer unanswered; rolling back and offering again");
             self.rollback().await;
         }
         self.dirty = true;
@@ -112,7 +112,7 @@ impl Actor {
     pub(super) async fn on_answer(&mut self, sdp: String) {
         let Some(pc) = self.pc.clone() else { return };
         let Some(offer) = self.offer.take() else {
-            tracing::warn!(session = %self.session.id, "answer without an offer in flight; ignored");
+            tracing::warn!(session = %self.id, "answer without an offer in flight; ignored");
             return;
         };
         let applied = match RTCSessionDescription::answer(sdp) {
@@ -120,7 +120,7 @@ impl Actor {
             Err(e) => Err(e),
         };
         if let Err(e) = applied {
-            tracing::warn!(room = %self.session.room, session = %self.session.id, error = %e, "answer refused; offering again");
+            tracing::warn!(room = %self.code, session = %self.id, error = %e, "answer refused; offering again");
             self.rollback().await;
             self.dirty = true;
             return;
