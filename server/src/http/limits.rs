@@ -183,7 +183,7 @@ pub async fn layer(State(limits): State<Arc<RateLimits>>, req: Request, next: Ne
         if req.method() == Method::GET {
             // A page or a socket: a person (or a browser) reads plain text.
             let mut page = (axum::http::StatusCode::TOO_MANY_REQUESTS, error.to_string()).into_response();
-            page.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_s.into());
+            super::security::retry_after(page.headers_mut(), &error);
             return page;
         }
         return super::security::refusal(&error);

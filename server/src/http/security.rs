@@ -48,10 +48,15 @@ pub fn refusal(error: &AppError) -> Response {
     let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_string(error).unwrap_or_default();
     let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-    if let AppError::Limited { retry_after_s, .. } = error {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
-    }
+    retry_after(response.headers_mut(), error);
     response
+}
+
+/// `Retry-After` for a limit's refusal (nothing for other errors).
+pub fn retry_after(headers: &mut HeaderMap, error: &AppError) {
+    if let AppError::Limited { retry_after_s, .. } = error {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+    }
 }
 
 /// Middleware: refuses state-changing requests that another site sent.
@@ -78,9 +83,7 @@ pub async fn server_fn_status(req: Request, next: Next) -> Response {
     };
     if let Ok(error) = serde_json::from_slice::<AppError>(&bytes) {
         parts.status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if let AppError::Limited { retry_after_s, .. } = error {
-            parts.headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
-        }
+        retry_after(&mut parts.headers, &error);
     }
     Response::from_parts(parts, Body::from(bytes))
 }

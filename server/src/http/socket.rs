@@ -363,7 +363,13 @@ async fn read(
         Some(media)
     };
     let mut media = None;
-    match rooms.room_state(&live.room).await {
+    // The first state read races the writer's end: a socket that dies (or
+    // is replaced) while the store is slow stops waiting at once.
+    let first = tokio::select! {
+        () = writer_done.cancelled() => return ReadEnd::Gone,
+        state = rooms.room_state(&live.room) => state,
+    };
+    match first {
         Ok(state) => {
             if let Some(mic_off) = admitted(live, &state) {
                 media = open_media(mic_off);
@@ -385,10 +391,16 @@ async fn read(
                     out.update(live, &msg)
                 }
                 // Missed updates: the current state says it all.
-                Err(RecvError::Lagged(_)) => match rooms.room_state(&live.room).await {
-                    Ok(state) => out.update(live, &state),
-                    Err(_) => Ok(()),
-                },
+                Err(RecvError::Lagged(_)) => {
+                    let state = tokio::select! {
+                        () = writer_done.cancelled() => return ReadEnd::Gone,
+                        state = rooms.room_state(&live.room) => state,
+                    };
+                    match state {
+                        Ok(state) => out.update(live, &state),
+                        Err(_) => Ok(()),
+                    }
+                }
                 Err(RecvError::Closed) => return ReadEnd::Gone,
             },
             Some(msg) = from_media.recv() => out.push(&msg),

@@ -92,15 +92,26 @@ impl MemoryStore {
 
     fn put(&self, room: &RoomCode, member: &MemberEntry, list_key: String) -> Result<Option<SessionId>, StoreError> {
         let json = member.to_json()?;
+        Ok(self.with(|m| self.record(m, room, member, &list_key, json)))
+    }
+
+    /// Files `member` (as `json`) under `list_key` and as its user's current
+    /// session, inside one `with`; returns the user's previous session.
+    fn record(
+        &self,
+        m: &mut Map,
+        room: &RoomCode,
+        member: &MemberEntry,
+        list_key: &str,
+        json: String,
+    ) -> Option<SessionId> {
         let session_key = self.keys.session(room, &member.session);
         let user_key = self.keys.user(room, &member.user);
-        Ok(self.with(|m| {
-            hash_mut(m, &list_key).insert(member.session.to_string(), json);
-            hash_mut(m, &session_key).insert("user".into(), member.user.to_string());
-            let previous = get_str(m, &user_key);
-            m.insert(user_key, Val::Str(member.session.to_string(), None));
-            previous.filter(|p| p != member.session.as_str()).map(SessionId::new)
-        }))
+        hash_mut(m, list_key).insert(member.session.to_string(), json);
+        hash_mut(m, &session_key).insert("user".into(), member.user.to_string());
+        let previous = get_str(m, &user_key);
+        m.insert(user_key, Val::Str(member.session.to_string(), None));
+        previous.filter(|p| p != member.session.as_str()).map(SessionId::new)
     }
 
     fn list(&self, key: String) -> Result<Vec<MemberEntry>, StoreError> {
@@ -132,8 +143,6 @@ impl LiveStore for MemoryStore {
         creator: bool,
     ) -> Result<(Option<SessionId>, Role), StoreError> {
         let (members, pending) = (self.keys.members(room), self.keys.pending(room));
-        let session_key = self.keys.session(room, &member.session);
-        let user_key = self.keys.user(room, &member.user);
         self.with(|m| {
             let present = hash(m, &members)
                 .map(|h| h.values().map(|raw| MemberEntry::from_json(raw)).collect::<Result<Vec<_>, _>>())
@@ -142,11 +151,7 @@ impl LiveStore for MemoryStore {
             let role = role_on_arrival(&present, &member.user, creator);
             let json = MemberEntry { role, ..member.clone() }.to_json()?;
             hdel(m, &pending, member.session.as_str());
-            hash_mut(m, &members).insert(member.session.to_string(), json);
-            hash_mut(m, &session_key).insert("user".into(), member.user.to_string());
-            let previous = get_str(m, &user_key);
-            m.insert(user_key, Val::Str(member.session.to_string(), None));
-            Ok((previous.filter(|p| p != member.session.as_str()).map(SessionId::new), role))
+            Ok((self.record(m, room, member, &members, json), role))
         })
     }
 
