@@ -95,7 +95,7 @@ log "measuring ($RUNS runs per graceful path, $ABRUPT_RUNS per abrupt one)"
 set +e
 BASE_URL="http://127.0.0.1:$PORT" NETNS_BASE_URL="http://$NETNS_HOST_IP:$PORT" \
   BENCH_OUT="$SAMPLES" BENCH_RUNS="$RUNS" BENCH_RUNS_ABRUPT="$ABRUPT_RUNS" BENCH_PATHS="$PATHS" \
-  npx playwright test -c end2end/bench.config.ts
+  npx playwright test -c end2end/bench.config.ts exits.bench.ts
 STATUS=$?
 set -e
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
