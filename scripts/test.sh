@@ -57,6 +57,22 @@ bash "$ROOT/scripts/fuzz.sh"
 log "building the site for the browser suite"
 cargo leptos build
 
+# Started from another working directory, the server finds its site next
+# to the binary and serves the page's script (not a 404 while /readyz says 200).
+log "the site is served when the server runs from another directory"
+(
+  port="$(free_port)"
+  dir="$(mktemp -d)"
+  cd "$dir"
+  DATABASE_URL="sqlite://$dir/c.db?mode=rwc" CLEANROOM_ADDR="127.0.0.1:$port" "$(cd "$ROOT" && target_dir)/debug/cleanroom" \
+    >"$dir/log" 2>&1 &
+  pid=$!
+  trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+  curl -fsS -o /dev/null "http://127.0.0.1:$port/pkg/cleanroom.js" \
+    || { cat "$dir/log"; die "the site's script is not served from $dir"; }
+)
+
 SERVER_PID=""
 E2E_DB=""
 stop_server() {

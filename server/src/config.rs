@@ -138,6 +138,11 @@ pub struct Config {
     #[arg(long = "turn-ttl-s", env = "CLEANROOM_TURN_TTL_S", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
     pub turn_ttl_s: u64,
 
+    /// Log lines as text (`text`, coloured only on a terminal) or one JSON
+    /// object per line (`json`).
+    #[arg(long = "log-format", env = "CLEANROOM_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
     /// How often the certificate files are checked for a change (ms).
     #[arg(long = "tls-reload-ms", env = "CLEANROOM_TLS_RELOAD_MS", default_value_t = 5_000, hide = true, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     pub tls_reload_ms: u64,
@@ -146,6 +151,15 @@ pub struct Config {
     /// random key is made at start, so identities last as long as the process.
     #[arg(long = "secret", env = "CLEANROOM_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub secret: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// An inclusive UDP port range.

@@ -19,12 +19,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn,fred=warn".into()),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn,fred=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        server::config::LogFormat::Json => logs.json().init(),
+        // Colour codes only where a person reads a terminal.
+        server::config::LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -57,7 +59,32 @@ fn leptos_options(config: &Config) -> LeptosOptions {
         None => defaults(),
     };
     options.site_addr = config.addr;
+    if let Some(found) = site_near_binary(&options) {
+        options.site_root = found.into();
+    }
     options
+}
+
+/// A relative site root that is not there from this working directory is
+/// looked for next to the binary (`target/site` beside `target/debug/`, as
+/// cargo-leptos lays it out), then in the workspace the binary was built
+/// from (when the build's target directory is elsewhere), so the server
+/// started from anywhere serves its pages' WASM and CSS. `None`: keep the
+/// configured root.
+fn site_near_binary(options: &LeptosOptions) -> Option<String> {
+    let root = std::path::Path::new(options.site_root.as_ref());
+    if root.is_absolute() || root.join(options.site_pkg_dir.as_ref()).is_dir() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let name = root.file_name()?;
+    let near_binary = exe.ancestors().skip(1).take(3).map(|dir| dir.join(name));
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(|ws| ws.join(root));
+    let found = near_binary.chain(workspace).find(|candidate| {
+        candidate.join(options.site_pkg_dir.as_ref()).join(format!("{}.js", options.output_name)).is_file()
+    })?;
+    tracing::info!(site = %found.display(), "site root found beside the binary or its build");
+    Some(found.display().to_string())
 }
 
 async fn run(config: Config) -> ExitCode {
