@@ -180,8 +180,16 @@ pub struct DeviceLists {
     pub speakers: Vec<(String, String)>,
 }
 
-/// Plays `element`'s sound on the output `device` (where the browser can
-/// choose: `setSinkId`); `false` if it cannot.
+/// Whether this browser lets a page choose where sound plays (`setSinkId`).
+pub fn can_choose_output() -> bool {
+    let Ok(window) = window() else { return false };
+    let Ok(element) = js_sys::Reflect::get(&window, &"HTMLMediaElement".into()) else { return false };
+    let prototype = js_sys::Reflect::get(&element, &"prototype".into()).unwrap_or(JsValue::UNDEFINED);
+    js_sys::Reflect::has(&prototype, &"setSinkId".into()).unwrap_or(false)
+}
+
+/// Plays `element`'s sound on the output `device` (only offered where
+/// [`can_choose_output`]); `false` if the browser refused the call.
 pub fn set_output(element: &web_sys::HtmlMediaElement, device: &str) -> bool {
     let Ok(set) = js_sys::Reflect::get(element, &"setSinkId".into()).and_then(|f| f.dyn_into::<js_sys::Function>())
     else {

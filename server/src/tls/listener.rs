@@ -41,7 +41,13 @@ impl TlsListener {
         let handshakes = tasks.clone();
         tasks.spawn(async move {
             loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let permit = tokio::select! {
+                    () = stop.cancelled() => break,
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                };
                 let accepted = tokio::select! {
                     () = stop.cancelled() => break,
                     accepted = tcp.accept() => accepted,
@@ -64,9 +70,11 @@ impl TlsListener {
                         done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, &tls)) => done,
                     };
                     match done {
-                        Ok(Some(stream)) => {
-                            let _ = send.send((stream, peer)).await;
-                        }
+                        // `serve` stops taking connections at shutdown: never wait on it past that.
+                        Ok(Some(stream)) => tokio::select! {
+                            () = stop.cancelled() => {}
+                            _ = send.send((stream, peer)) => {}
+                        },
                         Ok(None) => {}
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }

@@ -87,7 +87,10 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Dev
                 if let Ok(lists) = crate::browser::list_devices().await {
                     let _ = cameras.try_set(lists.cameras);
                     let _ = microphones.try_set(lists.microphones);
-                    let _ = speakers.try_set(lists.speakers);
+                    // Only where the browser can choose the output (`setSinkId`).
+                    if crate::browser::can_choose_output() {
+                        let _ = speakers.try_set(lists.speakers);
+                    }
                 }
             });
         }

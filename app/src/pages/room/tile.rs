@@ -47,7 +47,7 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layou
             let output = layout.output.get();
             if let (false, Some(device), Some(v)) = (me, output, video.get()) {
                 if !crate::browser::set_output(&v, &device) {
-                    store.toast("This browser cannot choose where sound plays.");
+                    leptos::logging::warn!("sound output {device} not set");
                 }
             }
         });
