@@ -18,14 +18,15 @@ use leptos::prelude::*;
 /// The running tasks of one component, by id.
 #[derive(Debug, Clone, Copy)]
 pub struct Tasks {
-    running: StoredValue<(u64, HashMap<u64, AbortHandle>), LocalStorage>,
+    running: StoredValue<(u64, HashMap<u64, AbortHandle>)>,
 }
 
 impl Tasks {
     /// Tasks of the current component: every one still running is aborted
     /// when the component is cleaned up.
     pub fn new() -> Self {
-        let running = StoredValue::new_local((0u64, HashMap::<u64, AbortHandle>::new()));
+        // Thread-safe storage: on the server the page renders (and is cleaned up) on any worker thread.
+        let running = StoredValue::new((0u64, HashMap::<u64, AbortHandle>::new()));
         on_cleanup(move || {
             if let Some((_, handles)) = running.try_update_value(std::mem::take) {
                 for handle in handles.into_values() {
