@@ -35,6 +35,8 @@ export default defineConfig({
         '--use-fake-ui-for-media-stream',
         '--allow-loopback-in-peer-connection',
         '--autoplay-policy=no-user-gesture-required',
+        // getDisplayMedia shares the (virtual) screen without asking.
+        '--auto-select-desktop-capture-source=Entire screen',
       ],
     },
   },

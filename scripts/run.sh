@@ -6,4 +6,4 @@ cd "$ROOT"
 ensure_rust_tools
 ensure_node_packages
 log "building and serving (release); open http://${CLEANROOM_ADDR:-127.0.0.1:3000}"
-exec cargo leptos serve --release
+exec cargo leptos serve --release --precompress

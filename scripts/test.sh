@@ -36,6 +36,7 @@ ensure_services
 ensure_chromium
 ensure_netns_tools
 ensure_real_network_tools
+have brotli || apt_install brotli
 
 log "cargo fmt --check"
 cargo fmt --all --check
@@ -57,6 +58,17 @@ bash "$ROOT/scripts/fuzz.sh"
 log "building the site for the browser suite"
 cargo leptos build
 
+# The suite is served what a release build ships: precompressed copies
+# beside the files (`cargo leptos build --release --precompress` makes them
+# for a deployment; a debug build does not, so they are made here, quickly).
+log "precompressing the site's files (brotli, gzip)"
+for f in "$ROOT/target/site/pkg/"*; do
+  [ -f "$f" ] || continue
+  case "$f" in *.br|*.gz) continue ;; esac
+  brotli -f -q 5 -o "$f.br" "$f"
+  gzip -f -k -6 "$f"
+done
+
 # Started from another working directory, the server finds its site next
 # to the binary and serves the page's script (not a 404 while /readyz says 200).
 log "the site is served when the server runs from another directory"
@@ -69,8 +81,10 @@ log "the site is served when the server runs from another directory"
   pid=$!
   trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
   for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-  curl -fsS -o /dev/null "http://127.0.0.1:$port/pkg/cleanroom.js" \
-    || { cat "$dir/log"; die "the site's script is not served from $dir"; }
+  script="$(curl -fsS -H 'sec-fetch-dest: document' "http://127.0.0.1:$port/" | grep -o '/pkg/cleanroom[^"]*\.js' | head -n 1)"
+  [ -n "$script" ] || { cat "$dir/log"; die "the lobby names no script"; }
+  curl -fsS -o /dev/null "http://127.0.0.1:$port$script" \
+    || { cat "$dir/log"; die "the site's script $script is not served from $dir"; }
 )
 
 SERVER_PID=""

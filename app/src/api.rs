@@ -9,7 +9,8 @@ use leptos::prelude::*;
 use crate::error::AppError;
 #[cfg(feature = "ssr")]
 use crate::model::{
-    validate_display_name, LeaveReason, MediaKind, ParticipantId, RoomAction, RoomCode, RoomOptions, SessionId,
+    validate_chat, validate_display_name, LeaveReason, MediaKind, ParticipantId, RoomAction, RoomCode, RoomOptions,
+    SessionId,
 };
 use crate::model::{JoinOutcome, RoomPageData};
 
@@ -144,4 +145,25 @@ pub async fn set_hand(session_id: String, up: bool) -> Result<(), AppError> {
 pub async fn set_muted(session_id: String, kind: String, muted: bool) -> Result<(), AppError> {
     let kind = MediaKind::parse(&kind).ok_or_else(|| AppError::Invalid("kind must be audio or video".into()))?;
     act(session_id, RoomAction::Mute { kind, muted }).await
+}
+
+/// Sends a chat message to everybody in the call (plain text, at most
+/// [`MAX_CHAT_CHARS`](crate::model::MAX_CHAT_CHARS) characters).
+#[server(prefix = "/api", endpoint = "chat")]
+pub async fn send_chat(session_id: String, text: String) -> Result<(), AppError> {
+    let (ports, me) = caller().await?;
+    let text = validate_chat(&text)?;
+    ports.rooms.send_chat(&me, &SessionId::parse(&session_id)?, &text).await
+}
+
+/// Starts (`on` = "true") or stops sharing the caller's screen.
+#[server(prefix = "/api", endpoint = "screen")]
+pub async fn set_screen(session_id: String, on: bool) -> Result<(), AppError> {
+    act(session_id, RoomAction::Screen { on }).await
+}
+
+/// Admin: stops another participant's screen share.
+#[server(prefix = "/api", endpoint = "stop-screen")]
+pub async fn stop_screen(session_id: String, participant_id: String) -> Result<(), AppError> {
+    act(session_id, RoomAction::StopScreen { participant: ParticipantId::parse(&participant_id)? }).await
 }

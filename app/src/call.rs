@@ -3,7 +3,9 @@
 
 use leptos::prelude::*;
 
-use crate::model::{JoinOutcome, LeaveReason, ParticipantId, ParticipantState, ParticipantView, Role, SessionId};
+use crate::model::{
+    ChatMessage, JoinOutcome, LeaveReason, ParticipantId, ParticipantState, ParticipantView, Role, SessionId,
+};
 use crate::signal::ServerMsg;
 
 /// The signalling connection as the person sees it (`connection-status`).
@@ -66,6 +68,9 @@ pub struct Toast {
 /// How many notices are shown at once.
 const MAX_TOASTS: usize = 3;
 
+/// How many chat messages the page keeps (the oldest go first).
+pub const MAX_CHAT_KEPT: usize = 500;
+
 /// What the page tells the person when their session ended on the server.
 pub fn ended_message(reason: LeaveReason) -> String {
     match reason {
@@ -75,7 +80,14 @@ pub fn ended_message(reason: LeaveReason) -> String {
         LeaveReason::Expired => "Nobody answered your request to join in time. You can ask again.".into(),
         LeaveReason::Replaced => "You joined this meeting from another tab or window.".into(),
         LeaveReason::NodeShutdown => "The server restarted. Please join again.".into(),
-        other => format!("You left the meeting ({}).", other.as_str()),
+        LeaveReason::IceFailed => {
+            "Your audio and video connection could not be kept up, so you left the meeting. Check your network and join again.".into()
+        }
+        LeaveReason::SocketClosed | LeaveReason::HeartbeatLost => {
+            "Your connection to the meeting was lost. Check your network and join again.".into()
+        }
+        LeaveReason::Reaped => "The server lost track of your session. Please join again.".into(),
+        LeaveReason::Left | LeaveReason::PageHidden => "You left the meeting.".into(),
     }
 }
 
@@ -105,6 +117,12 @@ pub struct CallStore {
     pub video_muted: RwSignal<bool>,
     /// Short notices (joins, leaves, a new host), oldest first.
     pub toasts: RwSignal<Vec<Toast>>,
+    /// The room's chat as this page heard it, oldest first, each once.
+    pub chat: RwSignal<Vec<ChatMessage>>,
+    /// The chat panel is open.
+    pub chat_open: RwSignal<bool>,
+    /// Messages from others that arrived while the chat panel was closed.
+    pub unread: RwSignal<usize>,
     /// The page's tasks for this call (joining, actions, the camera): aborted
     /// with the component that made the store.
     pub tasks: crate::tasks::Tasks,
@@ -114,6 +132,9 @@ pub struct CallStore {
     /// Our own camera and microphone while in the call.
     #[cfg(feature = "hydrate")]
     pub local: RwSignal<Option<web_sys::MediaStream>, LocalStorage>,
+    /// The screen we share, while we do.
+    #[cfg(feature = "hydrate")]
+    pub screen: RwSignal<Option<web_sys::MediaStream>, LocalStorage>,
 }
 
 impl Default for CallStore {
@@ -137,11 +158,16 @@ impl CallStore {
             audio_muted: RwSignal::new(false),
             video_muted: RwSignal::new(false),
             toasts: RwSignal::new(Vec::new()),
+            chat: RwSignal::new(Vec::new()),
+            chat_open: RwSignal::new(false),
+            unread: RwSignal::new(0),
             tasks: crate::tasks::Tasks::new(),
             #[cfg(feature = "hydrate")]
             streams: RwSignal::new_local(std::collections::HashMap::new()),
             #[cfg(feature = "hydrate")]
             local: RwSignal::new_local(None),
+            #[cfg(feature = "hydrate")]
+            screen: RwSignal::new_local(None),
         }
     }
 
@@ -219,6 +245,39 @@ impl CallStore {
         let _ = self.participants.try_set(participants);
     }
 
+    /// Adds messages not heard yet, in the order they were sent; new ones
+    /// from others count as unread while the panel is closed (`live`: they
+    /// were just said, not the history a connect brings).
+    fn take_chat(&self, messages: Vec<ChatMessage>, live: bool) {
+        let open = self.chat_open.try_get_untracked().unwrap_or(false);
+        let mut fresh = 0;
+        let _ = self.chat.try_update(|chat| {
+            for m in messages {
+                if chat.iter().any(|c| c.id == m.id) {
+                    continue;
+                }
+                if live && !open && !self.is_me(&m.from) {
+                    fresh += 1;
+                }
+                let at = chat.partition_point(|c| (c.sent_at_ms, &c.id) <= (m.sent_at_ms, &m.id));
+                chat.insert(at, m);
+            }
+            let excess = chat.len().saturating_sub(MAX_CHAT_KEPT);
+            chat.drain(..excess);
+        });
+        if fresh > 0 {
+            let _ = self.unread.try_update(|n| *n += fresh);
+        }
+    }
+
+    /// Opens or closes the chat panel; opening reads everything.
+    pub fn set_chat_open(&self, open: bool) {
+        self.chat_open.set(open);
+        if open {
+            self.unread.set(0);
+        }
+    }
+
     /// Applies one signalling message.
     pub fn apply(&self, msg: ServerMsg) {
         match msg {
@@ -231,6 +290,8 @@ impl CallStore {
             ServerMsg::Speaker { participant } => {
                 let _ = self.speaker.try_set(participant);
             }
+            ServerMsg::Chat { message } => self.take_chat(vec![message], true),
+            ServerMsg::ChatHistory { messages } => self.take_chat(messages, false),
             ServerMsg::SessionEnded { reason } => {
                 self.reset();
                 let _ = self.notice.try_set(Some(ended_message(reason)));
@@ -252,10 +313,14 @@ impl CallStore {
         let _ = self.audio_muted.try_set(false);
         let _ = self.video_muted.try_set(false);
         let _ = self.toasts.try_set(Vec::new());
+        let _ = self.chat.try_set(Vec::new());
+        let _ = self.chat_open.try_set(false);
+        let _ = self.unread.try_set(0);
         #[cfg(feature = "hydrate")]
         {
             let _ = self.streams.try_set(std::collections::HashMap::new());
             let _ = self.local.try_set(None);
+            let _ = self.screen.try_set(None);
         }
     }
 
@@ -292,6 +357,7 @@ mod tests {
             audio_muted: false,
             video_muted: false,
             audio_locked: false,
+            screen: false,
         }
     }
 
@@ -354,6 +420,45 @@ mod tests {
         store.apply(roster(vec![person("ada", Role::Admin), locked]));
         assert!(store.audio_muted.get_untracked() && !store.audio_locked());
         assert_eq!(texts(&store).last().map(String::as_str), Some("The host lets you unmute again."));
+    }
+
+    fn said(id: &str, from: &str, at: i64) -> ChatMessage {
+        ChatMessage {
+            id: id.into(),
+            from: ParticipantId::new(from),
+            name: from.into(),
+            text: id.into(),
+            sent_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn chat_is_kept_once_in_order_and_counted_while_closed() {
+        let owner = Owner::new();
+        owner.set();
+        let store = entered(ParticipantState::Active, vec![person("ada", Role::Admin), person("me", Role::Member)]);
+        store.apply(ServerMsg::Chat { message: said("b", "ada", 20) });
+        store.apply(ServerMsg::Chat { message: said("mine", "me", 25) });
+        // A reconnect's history repeats what was heard and adds what was missed.
+        store.apply(ServerMsg::ChatHistory { messages: vec![said("a", "ada", 10), said("b", "ada", 20)] });
+        let ids: Vec<String> = store.chat.get_untracked().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["a", "b", "mine"]);
+        // Only others' live messages count; opening the panel reads them.
+        assert_eq!(store.unread.get_untracked(), 1);
+        store.set_chat_open(true);
+        store.apply(ServerMsg::Chat { message: said("c", "ada", 30) });
+        assert_eq!(store.unread.get_untracked(), 0);
+        store.reset();
+        assert!(store.chat.get_untracked().is_empty() && !store.chat_open.get_untracked());
+    }
+
+    #[test]
+    fn every_end_is_told_in_words_not_codes() {
+        for reason in LeaveReason::ALL {
+            let text = ended_message(reason);
+            assert!(!text.contains(reason.as_str()) || reason.as_str().len() < 5, "{reason:?}: {text}");
+            assert!(text.ends_with('.'), "{reason:?}: {text}");
+        }
     }
 
     #[test]

@@ -186,6 +186,55 @@ pub fn validate_display_name(input: &str) -> Result<String, AppError> {
     Ok(name)
 }
 
+/// The longest chat message we accept, in characters.
+pub const MAX_CHAT_CHARS: usize = 2_000;
+
+/// Validates a chat message: plain text with at least one visible
+/// character and at most [`MAX_CHAT_CHARS`] characters; line breaks and
+/// tabs are kept, `\r\n` becomes `\n`, blanks around the message are
+/// trimmed. Other control characters and text-direction controls are
+/// refused rather than dropped, so nobody's words change silently.
+pub fn validate_chat(input: &str) -> Result<String, AppError> {
+    let bad = |why: &str| Err(AppError::Invalid(why.to_owned()));
+    let text = input.replace("\r\n", "\n");
+    let text = text.trim();
+    if !text.chars().any(is_visible) {
+        return bad("Type a message first.");
+    }
+    if text.chars().count() > MAX_CHAT_CHARS {
+        return Err(AppError::Invalid(format!(
+            "A message can have at most {} characters; this one has {}.",
+            "2 000",
+            text.chars().count()
+        )));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return bad("A message cannot contain control characters.");
+    }
+    if text.chars().any(is_bidi_control) {
+        return bad("A message cannot contain text-direction controls.");
+    }
+    if text.contains('\u{FFFD}') {
+        return bad("A message cannot contain unreadable characters (\u{FFFD}).");
+    }
+    Ok(text.to_owned())
+}
+
+/// One chat message as everybody in the room sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Unique within the room (a page that hears a message twice shows it once).
+    pub id: String,
+    /// The sender's public handle.
+    pub from: ParticipantId,
+    /// The sender's display name when they sent it.
+    pub name: String,
+    /// The text, plain (shown escaped; never markup).
+    pub text: String,
+    /// Milliseconds since the Unix epoch, as the server received it.
+    pub sent_at_ms: i64,
+}
+
 /// A participant's role in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -394,7 +443,13 @@ pub struct ParticipantView {
     /// Muted by the host in a room where only the host lets them unmute.
     #[serde(default)]
     pub audio_locked: bool,
+    /// Sharing their screen now (its stream is `{id}.screen`).
+    #[serde(default)]
+    pub screen: bool,
 }
+
+/// What a screen share's stream id adds to its sharer's id (`{id}.screen`).
+pub const SCREEN_STREAM_SUFFIX: &str = "screen";
 
 /// A kind of media a person sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -464,6 +519,16 @@ pub enum RoomAction {
         /// Raised (`true`) or lowered.
         up: bool,
     },
+    /// Start (`on`) or stop sharing one's own screen (one share at a time).
+    Screen {
+        /// Sharing (`true`) or not.
+        on: bool,
+    },
+    /// Stop another participant's screen share (the admin).
+    StopScreen {
+        /// Whose share.
+        participant: ParticipantId,
+    },
     /// Turn one's own microphone or camera off (`muted`) or on.
     Mute {
         /// Microphone or camera.
@@ -476,7 +541,7 @@ pub enum RoomAction {
 impl RoomAction {
     /// Only an admin may do this.
     pub fn needs_admin(&self) -> bool {
-        !matches!(self, RoomAction::Hand { .. } | RoomAction::Mute { .. })
+        !matches!(self, RoomAction::Hand { .. } | RoomAction::Mute { .. } | RoomAction::Screen { .. })
     }
 }
 
@@ -528,6 +593,18 @@ mod tests {
     fn bad_room_codes_are_refused() {
         for bad in ["", "abc", "abc-defg-hi1", "abc-defg-hijk", "äbc-defg-hij", "../../etc"] {
             assert_eq!(RoomCode::parse(bad), Err(AppError::BadRoomCode), "{bad}");
+        }
+    }
+
+    #[test]
+    fn chat_messages_are_plain_text_within_the_limit() {
+        assert_eq!(validate_chat("  hello\r\nworld\t!  ").unwrap(), "hello\nworld\t!");
+        assert_eq!(validate_chat("<b>x</b> & co").unwrap(), "<b>x</b> & co");
+        assert_eq!(validate_chat(&"é".repeat(MAX_CHAT_CHARS)).unwrap().chars().count(), MAX_CHAT_CHARS);
+        let long = validate_chat(&"a".repeat(MAX_CHAT_CHARS + 1)).unwrap_err();
+        assert!(long.to_string().contains("at most 2 000 characters"), "{long}");
+        for bad in ["", "   \n ", "\u{200B}", "a\u{0007}b", "a\u{202E}b", "a\u{FFFD}"] {
+            assert!(matches!(validate_chat(bad), Err(AppError::Invalid(_))), "{bad:?}");
         }
     }
 

@@ -37,6 +37,9 @@ pub trait RoomService: Send + Sync + 'static {
     /// Does `action` as the owner of `session` (admin actions need the
     /// admin role; a forged or unauthorised request changes nothing).
     async fn act(&self, who: &Identity, session: &SessionId, action: RoomAction) -> Result<(), AppError>;
+    /// Sends a chat message (already validated) as the owner of `session`,
+    /// an admitted participant; at most a few per second per session.
+    async fn send_chat(&self, who: &Identity, session: &SessionId, text: &str) -> Result<(), AppError>;
 }
 
 /// Issues the identity cookie (the signing key stays on the server).

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{LeaveReason, ParticipantId, ParticipantView, SessionId};
+use crate::model::{ChatMessage, LeaveReason, ParticipantId, ParticipantView, SessionId};
 
 /// One trickled ICE candidate, as `RTCIceCandidateInit` carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +108,19 @@ pub enum ServerMsg {
     Speaker {
         /// The new speaker.
         participant: Option<ParticipantId>,
+    },
+    /// A new chat message in the room (sent through the `chat` server
+    /// function; everybody admitted hears it, the sender included).
+    Chat {
+        /// The message.
+        message: ChatMessage,
+    },
+    /// The room's recent messages, oldest first: sent once the socket's
+    /// session is in the call (on every connect, so a page may hear a
+    /// message twice; the ids tell).
+    ChatHistory {
+        /// The messages.
+        messages: Vec<ChatMessage>,
     },
     /// Your session ended on the server; the page must tear down.
     SessionEnded {

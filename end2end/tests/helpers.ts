@@ -106,13 +106,21 @@ export async function sessionResources(request: APIRequestContext, session: stri
  */
 export async function recordMedia(context: BrowserContext): Promise<void> {
   await context.addInitScript(() => {
-    const w = window as unknown as { __media: { streams: MediaStream[]; pcs: RTCPeerConnection[] } };
-    w.__media = { streams: [], pcs: [] };
+    const w = window as unknown as {
+      __media: { streams: MediaStream[]; screens: MediaStream[]; pcs: RTCPeerConnection[] };
+    };
+    w.__media = { streams: [], screens: [], pcs: [] };
     const devices = navigator.mediaDevices;
     const original = devices.getUserMedia.bind(devices);
     devices.getUserMedia = async (constraints?: MediaStreamConstraints) => {
       const stream = await original(constraints);
       w.__media.streams.push(stream);
+      return stream;
+    };
+    const display = devices.getDisplayMedia.bind(devices);
+    devices.getDisplayMedia = async (options?: DisplayMediaStreamOptions) => {
+      const stream = await display(options);
+      w.__media.screens.push(stream);
       return stream;
     };
     const Native = window.RTCPeerConnection;

@@ -3,8 +3,18 @@ import { createRoom, expect, join, open, roomResources, sessionResources, test, 
 test('two people join one room, see each other, and leaving removes every trace', async ({ newPage, request }) => {
   const ada = await newPage();
   const bob = await newPage();
+  // The site's files come precompressed and, named by content hash, cached for a year.
+  const assets = new Map<string, { encoding?: string; cache?: string }>();
+  ada.on('response', (r) => {
+    const path = new URL(r.url()).pathname;
+    if (path.startsWith('/pkg/')) assets.set(path, { encoding: r.headers()['content-encoding'], cache: r.headers()['cache-control'] });
+  });
 
   const code = await createRoom(ada, 'Ada');
+  const wasm = [...assets].filter(([path]) => /^\/pkg\/cleanroom\.[\w-]{16,}\.wasm$/.test(path));
+  expect(wasm).toHaveLength(1);
+  expect(['br', 'gzip']).toContain(wasm[0][1].encoding);
+  expect(wasm[0][1].cache).toBe('public, max-age=31536000, immutable');
   const a = await join(ada);
   expect(a.role).toBe('admin');
 
@@ -46,6 +56,14 @@ test('two people join one room, see each other, and leaving removes every trace'
     .toMatchObject({ participants: 0, pending: 0, store_keys: 0, db_participants: 0 });
   const adaLeft = await sessionResources(request, a.session_id);
   expect(adaLeft).toMatchObject({ live: false, store_entries: [], db_row: false, leave_reason: 'left' });
+
+  // The lobby says she left, remembers the room, and Rejoin brings her back.
+  await expect(ada.getByTestId('left-notice')).toContainText(code);
+  await expect(ada.getByTestId('recent-room')).toHaveText([code]);
+  await ada.getByTestId('rejoin').click();
+  await ada.waitForURL((url) => url.pathname === `/r/${code}`);
+  await join(ada);
+  await expect(ada.getByTestId('participant-tile')).toHaveCount(1);
 });
 
 test('closing the tab leaves through the beacon', async ({ newContext, newPage, request }) => {

@@ -74,4 +74,38 @@ test('speaker view, pins, the room link, and devices changed in the call', async
   await expect
     .poll(() => tile(ada, b.participant_id).locator('video').evaluate((v) => (v as HTMLMediaElement & { sinkId: string }).sinkId))
     .toBe(output);
+
+  // A device lost mid-call (its track ends without the page stopping it,
+  // as when it is unplugged): another takes over, with a notice; the call
+  // goes on and the new track is what the server receives.
+  const sent = (kind: string) =>
+    ada.evaluate((kind) => {
+      const pcs = (window as unknown as { __media: { pcs: RTCPeerConnection[] } }).__media.pcs;
+      const track = pcs[pcs.length - 1].getSenders().find((s) => s.track?.kind === kind)?.track;
+      return track ? { id: track.id, live: track.readyState === 'live' } : null;
+    }, kind);
+  for (const [kind, what] of [['audio', 'microphone'], ['video', 'camera']] as const) {
+    const lost = await sent(kind);
+    expect(lost?.live).toBe(true);
+    await ada.evaluate((kind) => {
+      const pcs = (window as unknown as { __media: { pcs: RTCPeerConnection[] } }).__media.pcs;
+      pcs[pcs.length - 1].getSenders().find((s) => s.track?.kind === kind)!.track!.stop();
+    }, kind);
+    await expect(ada.getByText(`Your ${what} was disconnected. Now using`)).toBeVisible();
+    await expect.poll(async () => (await sent(kind))?.live).toBe(true);
+    expect((await sent(kind))!.id).not.toBe(lost!.id);
+  }
+  await expect(ada.getByTestId('connection-status')).toHaveAttribute('data-state', 'connected');
+
+  // Speaker view and a pin on a phone (390×844): the featured tile is the large one.
+  await ada.setViewportSize({ width: 390, height: 844 });
+  await ada.getByTestId('device-settings').click();
+  await ada.getByTestId('layout-toggle').click();
+  await expect(tiles).toHaveAttribute('data-layout', 'speaker');
+  await expect(featured).toHaveAttribute('data-participant-id', b.participant_id);
+  const unfeatured = ada.locator('[data-testid="participant-tile"][data-featured="false"]');
+  const [big, small] = [(await featured.boundingBox())!, (await unfeatured.boundingBox())!];
+  expect(big.width * big.height).toBeGreaterThan(2 * small.width * small.height);
+  await tile(ada, a.participant_id).getByTestId('pin').click();
+  await expect(featured).toHaveAttribute('data-participant-id', a.participant_id);
 });

@@ -89,9 +89,15 @@ test('private room: the requester closes the tab, the request disappears', async
   expect(await sessionResources(api, b.session_id)).toMatchObject({ live: false, store_entries: [], db_row: false });
 });
 
-test('the admin removes a participant; others are refused the controls', async ({ newPage, request: api }) => {
+test('the admin removes a participant; others are refused the controls', async ({
+  newContext,
+  newPage,
+  request: api,
+}) => {
   const ada = await newPage();
-  const bob = await newPage();
+  const bobContext = await newContext();
+  await recordMedia(bobContext);
+  const bob = await bobContext.newPage();
   const { code, a, b } = await twoInRoom(ada, bob);
 
   // Only the admin sees kick and mute on the others' tiles.
@@ -105,6 +111,38 @@ test('the admin removes a participant; others are refused the controls', async (
     .poll(async () => sessionResources(api, b.session_id))
     .toMatchObject({ live: false, store_entries: [], db_row: false, leave_reason: 'kicked' });
   expect((await roomResources(api, code)).room).toMatchObject({ participants: 1, db_participants: 1 });
+
+  // Removed, Bob's camera stays off (no camera opened) and he may only ask to
+  // come back; the host decides.
+  await expect(bob.getByTestId('prejoin-camera')).toHaveAttribute('aria-pressed', 'true');
+  await expect(bob.getByTestId('camera-off-note')).toBeVisible();
+  // Live camera tracks, each once (a track turned on joins the call's stream too).
+  const liveCameras = () =>
+    bob.evaluate(
+      () =>
+        new Set(
+          (window as unknown as { __media: { streams: MediaStream[] } }).__media.streams
+            .flatMap((s) => s.getVideoTracks())
+            .filter((t) => t.readyState === 'live')
+            .map((t) => t.id),
+        ).size,
+    );
+  await expect.poll(liveCameras).toBe(0);
+  const answer = bob.waitForResponse((r) => r.url().endsWith('/api/join') && r.request().method() === 'POST');
+  await bob.getByTestId('join-button').click();
+  const again = (await (await answer).json()) as Joined;
+  expect(again.state).toBe('pending');
+  await expect(bob.getByTestId('waiting-for-approval')).toBeVisible();
+  await expect(ada.getByTestId('pending-request')).toHaveCount(1);
+  await ada.getByTestId('approve').click();
+  await expect(bob.getByTestId('call')).toBeVisible();
+  // In the call with the camera off, as chosen: off for everybody; turned on, it is sent.
+  await expect(bob.getByTestId('mute-video')).toHaveAttribute('aria-pressed', 'true');
+  expect(await liveCameras()).toBe(0);
+  await bob.getByTestId('mute-video').click();
+  await expect(bob.getByTestId('mute-video')).toHaveAttribute('aria-pressed', 'false');
+  await expect.poll(liveCameras).toBe(1);
+  await expect.poll(async () => (await mediaFlowing(ada, again.participant_id)).frames).toBe(true);
 });
 
 test('the admin mutes a participant; they see it and may unmute', async ({ newContext, newPage }) => {
@@ -160,7 +198,15 @@ test('the admin ends the meeting for everyone', async ({ newPage, request: api }
   const { code, b } = await twoInRoom(ada, bob);
   await expect(bob.getByTestId('end-meeting')).toHaveCount(0);
 
+  // "End for all" asks first: Cancel changes nothing, the confirmation ends it.
   await ada.getByTestId('end-meeting').click();
+  await expect(ada.getByTestId('confirm-dialog')).toContainText('End the meeting for everyone?');
+  await expect(ada.getByTestId('confirm-yes')).toBeFocused();
+  await ada.getByTestId('confirm-no').click();
+  await expect(ada.getByTestId('confirm-dialog')).toHaveCount(0);
+  await expect(bob.getByTestId('call')).toBeVisible();
+  await ada.getByTestId('end-meeting').click();
+  await ada.getByTestId('confirm-yes').click();
   for (const page of [ada, bob]) await expect(page.getByTestId('prejoin')).toContainText('ended the meeting');
   await expect
     .poll(async () => (await roomResources(api, code)).room)

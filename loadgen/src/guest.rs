@@ -232,12 +232,15 @@ impl Socket {
         }
     }
 
-    /// The next message that is not media signalling (the server's offers
-    /// and ICE candidates, sent to every admitted session's socket).
+    /// The next message that is not media signalling or the chat history
+    /// (the server's offers and ICE candidates, and the room's recent chat,
+    /// sent to every admitted session's socket).
     pub async fn next_non_media(&mut self, limit: Duration) -> Seen {
         loop {
             match self.next(limit).await {
-                Seen::Msg(ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. }) => continue,
+                Seen::Msg(ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. } | ServerMsg::ChatHistory { .. }) => {
+                    continue
+                }
                 seen => return seen,
             }
         }

@@ -62,7 +62,30 @@ fn leptos_options(config: &Config) -> LeptosOptions {
     if let Some(found) = site_near_binary(&options) {
         options.site_root = found.into();
     }
+    // A site built with content-hashed names comes with its hash file
+    // beside the binary: then the pages name the hashed files, whichever
+    // directory the server runs from.
+    if !options.hash_files && beside_binary(options.hash_file.as_ref()).is_some_and(|f| f.is_file()) {
+        options.hash_files = true;
+    }
     options
+}
+
+fn beside_binary(name: &str) -> Option<std::path::PathBuf> {
+    Some(std::env::current_exe().ok()?.parent()?.join(name))
+}
+
+/// Whether `pkg` holds the site's script (`{output}.js`, or with a content
+/// hash `{output}.{hash}.js`).
+fn has_script(pkg: &std::path::Path, output: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(pkg) else { return false };
+    entries.filter_map(Result::ok).any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.strip_prefix(output)
+            .and_then(|rest| rest.strip_suffix(".js"))
+            .is_some_and(|mid| mid.is_empty() || (mid.starts_with('.') && !mid[1..].contains('.')))
+    })
 }
 
 /// A relative site root that is not there from this working directory is
@@ -80,9 +103,9 @@ fn site_near_binary(options: &LeptosOptions) -> Option<String> {
     let name = root.file_name()?;
     let near_binary = exe.ancestors().skip(1).take(3).map(|dir| dir.join(name));
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(|ws| ws.join(root));
-    let found = near_binary.chain(workspace).find(|candidate| {
-        candidate.join(options.site_pkg_dir.as_ref()).join(format!("{}.js", options.output_name)).is_file()
-    })?;
+    let found = near_binary
+        .chain(workspace)
+        .find(|candidate| has_script(&candidate.join(options.site_pkg_dir.as_ref()), &options.output_name))?;
     tracing::info!(site = %found.display(), "site root found beside the binary or its build");
     Some(found.display().to_string())
 }

@@ -36,6 +36,14 @@ pub const RECONCILE_PASSES: &str = "cleanroom_reconcile_passes_total";
 /// ICE restarts browsers asked for (their network changed or failed).
 pub const ICE_RESTARTS: &str = "cleanroom_ice_restarts_total";
 
+/// Chat messages delivered.
+pub const CHAT_MESSAGES: &str = "cleanroom_chat_messages_total";
+
+/// HTTP requests answered, by method, route and status.
+pub const HTTP_REQUESTS: &str = "cleanroom_http_requests_total";
+/// Time to answer an HTTP request (to its response head), by method and route.
+pub const HTTP_DURATION: &str = "cleanroom_http_request_duration_seconds";
+
 /// Kinds of orphan the reconciler reaps.
 pub const ORPHAN_KINDS: [&str; 3] = ["store-key", "db-row", "live-session"];
 
@@ -49,6 +57,12 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Full(CLEANUP_DURATION.to_owned()),
                     &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(HTTP_DURATION.to_owned()),
+                        &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -65,6 +79,10 @@ fn describe() {
     describe_gauge!(SESSIONS_ACTIVE, "Live sessions on this node.");
     describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by class.");
     describe_counter!(RECONCILE_PASSES, "Reconciler passes completed, by node.");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by method, route and status.");
+    describe_histogram!(HTTP_DURATION, "Time to answer an HTTP request, by method and route.");
+    process().describe();
+    describe_counter!(CHAT_MESSAGES, "Chat messages delivered to their rooms.");
     describe_counter!(ICE_RESTARTS, "ICE restarts browsers asked for (network changed or media path failed).");
     describe_counter!(REMOTE_CANDIDATES, "Remote ICE candidates from browsers, by verdict.");
     describe_gauge!(PEER_CONNECTIONS_ACTIVE, "Open peer connections on this node.");
@@ -83,7 +101,28 @@ fn describe() {
         counter!(ORPHANS_REAPED, "kind" => kind).absolute(0);
     }
     counter!(CLEANUP_RETRIES).absolute(0);
+    counter!(CHAT_MESSAGES).absolute(0);
     counter!(CLEANUP_FAILURES).absolute(0);
+}
+
+/// The process collector (CPU, memory, open files, threads).
+fn process() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Reads the process figures (right before a scrape).
+pub fn collect_process() {
+    process().collect();
+}
+
+/// Counts one answered HTTP request. `route` is the matched route pattern
+/// (`/r/{code}`), never the raw path, so the series stay few.
+pub fn http_request(method: &str, route: &str, status: u16, took: Duration) {
+    let (method, route) = (method.to_owned(), route.to_owned());
+    counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
+    histogram!(HTTP_DURATION, "method" => method, "route" => route).record(took.as_secs_f64());
 }
 
 /// Counts one session end.

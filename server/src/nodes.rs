@@ -49,6 +49,16 @@ pub enum NodeEvent {
         /// Forwarding is on (`false`: muted).
         on: bool,
     },
+    /// A publisher's screen share started or stopped (their own, or an
+    /// admin's stop).
+    Screen {
+        /// The publisher's room.
+        room: RoomCode,
+        /// The publisher's session.
+        session: SessionId,
+        /// Sharing now.
+        on: bool,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

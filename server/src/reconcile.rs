@@ -139,7 +139,9 @@ impl Reconciler {
             s.user = Some(UserId::new(row.user_id));
             s.node = Some(row.node_id);
         }
-        for room in rooms.store().rooms().await? {
+        let store_rooms = rooms.store().rooms().await?;
+        for room in &store_rooms {
+            let room = room.clone();
             for r in rooms.store().session_refs(&room).await? {
                 let s = seen.entry(r.session).or_insert_with(|| Seen::new(room.clone()));
                 s.in_store = true;
@@ -147,6 +149,13 @@ impl Reconciler {
                 s.user = s.user.take().or(r.user);
                 s.node = s.node.take().or(r.node);
             }
+        }
+
+        // What was said in rooms that have ended goes too.
+        match rooms.sweep_chat(&store_rooms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "chat of ended rooms deleted"),
+            Err(e) => tracing::warn!(error = %e, "chat of ended rooms not swept"),
         }
 
         let orphans: HashSet<SessionId> =

@@ -311,9 +311,20 @@ async fn pages_and_operations_answer() {
         "cleanroom_cleanup_retries_total",
         "cleanroom_cleanup_failures_total",
         "cleanroom_orphans_reaped_total{kind=",
+        // The process collector's figures.
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_threads",
+        // Requests by route pattern (never the raw path) and status.
+        "cleanroom_http_requests_total{method=\"GET\",route=\"/r/{code}\",status=\"200\"}",
+        "cleanroom_http_requests_total{method=\"GET\",route=\"/r/{code}\",status=\"404\"}",
+        "cleanroom_http_requests_total{method=\"GET\",route=\"other\",status=\"404\"}",
+        "cleanroom_http_request_duration_seconds_bucket{method=\"GET\",route=\"/healthz\",le=",
     ] {
         assert!(metrics.contains(name), "metrics lack {name}");
     }
+    assert!(!metrics.contains(&format!("route=\"/r/{room}\"")), "a room's code is never a label");
     server.stop().await;
 }
 

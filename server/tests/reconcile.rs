@@ -52,6 +52,7 @@ async fn plant(server: &TestServer, room: &RoomCode, node: &str, store: bool, ro
         audio_muted: false,
         video_muted: false,
         audio_locked: false,
+        screen: false,
     };
     let rooms = &server.state.rooms;
     if store {

@@ -250,6 +250,13 @@ async fn admin_controls_are_the_admins_alone() {
     assert_eq!(cy.socket.ended(WAIT).await, LeaveReason::Kicked);
     assert_eq!(server.leave_reason(&cy.session).await.as_deref(), Some("kicked"));
     roster_until(&mut ada.socket, "Cy gone", |p, _, _| p.len() == 2).await;
+    // Removed, Cy may only ask to come back; the host turns her away.
+    let again = cy.guest.join(&room, "Cy").await.unwrap();
+    assert_eq!(again.state, ParticipantState::Pending, "a removed person knocks");
+    assert!(again.roster.is_empty(), "and is told nothing of who is inside");
+    let again_form = [("participant_id", again.participant_id.as_str()), ("approve", "false")];
+    ada.guest.act("admit", &ada.session, &again_form).await.unwrap();
+    assert_eq!(server.leave_reason(&again.session_id).await.as_deref(), Some("denied"));
 
     // Hand-over: Bob is admin, Ada is not any more (and is refused).
     ada.guest.act("make-admin", &ada.session, &bob_form).await.unwrap();

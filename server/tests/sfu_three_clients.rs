@@ -88,13 +88,14 @@ async fn three_clients(backend: Backend) {
     }
     assert!(!offer.contains(&format!("a=msid:{} ", ada.participant())), "no own track echoed back");
 
-    // Cyd's first offer: her own audio and video to receive, then a send-only
-    // section for each of the four tracks already in the room.
+    // Cyd's first offer: her own audio, video and screen share to receive,
+    // then a send-only section for each of the four tracks already in the room.
     let first = sections(&cyd.stats().first_offer());
-    assert_eq!(first.len(), 6, "{first:?}");
+    assert_eq!(first.len(), 7, "{first:?}");
     assert_eq!((first[0].0.as_str(), first[0].1.as_str()), ("audio", "recvonly"), "{first:?}");
     assert_eq!((first[1].0.as_str(), first[1].1.as_str()), ("video", "recvonly"), "{first:?}");
-    for section in &first[2..] {
+    assert_eq!((first[2].0.as_str(), first[2].1.as_str()), ("video", "recvonly"), "{first:?}");
+    for section in &first[3..] {
         assert_eq!(section.1, "sendonly", "{first:?}");
         let stream = section.2.as_deref().expect("msid");
         assert!(stream == ada.participant() || stream == bob.participant(), "{first:?}");

@@ -10,14 +10,14 @@ use super::window;
 
 /// Opens the camera alone (turning it back on, or another camera, during a call).
 pub async fn open_camera(device: Option<&str>) -> Result<MediaStreamTrack, JsValue> {
-    let choice = DeviceChoice { camera: device.map(str::to_owned), microphone: None };
+    let choice = DeviceChoice { camera: device.map(str::to_owned), ..DeviceChoice::default() };
     let stream = get_user_media(None, Some(&choice)).await?;
     stream.get_video_tracks().get(0).dyn_into::<MediaStreamTrack>()
 }
 
 /// Opens the microphone alone (another one chosen during a call).
 pub async fn open_microphone(device: Option<&str>) -> Result<MediaStreamTrack, JsValue> {
-    let choice = DeviceChoice { camera: None, microphone: device.map(str::to_owned) };
+    let choice = DeviceChoice { microphone: device.map(str::to_owned), ..DeviceChoice::default() };
     let stream = get_user_media(Some(&choice), None).await?;
     stream.get_audio_tracks().get(0).dyn_into::<MediaStreamTrack>()
 }
@@ -118,6 +118,26 @@ pub async fn open_local_media(devices: &DeviceChoice) -> LocalMedia {
     if !secure_context() {
         return LocalMedia { stream: None, problem: Some(DeviceProblem::NotSecure) };
     }
+    // What the person turned off is not asked for (and not missing).
+    match (devices.microphone_off, devices.camera_off) {
+        (true, true) => return LocalMedia { stream: None, problem: None },
+        (true, false) | (false, true) => {
+            let (audio, video) = (!devices.microphone_off, !devices.camera_off);
+            return match get_user_media(audio.then_some(devices), video.then_some(devices)).await {
+                Ok(stream) => LocalMedia { stream: Some(stream), problem: None },
+                Err(e) => {
+                    let denied = matches!(error_name(&e).as_str(), "NotAllowedError" | "SecurityError");
+                    let problem = match (audio, denied) {
+                        (true, _) => DeviceProblem::NoMicrophone,
+                        (false, true) => DeviceProblem::CameraDenied,
+                        (false, false) => DeviceProblem::NoCamera,
+                    };
+                    LocalMedia { stream: None, problem: Some(problem) }
+                }
+            };
+        }
+        (false, false) => {}
+    }
     let both = match get_user_media(Some(devices), Some(devices)).await {
         Ok(stream) => return LocalMedia { stream: Some(stream), problem: None },
         Err(e) => error_name(&e),
@@ -142,6 +162,10 @@ pub struct DeviceChoice {
     pub camera: Option<String>,
     /// The microphone's device id.
     pub microphone: Option<String>,
+    /// The person turned the camera off before joining: not opened.
+    pub camera_off: bool,
+    /// The person turned the microphone off before joining: not opened.
+    pub microphone_off: bool,
 }
 
 /// Cameras and microphones, as (device id, label), once permission was given.
@@ -205,4 +229,35 @@ pub fn stop_stream(stream: &MediaStream) {
             track.stop();
         }
     }
+}
+
+/// The tracks of `kind` (`audio`/`video`) in `stream` that ended without
+/// being stopped by us (the device was unplugged, or the system took it),
+/// taken out of the stream. What we stop ourselves leaves the stream at
+/// once, so anything ended still in it was lost.
+pub fn take_lost_tracks(stream: &MediaStream, kind: &str) -> Vec<MediaStreamTrack> {
+    let tracks = if kind == "audio" { stream.get_audio_tracks() } else { stream.get_video_tracks() };
+    let lost: Vec<MediaStreamTrack> = tracks
+        .iter()
+        .filter_map(|t| t.dyn_into::<MediaStreamTrack>().ok())
+        .filter(|t| {
+            js_sys::Reflect::get(t, &"readyState".into()).ok().and_then(|s| s.as_string()).as_deref() == Some("ended")
+        })
+        .collect();
+    for track in &lost {
+        stream.remove_track(track);
+    }
+    lost
+}
+
+/// Asks the person which screen, window or tab to share (`getDisplayMedia`,
+/// video only). `Err` when they cancel or the browser refuses.
+pub async fn open_screen() -> Result<MediaStream, JsValue> {
+    let media = window()?.navigator().media_devices()?;
+    let constraints = js_sys::Object::new();
+    js_sys::Reflect::set(&constraints, &"video".into(), &JsValue::TRUE)?;
+    js_sys::Reflect::set(&constraints, &"audio".into(), &JsValue::FALSE)?;
+    let get: js_sys::Function = js_sys::Reflect::get(&media, &"getDisplayMedia".into())?.dyn_into()?;
+    let promise: js_sys::Promise = get.call1(&media, &constraints)?.dyn_into()?;
+    JsFuture::from(promise).await?.dyn_into::<MediaStream>()
 }

@@ -7,9 +7,11 @@ mod devices;
 mod leave;
 pub mod peer;
 pub mod preview;
+mod recent;
 
 pub use devices::*;
 pub use leave::*;
+pub use recent::*;
 
 use std::rc::Rc;
 
@@ -310,6 +312,8 @@ impl Drop for Connection {
 pub struct Call {
     connection: Option<Connection>,
     local: Option<MediaStream>,
+    /// The screen we share, while we do.
+    screen: Option<MediaStream>,
     pagehide: Option<PageHideGuard>,
 }
 
@@ -322,7 +326,7 @@ impl std::fmt::Debug for Call {
 impl Call {
     /// Starts owning a call: from this moment a `pagehide` sends the leave.
     pub fn new(store: CallStore) -> Self {
-        Self { connection: None, local: None, pagehide: PageHideGuard::install(store) }
+        Self { connection: None, local: None, screen: None, pagehide: PageHideGuard::install(store) }
     }
 
     /// Opens the signalling socket and the peer connection with our media.
@@ -357,14 +361,17 @@ impl Call {
     }
 
     /// Microphone on or off: the track stays and is enabled or disabled
-    /// (a disabled track sends silence).
-    pub fn set_microphone(&self, on: bool) {
-        let Some(local) = &self.local else { return };
-        for track in local.get_audio_tracks().iter() {
+    /// (a disabled track sends silence). `false` when there is no
+    /// microphone track to switch (it was never opened).
+    pub fn set_microphone(&self, on: bool) -> bool {
+        let Some(local) = &self.local else { return false };
+        let tracks = local.get_audio_tracks();
+        for track in tracks.iter() {
             if let Ok(track) = track.dyn_into::<MediaStreamTrack>() {
                 track.set_enabled(on);
             }
         }
+        tracks.length() > 0
     }
 
     /// Camera off: its track is stopped and dropped (the light goes out).
@@ -401,6 +408,28 @@ impl Call {
         }
     }
 
+    /// Shares `stream` (a `getDisplayMedia` capture) in place of any
+    /// earlier share.
+    pub fn share_screen(&mut self, stream: MediaStream) {
+        self.stop_screen();
+        let track = stream.get_video_tracks().get(0).dyn_into::<MediaStreamTrack>().ok();
+        if let Some(peer) = self.peer() {
+            peer.share_screen(track.as_ref());
+        }
+        self.screen = Some(stream);
+    }
+
+    /// Stops sharing: the capture ends (the browser's sharing indicator
+    /// goes) and nothing more is sent.
+    pub fn stop_screen(&mut self) {
+        if let Some(stream) = self.screen.take() {
+            stop_stream(&stream);
+        }
+        if let Some(peer) = self.peer() {
+            peer.share_screen(None);
+        }
+    }
+
     /// Camera on again with a fresh track.
     pub fn camera_on(&self, track: MediaStreamTrack) {
         let Some(local) = &self.local else {
@@ -419,6 +448,9 @@ impl Drop for Call {
         drop(self.connection.take());
         if let Some(local) = self.local.take() {
             stop_stream(&local);
+        }
+        if let Some(screen) = self.screen.take() {
+            stop_stream(&screen);
         }
     }
 }

@@ -92,6 +92,11 @@ pub struct Peer {
     local: Option<MediaStream>,
     /// Mids whose sender already carries our track.
     attached: RefCell<HashSet<String>>,
+    /// The m-line where the server receives our screen share (the second
+    /// of its receive-only video lines), once an offer named it.
+    screen_mid: RefCell<Option<String>>,
+    /// What we share now (sent as soon as the screen's m-line is known).
+    screen: RefCell<Option<MediaStreamTrack>>,
     /// Offers and candidates waiting to be applied, in arrival order.
     queue: RefCell<VecDeque<ServerMsg>>,
     busy: Cell<bool>,
@@ -154,6 +159,8 @@ impl Peer {
             ws,
             local,
             attached: RefCell::new(HashSet::new()),
+            screen_mid: RefCell::new(None),
+            screen: RefCell::new(None),
             queue: RefCell::new(VecDeque::new()),
             busy: Cell::new(false),
             closed: Cell::new(false),
@@ -240,10 +247,23 @@ impl Peer {
         Ok(())
     }
 
-    /// Puts our camera/microphone on the m-lines where the server receives.
+    /// Puts our camera/microphone on the m-lines where the server receives,
+    /// and our screen share (or nothing yet) on the one for the screen.
     async fn attach_local_tracks(&self, sdp: &str) -> Result<(), JsValue> {
+        let mut wanted: Vec<MLine> = m_lines(sdp).into_iter().filter(|m| m.direction == "recvonly").collect();
+        // The server's receive-only lines: audio, video, then the screen's video.
+        if let Some(at) = wanted.iter().enumerate().filter(|(_, m)| m.kind == "video").nth(1).map(|(i, _)| i) {
+            let screen = wanted.remove(at);
+            if self.screen_mid.borrow().is_none() {
+                if let Some(t) = self.transceiver(&screen.mid) {
+                    t.set_direction(RtcRtpTransceiverDirection::Sendonly);
+                    let track = self.screen.borrow().clone();
+                    JsFuture::from(t.sender().replace_track(track.as_ref())).await?;
+                    *self.screen_mid.borrow_mut() = Some(screen.mid);
+                }
+            }
+        }
         let Some(local) = &self.local else { return Ok(()) };
-        let wanted: Vec<MLine> = m_lines(sdp).into_iter().filter(|m| m.direction == "recvonly").collect();
         for item in self.pc.get_transceivers().iter() {
             let t: RtcRtpTransceiver = item.unchecked_into();
             let Some(mid) = t.mid() else { continue };
@@ -251,13 +271,34 @@ impl Peer {
             if self.attached.borrow().contains(&mid) {
                 continue;
             }
+            // Without a track of the kind (the camera turned off before
+            // joining) the line is ours all the same: turning it on later
+            // puts the track there.
             let tracks = if line.kind == "audio" { local.get_audio_tracks() } else { local.get_video_tracks() };
-            let Ok(track) = tracks.get(0).dyn_into::<MediaStreamTrack>() else { continue };
+            let track = tracks.get(0).dyn_into::<MediaStreamTrack>().ok();
             t.set_direction(RtcRtpTransceiverDirection::Sendonly);
-            JsFuture::from(t.sender().replace_track(Some(&track))).await?;
+            JsFuture::from(t.sender().replace_track(track.as_ref())).await?;
             self.attached.borrow_mut().insert(mid);
         }
         Ok(())
+    }
+
+    fn transceiver(&self, mid: &str) -> Option<RtcRtpTransceiver> {
+        self.pc
+            .get_transceivers()
+            .iter()
+            .map(|item| item.unchecked_into::<RtcRtpTransceiver>())
+            .find(|t| t.mid().as_deref() == Some(mid))
+    }
+
+    /// Sends `track` as our screen share, or nothing (`None`): no
+    /// renegotiation, the server's screen m-line is always there.
+    pub fn share_screen(&self, track: Option<&MediaStreamTrack>) {
+        *self.screen.borrow_mut() = track.cloned();
+        let mid = self.screen_mid.borrow().clone();
+        if let Some(t) = mid.and_then(|mid| self.transceiver(&mid)) {
+            let _ = t.sender().replace_track(track);
+        }
     }
 
     /// Puts `track` (or nothing) on the senders of `kind` ("audio" or
@@ -295,7 +336,12 @@ impl Peer {
     pub fn prune(store: CallStore) {
         let live: HashSet<String> =
             store.participants.with_untracked(|ps| ps.iter().map(|p| p.id.to_string()).collect());
-        store.streams.update(|m| m.retain(|id, _| live.contains(id)));
+        // A screen share's stream is `{id}.screen`.
+        let owner = |id: &str| {
+            let suffix = format!(".{}", crate::model::SCREEN_STREAM_SUFFIX);
+            id.strip_suffix(suffix.as_str()).unwrap_or(id).to_owned()
+        };
+        store.streams.update(|m| m.retain(|id, _| live.contains(&owner(id))));
     }
 }
 

@@ -4,18 +4,40 @@
 
 use leptos::prelude::*;
 
+/// What the person chose on the pre-join screen.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    /// The camera's device id (`None`: the browser's default).
+    pub camera: RwSignal<Option<String>>,
+    /// The microphone's device id (`None`: the browser's default).
+    pub microphone: RwSignal<Option<String>>,
+    /// Join with the camera on.
+    pub camera_on: RwSignal<bool>,
+    /// Join with the microphone on.
+    pub microphone_on: RwSignal<bool>,
+}
+
+/// Where the preview shows what it found.
+#[derive(Debug, Clone, Copy)]
+pub struct Shown {
+    /// The preview's `<video>`.
+    pub video: NodeRef<leptos::html::Video>,
+    /// What is missing and why.
+    pub note: RwSignal<Option<String>>,
+    /// Not a secure context (no camera or microphone at all).
+    pub insecure: RwSignal<bool>,
+    /// The cameras, once listed.
+    pub cameras: RwSignal<Vec<(String, String)>>,
+    /// The microphones, once listed.
+    pub microphones: RwSignal<Vec<(String, String)>>,
+}
+
 /// Shows the chosen camera in the preview (again whenever the choice
 /// changes), lists the devices once allowed, and stops the camera when the
 /// pre-join screen goes.
-pub fn start(
-    video: NodeRef<leptos::html::Video>,
-    note: RwSignal<Option<String>>,
-    insecure: RwSignal<bool>,
-    camera: RwSignal<Option<String>>,
-    microphone: RwSignal<Option<String>>,
-    cameras: RwSignal<Vec<(String, String)>>,
-    microphones: RwSignal<Vec<(String, String)>>,
-) {
+pub fn start(shown: Shown, wanted: Wanted) {
+    let Shown { video, note, insecure, cameras, microphones } = shown;
+    let Wanted { camera, microphone, camera_on, microphone_on } = wanted;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::sync::Arc;
 
@@ -25,7 +47,12 @@ pub fn start(
     let generation = Arc::new(AtomicU32::new(0));
     let still_alive = alive.clone();
     Effect::new(move |_| {
-        let choice = super::DeviceChoice { camera: camera.get(), microphone: microphone.get() };
+        let choice = super::DeviceChoice {
+            camera: camera.get(),
+            microphone: microphone.get(),
+            camera_off: !camera_on.get(),
+            microphone_off: !microphone_on.get(),
+        };
         let current = generation.fetch_add(1, Ordering::AcqRel) + 1;
         if let Some(Some(old)) = stream.try_update_value(Option::take) {
             super::stop_stream(&old);
@@ -51,6 +78,9 @@ pub fn start(
                 // The screen went away (or the choice changed) meanwhile: release at once.
                 Ok(s) => super::stop_stream(&s),
                 Err(()) => {
+                    if let Some(v) = video.get_untracked() {
+                        v.set_src_object(None);
+                    }
                     let _ = insecure.try_set(problem == Some(super::DeviceProblem::NotSecure));
                     let _ = note.try_set(problem.map(|p| p.message().to_owned()));
                 }

@@ -1,7 +1,10 @@
 use leptos::form::ActionForm;
 use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
 
 use crate::api::{CreateRoom, GoToRoom};
+use crate::model::RoomCode;
+use crate::routes;
 
 /// `/`: create a room or join one by code. Works without WASM too (plain
 /// form posts that redirect).
@@ -11,6 +14,14 @@ pub fn Lobby() -> impl IntoView {
     let join = ServerAction::<GoToRoom>::new();
     let create_error = move || create.value().get().and_then(Result::err).map(|e| e.to_string());
     let join_error = move || join.value().get().and_then(Result::err).map(|e| e.to_string());
+    // `/?left=code`: the person just left that room (the Leave button).
+    let query = use_query_map();
+    let left = move || query.read().get("left").and_then(|c| RoomCode::parse(&c).ok());
+    // This browser's recent rooms, read once the page runs in the browser
+    // (the server knows nothing of them).
+    let recent = RwSignal::new(Vec::<RoomCode>::new());
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| recent.set(crate::browser::recent_rooms()));
 
     view! {
         <main class="page lobby">
@@ -18,6 +29,12 @@ pub fn Lobby() -> impl IntoView {
                 <h1>"Cleanroom"</h1>
                 <p class="tagline">"Video meetings that leave nothing behind."</p>
             </header>
+            {move || left().map(|code| view! {
+                <div class="notice left-notice" role="status" data-testid="left-notice">
+                    <span>"You left the meeting in room " <code>{code.to_string()}</code> "."</span>
+                    <a class="button" data-testid="rejoin" href=routes::room(&code)>"Rejoin"</a>
+                </div>
+            })}
             <div class="cards">
                 <section class="card" aria-labelledby="create-title">
                     <h2 id="create-title">"Start a meeting"</h2>
@@ -60,6 +77,20 @@ pub fn Lobby() -> impl IntoView {
                         </button>
                         <p class="form-error" role="alert" data-testid="join-error">{join_error}</p>
                     </ActionForm>
+                    <Show when=move || recent.with(|r| !r.is_empty())>
+                        <h3 id="recent-title">"Recent rooms on this browser"</h3>
+                        <ul class="recent-rooms" aria-labelledby="recent-title" data-testid="recent-rooms">
+                            <For
+                                each=move || recent.get()
+                                key=|c| c.clone()
+                                children=|c| view! {
+                                    <li>
+                                        <a data-testid="recent-room" href=routes::room(&c)><code>{c.to_string()}</code></a>
+                                    </li>
+                                }
+                            />
+                        </ul>
+                    </Show>
                 </section>
             </div>
         </main>

@@ -107,3 +107,34 @@ pub mod participant_session {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `chat_messages`: what was said in open rooms; a room's rows are deleted
+/// when the room closes (in the same transaction that marks it ended).
+pub mod chat_message {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// One message.
+    #[sea_orm(table_name = "chat_messages")]
+    pub struct Model {
+        /// The message's id (unique), the key.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// The code of the room it was said in.
+        pub room_code: String,
+        /// The sender's public handle.
+        pub participant_id: String,
+        /// The sender's display name when they sent it.
+        pub display_name: String,
+        /// The text (plain).
+        pub body: String,
+        /// When the server received it, Unix milliseconds.
+        pub sent_at_ms: i64,
+    }
+
+    /// No relations are declared.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

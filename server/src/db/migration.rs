@@ -9,7 +9,7 @@ pub(super) struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Init), Box::new(M0002RoomEndReason), Box::new(M0003HostUnmutes)]
+        vec![Box::new(M0001Init), Box::new(M0002RoomEndReason), Box::new(M0003HostUnmutes), Box::new(M0004ChatMessages)]
     }
 }
 
@@ -24,6 +24,17 @@ enum Rooms {
     EndedAtMs,
     EndReason,
     HostUnmutes,
+}
+
+#[derive(DeriveIden)]
+enum ChatMessages {
+    Table,
+    Id,
+    RoomCode,
+    ParticipantId,
+    DisplayName,
+    Body,
+    SentAtMs,
 }
 
 #[derive(DeriveIden)]
@@ -164,6 +175,44 @@ impl MigrationTrait for M0003HostUnmutes {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.alter_table(
             Table::alter().table(Rooms::Table).add_column(boolean(Rooms::HostUnmutes).default(false)).to_owned(),
+        )
+        .await
+    }
+}
+
+/// Chat: the messages of open rooms (deleted when their room closes).
+struct M0004ChatMessages;
+
+impl MigrationName for M0004ChatMessages {
+    fn name(&self) -> &str {
+        "m0004_chat_messages"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004ChatMessages {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(ChatMessages::Table)
+                .if_not_exists()
+                .col(string_len(ChatMessages::Id, 64).primary_key())
+                .col(string_len(ChatMessages::RoomCode, 16))
+                .col(string_len(ChatMessages::ParticipantId, 64))
+                .col(string_len(ChatMessages::DisplayName, 300))
+                .col(text(ChatMessages::Body))
+                .col(big_integer(ChatMessages::SentAtMs))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("idx_chat_messages_room")
+                .table(ChatMessages::Table)
+                .col(ChatMessages::RoomCode)
+                .col(ChatMessages::SentAtMs)
+                .to_owned(),
         )
         .await
     }

@@ -14,11 +14,11 @@ use std::time::Duration;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
-pub use entities::{participant, participant_session, room};
+pub use entities::{chat_message, participant, participant_session, room};
 
 /// Database failures, as the domain sees them.
 #[derive(Debug, thiserror::Error)]
@@ -116,17 +116,72 @@ impl Db {
             .await?)
     }
 
-    /// Marks a room ended with `reason`; `false` when it had ended already.
+    /// Marks a room ended with `reason` and deletes its chat messages, in
+    /// one transaction; `false` when it had ended already.
     pub async fn end_room(&self, code: &str, reason: &str, now_ms: i64) -> Result<bool, DbError> {
+        let txn = self.conn.begin().await?;
         let n = room::Entity::update_many()
             .col_expr(room::Column::EndedAtMs, Expr::value(now_ms))
             .col_expr(room::Column::EndReason, Expr::value(reason))
             .filter(room::Column::Code.eq(code))
             .filter(room::Column::EndedAtMs.is_null())
-            .exec(&self.conn)
+            .exec(&txn)
             .await?
             .rows_affected;
+        chat_message::Entity::delete_many().filter(chat_message::Column::RoomCode.eq(code)).exec(&txn).await?;
+        txn.commit().await?;
         Ok(n > 0)
+    }
+
+    /// Whether `user` was removed from room `code` by its host (a history
+    /// row with reason `kicked`).
+    pub async fn was_removed(&self, code: &str, user: &str) -> Result<bool, DbError> {
+        let n = participant_session::Entity::find()
+            .filter(participant_session::Column::RoomCode.eq(code))
+            .filter(participant_session::Column::UserId.eq(user))
+            .filter(participant_session::Column::LeaveReason.eq("kicked"))
+            .count(&self.conn)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Records a chat message.
+    pub async fn insert_chat(&self, row: chat_message::Model) -> Result<(), DbError> {
+        chat_message::Entity::insert(chat_message::ActiveModel::from(row)).exec_without_returning(&self.conn).await?;
+        Ok(())
+    }
+
+    /// The room's chat messages, oldest first.
+    pub async fn chat(&self, room: &str) -> Result<Vec<chat_message::Model>, DbError> {
+        Ok(chat_message::Entity::find()
+            .filter(chat_message::Column::RoomCode.eq(room))
+            .order_by_asc(chat_message::Column::SentAtMs)
+            .all(&self.conn)
+            .await?)
+    }
+
+    /// Deletes the room's chat messages; how many went.
+    pub async fn delete_chat(&self, room: &str) -> Result<u64, DbError> {
+        Ok(chat_message::Entity::delete_many()
+            .filter(chat_message::Column::RoomCode.eq(room))
+            .exec(&self.conn)
+            .await?
+            .rows_affected)
+    }
+
+    /// Deletes the chat messages of rooms that have ended (a message that
+    /// raced its room's close); how many went.
+    pub async fn delete_chat_of_ended_rooms(&self) -> Result<u64, DbError> {
+        let ended = room::Entity::find()
+            .select_only()
+            .column(room::Column::Code)
+            .filter(room::Column::EndedAtMs.is_not_null())
+            .into_query();
+        Ok(chat_message::Entity::delete_many()
+            .filter(chat_message::Column::RoomCode.in_subquery(ended))
+            .exec(&self.conn)
+            .await?
+            .rows_affected)
     }
 
     /// Open rooms nobody is in that should close themselves: empty for

@@ -1,12 +1,13 @@
-//! The HTTP adapters: the router and its layers, the signalling socket,
+//! The HTTP adapters: the router and its layers, the site's files, the signalling socket,
 //! the leave beacon, the operations endpoints, and the edge (identity,
 //! same-origin checks, security headers, rate limits). They translate
 //! between HTTP and the room service and hold no domain logic.
 //!
-//! Layers, outermost first: trace, security headers, server-function error
+//! Layers, outermost first: trace, request metrics, security headers, server-function error
 //! statuses, the same-origin check, identity, rate limits (which name the
 //! caller), then the routes.
 
+pub mod assets;
 pub mod identity;
 pub mod leave;
 pub mod limits;
@@ -52,6 +53,7 @@ pub fn router(state: &AppState) -> Router {
             move || provide_context(ports.clone()),
             move || app::shell(options.clone()),
         )
+        .merge(assets::pkg_routes(&state.leptos))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         // Outermost last: trace, headers, error statuses, same-origin
         // check, identity, then the rate limits (which name the caller).
@@ -62,5 +64,8 @@ pub fn router(state: &AppState) -> Router {
     for header in security::headers() {
         router = router.layer(header);
     }
-    router.layer(TraceLayer::new_for_http()).with_state(state.clone())
+    router
+        .layer(axum::middleware::from_fn(ops::count_requests))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state.clone())
 }

@@ -50,7 +50,25 @@ fn live_counts(state: &AppState) -> LiveCounts {
 /// `/metrics`: the Prometheus text, with the live gauges counted now.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     m::set_live(live_counts(&state));
+    m::collect_process();
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+/// Middleware: counts every request by method, route pattern and status,
+/// and how long its answer took ([`m::HTTP_REQUESTS`], [`m::HTTP_DURATION`]).
+/// The site's files count under `static`, requests no route matched
+/// under `other`.
+pub async fn count_requests(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = match req.extensions().get::<axum::extract::MatchedPath>() {
+        _ if req.uri().path().starts_with("/pkg/") => "static".to_owned(),
+        Some(matched) => matched.as_str().to_owned(),
+        None => "other".to_owned(),
+    };
+    let response = next.run(req).await;
+    m::http_request(method.as_str(), &route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// The query of [`debug_resources`].
@@ -66,6 +84,12 @@ struct RoomResources {
     pending: usize,
     store_keys: usize,
     db_participants: u64,
+    /// Chat messages of the room in the live store.
+    chat_store: usize,
+    /// Chat messages of the room in the database.
+    chat_db: usize,
+    /// The room has ended (closed).
+    ended: bool,
 }
 
 #[derive(Serialize)]
@@ -101,12 +125,18 @@ pub async fn debug_resources(State(state): State<AppState>, Query(q): Query<Debu
             let pending = rooms.store().pending(&code).await.map_err(|e| e.to_string())?;
             let keys = rooms.store().room_keys(&code).await.map_err(|e| e.to_string())?;
             let db_rows = rooms.db().count_participants(code.as_str()).await.map_err(|e| e.to_string())?;
+            let chat_store = rooms.store().chat(&code).await.map_err(|e| e.to_string())?.len();
+            let chat_db = rooms.db().chat(code.as_str()).await.map_err(|e| e.to_string())?.len();
+            let room = rooms.db().room(code.as_str()).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(RoomResources {
                 code: code.to_string(),
                 participants: members.len(),
                 pending: pending.len(),
                 store_keys: keys.len(),
                 db_participants: db_rows,
+                chat_store,
+                chat_db,
+                ended: room.is_some_and(|r| r.ended_at_ms.is_some()),
             })
         };
         match gathered.await {

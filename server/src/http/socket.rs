@@ -124,7 +124,7 @@ fn for_session(live: &LiveSession, msg: &ServerMsg) -> Option<ServerMsg> {
                 pending: if admin { pending.clone() } else { Vec::new() },
             })
         }
-        ServerMsg::Speaker { .. } if live.is_waiting() => None,
+        ServerMsg::Speaker { .. } | ServerMsg::Chat { .. } | ServerMsg::ChatHistory { .. } if live.is_waiting() => None,
         other => Some(other.clone()),
     }
 }
@@ -336,6 +336,18 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
     drop(attached);
 }
 
+/// Sends the room's recent chat messages (a store that does not answer
+/// leaves the page without them: logged, not fatal).
+async fn send_history(rooms: &Rooms, live: &LiveSession, out: &Outgoing) -> Result<(), TooSlow> {
+    match rooms.chat_history(&live.room).await {
+        Ok(messages) => out.push(&ServerMsg::ChatHistory { messages }),
+        Err(e) => {
+            tracing::warn!(session = %live.id, room = %live.room, error = %e, "chat history unavailable");
+            Ok(())
+        }
+    }
+}
+
 /// The reading half: the page's frames, the room's updates and the media's
 /// messages, until the page, the connection or the writing half ends.
 async fn read(
@@ -363,6 +375,8 @@ async fn read(
         Some(media)
     };
     let mut media = None;
+    // Admitted (media opened, chat history sent) once per socket.
+    let mut in_call = false;
     // The first state read races the writer's end: a socket that dies (or
     // is replaced) while the store is slow stops waiting at once.
     let first = tokio::select! {
@@ -373,8 +387,12 @@ async fn read(
         Ok(state) => {
             if let Some(mic_off) = admitted(live, &state) {
                 media = open_media(mic_off);
+                in_call = true;
             }
             if out.update(live, &state).is_err() {
+                return ReadEnd::TooSlow;
+            }
+            if in_call && send_history(rooms, live, out).await.is_err() {
                 return ReadEnd::TooSlow;
             }
         }
@@ -385,10 +403,16 @@ async fn read(
             () = writer_done.cancelled() => return ReadEnd::Gone,
             update = updates.recv() => match update {
                 Ok(msg) => {
-                    if let Some(mic_off) = admitted(live, &msg).filter(|_| media.is_none()) {
-                        media = open_media(mic_off);
+                    let mut let_in = false;
+                    if let Some(mic_off) = admitted(live, &msg) {
+                        if media.is_none() {
+                            media = open_media(mic_off);
+                        }
+                        let_in = !std::mem::replace(&mut in_call, true);
                     }
-                    out.update(live, &msg)
+                    let sent = out.update(live, &msg);
+                    // Just let in: what was said before (after the roster that says so).
+                    if let_in && sent.is_ok() { send_history(rooms, live, out).await } else { sent }
                 }
                 // Missed updates: the current state says it all.
                 Err(RecvError::Lagged(_)) => {

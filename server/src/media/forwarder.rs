@@ -106,7 +106,7 @@ impl Forwarder {
     ) -> Result<(Arc<Self>, ForwarderTasks), MediaError> {
         let ssrc = rand::random::<u32>();
         let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            track.publisher.to_string(),
+            track.stream.clone(),
             track.id.clone(),
             track.id.clone(),
             track.kind,

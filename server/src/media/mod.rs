@@ -461,6 +461,16 @@ impl Sfu {
         true
     }
 
+    /// Starts or stops publishing a session's screen share, if its media
+    /// is on this node; `false` when it is not here.
+    pub fn set_screen(&self, room: &RoomCode, session: &SessionId, on: bool) -> bool {
+        let Some(media) = self.session(room, session) else {
+            return false;
+        };
+        media.set_screen(on);
+        true
+    }
+
     /// The room's current active speaker, as last announced.
     pub fn speaker(&self, room: &RoomCode) -> Option<SessionId> {
         let room = self.shared.room(room)?;

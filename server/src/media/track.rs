@@ -97,6 +97,9 @@ pub struct PublishedTrack {
     pub id: String,
     /// The participant who publishes it.
     pub publisher: ParticipantId,
+    /// The stream id subscribers see it under: the publisher's id for the
+    /// camera and microphone, [`screen_stream`] of it for a screen share.
+    pub stream: String,
     /// The publisher's session.
     pub session: SessionId,
     /// Audio or video.
@@ -141,6 +144,11 @@ impl std::fmt::Debug for TrackReader {
     }
 }
 
+/// The stream id of a participant's screen share (`{participant}.screen`).
+pub fn screen_stream(participant: &ParticipantId) -> String {
+    format!("{participant}.{}", app::model::SCREEN_STREAM_SUFFIX)
+}
+
 impl PublishedTrack {
     /// Makes the track and its reader (to be spawned by the owner).
     /// `audio_level_id`: the negotiated id of the audio level extension, if
@@ -149,6 +157,7 @@ impl PublishedTrack {
     pub fn new(
         id: String,
         publisher: ParticipantId,
+        stream: String,
         session: SessionId,
         kind: RtpCodecKind,
         codec: RTCRtpCodec,
@@ -163,6 +172,7 @@ impl PublishedTrack {
         let track = Arc::new(Self {
             id,
             publisher,
+            stream,
             session,
             kind,
             codec,

@@ -1,5 +1,6 @@
 //! The room actions of participants and the admin: admit, kick, mute,
-//! allow unmute, make host, end the meeting, hands, own mute. Every action
+//! allow unmute, make host, end the meeting, stop a share; hands, own
+//! mute, own screen share. Every action
 //! first proves the caller owns its session; admin actions need the role.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,7 +58,7 @@ impl Rooms {
     /// Ends the meeting: the room is marked ended, then every session in it
     /// (admitted or waiting) ends with reason `room-ended`.
     pub(super) async fn end_meeting(&self, room: &RoomCode) -> Result<(), RoomError> {
-        self.db.end_room(room.as_str(), "ended", now_ms()).await?;
+        self.close_room(room, "ended").await?;
         let mut everyone = self.store.members(room).await?;
         everyone.extend(self.store.pending(room).await?);
         let mut result = Ok(());
@@ -131,6 +132,18 @@ impl Rooms {
                 }
             }
             RoomAction::EndMeeting => return self.end_meeting(&room).await,
+            RoomAction::Screen { on } => {
+                // One share per person: starting again while sharing changes nothing.
+                if self.set_flag(&room, session, &|e| std::mem::replace(&mut e.screen, on) != on).await? {
+                    self.set_screen(&room, session, on);
+                }
+            }
+            RoomAction::StopScreen { participant } => {
+                let target = self.find(&room, &participant, false).await?;
+                if self.set_flag(&room, &target.session, &|e| std::mem::take(&mut e.screen)).await? {
+                    self.set_screen(&room, &target.session, false);
+                }
+            }
             RoomAction::Hand { up: true } => {
                 self.store.raise_hand(&room, session, now_ms()).await?;
             }

@@ -86,7 +86,10 @@ impl Rooms {
         // The creator is never kept waiting; the store gives the role in the
         // same step that records the arrival (one admin, however many arrive).
         let creator = room.created_by == who.user_id.as_str();
-        let state = if room.private && !creator { ParticipantState::Pending } else { ParticipantState::Active };
+        // Somebody the host removed may only ask to come back (the host decides).
+        let removed = !creator && !room.private && self.db.was_removed(code.as_str(), who.user_id.as_str()).await?;
+        let state =
+            if (room.private || removed) && !creator { ParticipantState::Pending } else { ParticipantState::Active };
         if state == ParticipantState::Pending {
             let waiting = self.store.pending(code).await?;
             if waiting.iter().filter(|w| w.user != who.user_id).count() >= MAX_PENDING {
@@ -111,6 +114,7 @@ impl Rooms {
             audio_muted: false,
             video_muted: false,
             audio_locked: false,
+            screen: false,
         };
 
         // Store first; if the database then fails, undo the store write so

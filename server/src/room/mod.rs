@@ -9,10 +9,11 @@
 //! One file per use case: `join` (creating, looking up, joining),
 //! `close` (the close path and its retries, leaving), `roster` (what
 //! the room is told, the admin hand-over), `actions` (participants' and
-//! the admin's actions), `liveness` (the abrupt-loss sweep, shutdown),
+//! the admin's actions), `chat` (messages, deleted with their room), `liveness` (the abrupt-loss sweep, shutdown),
 //! `idle` (rooms that close themselves).
 
 mod actions;
+mod chat;
 mod close;
 mod error;
 mod idle;
@@ -38,6 +39,7 @@ use crate::nodes::{NodeEvent, Outbox};
 use crate::participant::SessionRegistry;
 use crate::store::LiveStore;
 
+pub use chat::CHAT_HISTORY;
 pub use error::RoomError;
 use roster::RosterTurns;
 
@@ -76,6 +78,8 @@ impl Default for Limits {
 pub struct Rooms {
     /// Running roster broadcasts (see [`Rooms::broadcast_roster`]).
     rosters: RosterTurns,
+    /// How fast each session may chat.
+    chat_limits: chat::ChatLimits,
     db: Db,
     store: Arc<dyn LiveStore>,
     node_id: String,
@@ -116,6 +120,7 @@ impl Rooms {
         let outbox = Outbox::start(store.clone(), node_id.clone(), &tasks, root.clone());
         Arc::new_cyclic(|me| Self {
             rosters: RosterTurns::default(),
+            chat_limits: chat::ChatLimits::default(),
             outbox,
             limits,
             db,
@@ -173,6 +178,14 @@ impl Rooms {
         }
     }
 
+    /// Starts or stops publishing a session's screen share, on the node
+    /// that has its media.
+    pub(super) fn set_screen(&self, room: &RoomCode, session: &SessionId, on: bool) {
+        if !self.media.set_screen(room, session, on) {
+            self.outbox.send(NodeEvent::Screen { room: room.clone(), session: session.clone(), on });
+        }
+    }
+
     /// Does what another node asked (`payload`, from the live store's
     /// event channel); this node's own events are skipped.
     pub fn on_node_event(&self, payload: &str) {
@@ -181,6 +194,9 @@ impl Rooms {
             Some(NodeEvent::Room { room, msg }) => self.hub.publish(&room, msg),
             Some(NodeEvent::Forwarding { room, session, kind, on }) => {
                 self.media.set_forwarding(&room, &session, kind, on);
+            }
+            Some(NodeEvent::Screen { room, session, on }) => {
+                self.media.set_screen(&room, &session, on);
             }
             Some(NodeEvent::Ended { room, session, reason }) => {
                 // Its durable state is gone already: only the live part is
@@ -216,5 +232,9 @@ impl RoomService for Rooms {
 
     async fn act(&self, who: &Identity, session: &SessionId, action: RoomAction) -> Result<(), AppError> {
         Ok(self.act_as(who, session, action).await?)
+    }
+
+    async fn send_chat(&self, who: &Identity, session: &SessionId, text: &str) -> Result<(), AppError> {
+        Ok(self.send_chat_as(who, session, text).await?)
     }
 }

@@ -7,16 +7,20 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use app::model::{Role, RoomCode, SessionId, UserId};
+use app::model::{ChatMessage, Role, RoomCode, SessionId, UserId};
 use async_trait::async_trait;
 
-use super::{by_arrival, heir, role_on_arrival, Keys, LiveStore, MemberEntry, ResourceKind, StoreError};
+use super::{
+    by_arrival, chat_from_json, chat_to_json, heir, role_on_arrival, Keys, LiveStore, MemberEntry, ResourceKind,
+    StoreError,
+};
 
 #[derive(Debug, Clone)]
 enum Val {
     Str(String, Option<Instant>),
     Hash(BTreeMap<String, String>),
     ZSet(BTreeMap<String, i64>),
+    List(std::collections::VecDeque<String>),
 }
 
 /// In-process implementation of [`LiveStore`].
@@ -337,6 +341,37 @@ impl LiveStore for MemoryStore {
             }
             n
         }))
+    }
+
+    async fn push_chat(&self, room: &RoomCode, message: &ChatMessage, keep: usize) -> Result<(), StoreError> {
+        let json = chat_to_json(message)?;
+        let key = self.keys.chat(room);
+        self.with(|m| {
+            let slot = m.entry(key).or_insert_with(|| Val::List(Default::default()));
+            if !matches!(slot, Val::List(_)) {
+                *slot = Val::List(Default::default());
+            }
+            if let Val::List(list) = slot {
+                list.push_back(json);
+                let excess = list.len().saturating_sub(keep);
+                list.drain(..excess);
+            }
+        });
+        Ok(())
+    }
+
+    async fn chat(&self, room: &RoomCode) -> Result<Vec<ChatMessage>, StoreError> {
+        let key = self.keys.chat(room);
+        let raw: Vec<String> = self.with(|m| match m.get(&key) {
+            Some(Val::List(list)) => list.iter().cloned().collect(),
+            _ => Vec::new(),
+        });
+        chat_from_json(&raw)
+    }
+
+    async fn drop_chat(&self, room: &RoomCode) -> Result<bool, StoreError> {
+        let key = self.keys.chat(room);
+        Ok(self.with(|m| m.remove(&key).is_some()))
     }
 
     async fn room_keys(&self, room: &RoomCode) -> Result<Vec<String>, StoreError> {

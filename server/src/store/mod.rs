@@ -13,6 +13,7 @@
 //! - `P:{room}:user:{uid}`      string the user's current session in the room
 //! - `P:{room}:hands`           zset  session, scored by raise time
 //! - `P:{room}:speaker`         string the active speaker's session
+//! - `P:{room}:chat`            list  the room's recent chat messages (JSON), oldest first
 //! - `P:node:{node}`            string a node's lease (expires)
 //!
 //! Invariant: removing a session is compare-and-delete: pointers (`user`,
@@ -25,7 +26,9 @@ pub mod redis;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use app::model::{ParticipantId, ParticipantState, ParticipantView, Presence, Role, RoomCode, SessionId, UserId};
+use app::model::{
+    ChatMessage, ParticipantId, ParticipantState, ParticipantView, Presence, Role, RoomCode, SessionId, UserId,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +74,9 @@ pub struct MemberEntry {
     /// Muted by the admin in a room where only the admin lets them unmute.
     #[serde(default)]
     pub audio_locked: bool,
+    /// Sharing their screen now.
+    #[serde(default)]
+    pub screen: bool,
 }
 
 impl MemberEntry {
@@ -86,6 +92,7 @@ impl MemberEntry {
             audio_muted: self.audio_muted,
             video_muted: self.video_muted,
             audio_locked: self.audio_locked,
+            screen: self.screen,
         }
     }
 
@@ -96,6 +103,16 @@ impl MemberEntry {
     fn from_json(s: &str) -> Result<Self, StoreError> {
         serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
+}
+
+/// Encodes a chat message for the store.
+fn chat_to_json(message: &ChatMessage) -> Result<String, StoreError> {
+    serde_json::to_string(message).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Reads the store's chat messages back.
+fn chat_from_json(raw: &[String]) -> Result<Vec<ChatMessage>, StoreError> {
+    raw.iter().map(|s| serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
 }
 
 /// The kinds of media resource a session owns.
@@ -173,6 +190,10 @@ impl Keys {
     /// `P:{room}:speaker`: the active speaker's session.
     pub fn speaker(&self, room: &RoomCode) -> String {
         self.room(room, "speaker")
+    }
+    /// `P:{room}:chat`: the room's recent chat messages.
+    pub fn chat(&self, room: &RoomCode) -> String {
+        self.room(room, "chat")
     }
     /// The pub/sub channel between the nodes of one deployment.
     pub fn events(&self) -> String {
@@ -363,6 +384,16 @@ pub trait LiveStore: Send + Sync + 'static {
     /// Removes everything of `session` in `room`, compare-and-delete (see
     /// the module docs). Returns how many entries went; 0 when already gone.
     async fn remove_session(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<u32, StoreError>;
+
+    /// Appends a chat message to the room's recent ones, keeping the
+    /// newest `keep`.
+    async fn push_chat(&self, room: &RoomCode, message: &ChatMessage, keep: usize) -> Result<(), StoreError>;
+
+    /// The room's recent chat messages, oldest first.
+    async fn chat(&self, room: &RoomCode) -> Result<Vec<ChatMessage>, StoreError>;
+
+    /// Deletes the room's chat messages (the room closed); `true` if there were any.
+    async fn drop_chat(&self, room: &RoomCode) -> Result<bool, StoreError>;
 
     /// Every key of the room.
     async fn room_keys(&self, room: &RoomCode) -> Result<Vec<String>, StoreError>;

@@ -9,17 +9,25 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use app::model::{Role, RoomCode, SessionId, UserId};
+use app::model::{ChatMessage, Role, RoomCode, SessionId, UserId};
 use async_trait::async_trait;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::{Expiration, Value};
 use futures::TryStreamExt;
 
-use super::{by_arrival, Keys, LiveStore, MemberEntry, ResourceKind, StoreError};
+use super::{by_arrival, chat_from_json, chat_to_json, Keys, LiveStore, MemberEntry, ResourceKind, StoreError};
 
 /// How long one command may wait for Redis before failing.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// KEYS: chat. ARGV: message JSON, how many to keep. Appends and trims
+/// in one step.
+const CHAT_PUSH_SCRIPT: &str = r#"
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+return 1
+"#;
 
 /// KEYS: list, other list, session, user. ARGV: sid, json, uid.
 /// Moves the session into `list`, records its user, points the user at it;
@@ -469,6 +477,27 @@ impl LiveStore for RedisStore {
             .eval(REMOVE_SCRIPT, self.keys.session_scope(room, session, user).to_vec(), vec![session.to_string()])
             .await
             .map_err(unavailable)
+    }
+
+    async fn push_chat(&self, room: &RoomCode, message: &ChatMessage, keep: usize) -> Result<(), StoreError> {
+        let json = chat_to_json(message)?;
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let _: Value = self
+            .client
+            .eval(CHAT_PUSH_SCRIPT, vec![self.keys.chat(room)], vec![json, keep.to_string()])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn chat(&self, room: &RoomCode) -> Result<Vec<ChatMessage>, StoreError> {
+        let raw: Vec<String> = self.client.lrange(self.keys.chat(room), 0, -1).await.map_err(unavailable)?;
+        chat_from_json(&raw)
+    }
+
+    async fn drop_chat(&self, room: &RoomCode) -> Result<bool, StoreError> {
+        let n: u32 = self.client.del(self.keys.chat(room)).await.map_err(unavailable)?;
+        Ok(n > 0)
     }
 
     async fn room_keys(&self, room: &RoomCode) -> Result<Vec<String>, StoreError> {

@@ -133,11 +133,15 @@ impl TestServer {
     /// Starts with explicit flags and store prefix: servers sharing a
     /// prefix, a Redis and a database are nodes of one deployment.
     pub async fn with_args_prefix(args: &[String], prefix: &str) -> Self {
+        Self::with_site(args, prefix, LeptosOptions::builder().output_name("cleanroom").build()).await
+    }
+
+    /// Starts with explicit flags, store prefix and Leptos options (the site's files).
+    pub async fn with_site(args: &[String], prefix: &str, leptos: LeptosOptions) -> Self {
         let config = match Config::from_args(args) {
             Ok(c) => c,
             Err(e) => panic!("test config refused: {e:?}"),
         };
-        let leptos = LeptosOptions::builder().output_name("cleanroom").build();
         let state = server::start(&config, leptos, prefix).await.expect("server starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

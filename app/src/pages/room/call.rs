@@ -60,18 +60,30 @@ fn Waiting(code: RoomCode, on_leave: Callback<()>) -> impl IntoView {
 /// The joined view: the waiting screen, or the call: tiles, participant
 /// panel, notices, control bar.
 #[component]
-pub(super) fn CallView(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Devices) -> impl IntoView {
+pub(super) fn CallView(
+    code: RoomCode,
+    store: CallStore,
+    on_leave: Callback<()>,
+    on_share: Callback<bool>,
+    devices: Devices,
+) -> impl IntoView {
     let waiting = move || store.me.with(|m| m.as_ref().is_some_and(|m| m.state == ParticipantState::Pending));
     let wait_code = code.clone();
     view! {
         <Show when=move || !waiting() fallback=move || view! { <Waiting code=wait_code.clone() on_leave=on_leave/> }>
-            <InCall code=code.clone() store=store on_leave=on_leave devices=devices/>
+            <InCall code=code.clone() store=store on_leave=on_leave on_share=on_share devices=devices/>
         </Show>
     }
 }
 
 #[component]
-fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Devices) -> impl IntoView {
+fn InCall(
+    code: RoomCode,
+    store: CallStore,
+    on_leave: Callback<()>,
+    on_share: Callback<bool>,
+    devices: Devices,
+) -> impl IntoView {
     let connection = move || store.connection.get();
     let tiles = Layout::new(devices.speaker);
     let settings_open = RwSignal::new(false);
@@ -96,6 +108,7 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Dev
         }
     };
     let link_code = code.clone();
+    let alone_code = code.clone();
     let copy_link = move |_| copy_room_link(store, &link_code);
     let panel_open = RwSignal::new(false);
     // Keyboard: opening the people panel moves focus into it; Escape closes
@@ -135,7 +148,16 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Dev
         store.hands.with(|h| me.is_some_and(|me| h.contains(&me)))
     };
     let locked = move || store.audio_muted.get() && store.audio_locked();
-    let toggle_audio = move |_| {
+    // We share our screen (the roster says so, or our capture is running).
+    let sharing = move || {
+        let me = my_id();
+        #[cfg(feature = "hydrate")]
+        let capturing = store.screen.with(Option::is_some);
+        #[cfg(not(feature = "hydrate"))]
+        let capturing = false;
+        capturing || store.participants.with(|ps| ps.iter().any(|p| Some(&p.id) == me.as_ref() && p.screen))
+    };
+    let toggle_audio = move || {
         let muted = !store.audio_muted.get_untracked();
         if !muted && store.audio_locked() {
             store.toast("The host muted you. Raise your hand to ask to speak.");
@@ -153,7 +175,7 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Dev
             });
         }
     };
-    let toggle_video = move |_| {
+    let toggle_video = move || {
         let muted = !store.video_muted.get_untracked();
         store.video_muted.set(muted);
         if let Some(session) = my_session(store) {
@@ -166,16 +188,39 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Dev
             run_action(store, set_hand(session, up));
         }
     };
-    let end_for_all = move |_| {
+    let end_for_all = Callback::new(move |()| {
         if let Some(session) = my_session(store) {
             run_action(store, end_meeting(session));
         }
-    };
+    });
     #[cfg(feature = "hydrate")]
     dismiss_toasts(store);
+    // Keyboard shortcuts (shown in the buttons' tooltips): Ctrl+D the
+    // microphone, Ctrl+E the camera (⌘ on a Mac).
+    #[cfg(feature = "hydrate")]
+    {
+        let keys = window_event_listener(leptos::ev::keydown, move |ev| {
+            if !(ev.ctrl_key() || ev.meta_key()) || ev.alt_key() || ev.shift_key() || ev.repeat() {
+                return;
+            }
+            match ev.key().to_ascii_lowercase().as_str() {
+                "d" => {
+                    ev.prevent_default();
+                    toggle_audio();
+                }
+                "e" => {
+                    ev.prevent_default();
+                    toggle_video();
+                }
+                _ => {}
+            }
+        });
+        on_cleanup(move || keys.remove());
+    }
 
     view! {
         <main class="page call" data-testid="call" on:keydown=close_panel>
+            <h1 class="visually-hidden">{format!("Meeting in room {code}")}</h1>
             <header class="call-bar">
                 <a
                     class="brand-link"
@@ -203,7 +248,7 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Dev
                     {move || connection().label()}
                 </span>
             </header>
-            <div class="call-body">
+            <div class="call-body" class:with-chat=move || store.chat_open.get()>
                 <section
                     class=layout
                     class:speaker-view=move || tiles.speaker_view.get()
@@ -211,11 +256,28 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Dev
                     aria-label="Video tiles"
                 >
                     <For
+                        each=move || { store.participants.get().into_iter().filter(|p| p.screen).collect::<Vec<_>>() }
+                        key=|p| p.id.clone()
+                        children=move |p| view! { <ScreenTile participant=p store=store/> }
+                    />
+                    <For
                         each=move || store.participants.get()
                         key=|p| p.id.clone()
                         children=move |p| view! { <Tile participant=p store=store layout=tiles/> }
                     />
+                {move || (count() == 1).then(|| {
+                    let code = alone_code.clone();
+                    view! {
+                        <div class="card alone" role="status" data-testid="alone-invite">
+                            <span>"You are the only one here. Send the link to invite people."</span>
+                            <button class="small" data-testid="alone-copy-link" on:click=move |_| copy_room_link(store, &code)>
+                                "Copy link"
+                            </button>
+                        </div>
+                    }
+                })}
                 </section>
+                <ChatPanel store=store/>
                 <aside
                     class="panel"
                     class:open=move || panel_open.get()
@@ -265,9 +327,19 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Dev
                     class:off=move || store.audio_muted.get()
                     aria-pressed=move || store.audio_muted.get().to_string()
                     aria-disabled=move || locked().to_string()
-                    title=move || locked().then_some("The host muted you; raise your hand to ask to speak")
-                    on:click=toggle_audio
+                    aria-keyshortcuts="Control+D"
+                    title=move || {
+                        if locked() {
+                            "The host muted you; raise your hand to ask to speak"
+                        } else if store.audio_muted.get() {
+                            "Turn the microphone on (Ctrl+D)"
+                        } else {
+                            "Turn the microphone off (Ctrl+D)"
+                        }
+                    }
+                    on:click=move |_| toggle_audio()
                 >
+                    <Icon glyph=Glyph::Microphone/>
                     {move || match (store.audio_muted.get(), locked()) {
                         (_, true) => "Muted by host",
                         (true, false) => "Unmute",
@@ -278,33 +350,72 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Dev
                     data-testid="mute-video"
                     class:off=move || store.video_muted.get()
                     aria-pressed=move || store.video_muted.get().to_string()
-                    on:click=toggle_video
+                    aria-keyshortcuts="Control+E"
+                    title=move || if store.video_muted.get() { "Turn the camera on (Ctrl+E)" } else { "Turn the camera off (Ctrl+E)" }
+                    on:click=move |_| toggle_video()
                 >
+                    <Icon glyph=Glyph::Camera/>
                     {move || if store.video_muted.get() { "Start camera" } else { "Stop camera" }}
+                </button>
+                <button
+                    data-testid="share-screen"
+                    aria-pressed=move || sharing().to_string()
+                    title="Share your screen, a window or a tab with everybody"
+                    on:click=move |_| on_share.run(!sharing())
+                >
+                    <Icon glyph=Glyph::Screen/>
+                    {move || if sharing() { "Stop sharing" } else { "Share screen" }}
                 </button>
                 <button
                     data-testid="device-settings"
                     aria-expanded=move || settings_open.get().to_string()
+                    title="Choose the camera, microphone and speaker"
                     on:click=toggle_settings
                 >
+                    <Icon glyph=Glyph::Devices/>
                     "Devices"
                 </button>
                 <button
                     data-testid="layout-toggle"
                     aria-pressed=move || tiles.speaker_view.get().to_string()
+                    title="Switch between the grid and speaker view"
                     on:click=move |_| tiles.speaker_view.update(|on| *on = !*on)
                 >
+                    <Icon glyph=Glyph::Layout/>
                     {move || if tiles.speaker_view.get() { "Grid view" } else { "Speaker view" }}
                 </button>
-                <button data-testid="raise-hand" aria-pressed=move || hand_up().to_string() on:click=toggle_hand>
+                <button
+                    data-testid="raise-hand"
+                    aria-pressed=move || hand_up().to_string()
+                    title="Raise your hand to ask to speak"
+                    on:click=toggle_hand
+                >
+                    <Icon glyph=Glyph::Hand/>
                     {move || if hand_up() { "Lower hand" } else { "Raise hand" }}
+                </button>
+                <button
+                    data-testid="chat-button"
+                    aria-expanded=move || store.chat_open.get().to_string()
+                    title="Messages to everybody in the call"
+                    on:click=move |_| store.set_chat_open(!store.chat_open.get_untracked())
+                >
+                    <Icon glyph=Glyph::Chat/>
+                    "Chat"
+                    {move || {
+                        let n = store.unread.get();
+                        (n > 0).then(|| view! {
+                            <span class="count" data-testid="chat-unread" aria-label=format!("{n} unread")>{n}</span>
+                        })
+                    }}
                 </button>
                 <button
                     data-testid="participants-button"
                     node_ref=people_button
                     aria-expanded=move || panel_open.get().to_string()
+                    title="Who is in the call"
                     on:click=toggle_panel
                 >
+                    <Icon glyph=Glyph::People/>
                     {move || format!("People ({})", count())}
                     {move || {
                         let n = store.pending.with(Vec::len);
@@ -312,9 +423,17 @@ fn InCall(code: RoomCode, store: CallStore, on_leave: Callback<()>, devices: Dev
                     }}
                 </button>
                 {move || store.is_admin().then(|| view! {
-                    <button class="secondary" data-testid="end-meeting" on:click=end_for_all>"End for all"</button>
+                    <ConfirmButton
+                        testid="end-meeting"
+                        label="End for all"
+                        question="End the meeting for everyone?"
+                        yes="End for all"
+                        class="secondary"
+                        on_confirm=end_for_all
+                    />
                 })}
-                <button class="danger" data-testid="leave-button" on:click=move |_| on_leave.run(())>
+                <button class="danger" data-testid="leave-button" title="Leave the meeting" on:click=move |_| on_leave.run(())>
+                    <Icon glyph=Glyph::Leave/>
                     "Leave"
                 </button>
             </footer>

@@ -10,8 +10,12 @@
 #![allow(unreachable_pub)]
 
 mod call;
+mod chat;
+mod confirm;
+mod icon;
 mod people;
 mod prejoin;
+mod screen;
 mod tile;
 
 use leptos::prelude::*;
@@ -20,7 +24,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 
 use crate::api::{
     admit, allow_unmute, end_meeting, get_room_page, join_room, kick, leave_room, make_admin, mute_participant,
-    set_hand, set_muted,
+    set_hand, set_muted, stop_screen,
 };
 use crate::call::CallStore;
 use crate::error::AppError;
@@ -30,8 +34,12 @@ use crate::model::{
 use crate::pages::not_found::NotFound;
 
 use call::{CallView, Layout};
+use chat::ChatPanel;
+use confirm::ConfirmButton;
+use icon::{Glyph, Icon};
 use people::{ParticipantRow, Pending};
 use prejoin::{DeviceSelect, Prejoin};
+use screen::ScreenTile;
 use tile::Tile;
 
 /// `/r/{code}`: the pre-join screen, then the call.
@@ -71,6 +79,16 @@ fn Room(data: RoomPageData) -> impl IntoView {
     let microphone = RwSignal::new(None::<String>);
     // Where remote sound plays (`None`: the browser's default output).
     let speaker = RwSignal::new(None::<String>);
+    // Whether to join with the camera and microphone on (the pre-join
+    // toggles). After the host removed us, turned us away or ended the
+    // meeting, the camera stays off until the person turns it on.
+    let camera_on = RwSignal::new(true);
+    let microphone_on = RwSignal::new(true);
+    Effect::new(move |_| {
+        if store.me.with(Option::is_none) && store.notice.with(Option::is_some) {
+            camera_on.set(false);
+        }
+    });
     #[cfg(feature = "hydrate")]
     let call = StoredValue::new_local(None::<crate::browser::Call>);
 
@@ -106,7 +124,22 @@ fn Room(data: RoomPageData) -> impl IntoView {
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         let on = !store.audio_muted.get();
-        let _ = call.try_with_value(|c| c.as_ref().map(|c| c.set_microphone(on)));
+        let missing = call.try_with_value(|c| c.as_ref().map(|c| !c.set_microphone(on))).flatten() == Some(true);
+        // Joined with the microphone off (never opened): open it now.
+        if on && missing {
+            store.tasks.spawn(async move {
+                let Ok(track) = crate::browser::open_microphone(microphone.get_untracked().as_deref()).await else {
+                    store.toast("The microphone could not be turned on.");
+                    let _ = store.audio_muted.try_set(true);
+                    return;
+                };
+                let placed =
+                    call.try_with_value(|c| c.as_ref().map(|c| c.switch_microphone(Clone::clone(&track), true)));
+                if !matches!(placed, Some(Some(()))) {
+                    track.stop();
+                }
+            });
+        }
     });
     #[cfg(feature = "hydrate")]
     Effect::new(move |before: Option<bool>| {
@@ -178,6 +211,19 @@ fn Room(data: RoomPageData) -> impl IntoView {
         chosen
     });
 
+    // A camera or microphone lost mid-call (unplugged, taken by the
+    // system): another one takes over, or it is turned off, with a notice.
+    #[cfg(feature = "hydrate")]
+    {
+        let watch =
+            set_interval_with_handle(move || recover_lost_devices(store, call), std::time::Duration::from_millis(500));
+        on_cleanup(move || {
+            if let Ok(handle) = watch {
+                handle.clear();
+            }
+        });
+    }
+
     // The name typed last, kept for the pre-join screen after a call ends.
     let remembered = RwSignal::new(data.remembered_name.clone().unwrap_or_default());
     let joining = RwSignal::new(false);
@@ -204,16 +250,25 @@ fn Room(data: RoomPageData) -> impl IntoView {
                     {
                         let session = outcome.session_id.clone();
                         let ice_servers = outcome.ice_servers.clone();
+                        crate::browser::remember_room(&code);
                         store.enter(outcome);
                         // The leave beacon is armed before anything else can go wrong.
                         call.set_value(Some(crate::browser::Call::new(store)));
                         let choice = crate::browser::DeviceChoice {
                             camera: camera.get_untracked(),
                             microphone: microphone.get_untracked(),
+                            camera_off: !camera_on.get_untracked(),
+                            microphone_off: !microphone_on.get_untracked(),
                         };
                         let media = crate::browser::open_local_media(&choice).await;
                         let (has_audio, has_video) = (media.has_audio(), media.has_video());
-                        let local = media.stream;
+                        // Both turned off before joining: an empty stream, for
+                        // the devices turned on later.
+                        let local = media.stream.or_else(|| {
+                            (choice.camera_off && choice.microphone_off)
+                                .then(|| web_sys::MediaStream::new().ok())
+                                .flatten()
+                        });
                         let still_here =
                             store.me.try_with_untracked(|m| m.as_ref().is_some_and(|m| m.session_id == session));
                         let connected = still_here == Some(true)
@@ -257,10 +312,35 @@ fn Room(data: RoomPageData) -> impl IntoView {
         });
     });
 
+    // Off to the lobby, which says so and offers the way back.
     let navigate = use_navigate();
+    let left_code = code.clone();
     let on_leave = Callback::new(move |()| {
         leave();
-        navigate("/", Default::default());
+        navigate(&format!("/?left={left_code}"), Default::default());
+    });
+
+    // Share the screen (`true`) or stop; the host stopping our share, or
+    // the browser's own "Stop sharing", ends the capture here too.
+    let on_share = Callback::new(move |on: bool| {
+        #[cfg(feature = "hydrate")]
+        if on {
+            start_share(store, call);
+        } else {
+            stop_share(store, call, true);
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = on;
+    });
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |before: Option<bool>| {
+        let me = store.me.with(|m| m.as_ref().map(|m| m.participant_id.clone()));
+        let flagged = store.participants.with(|ps| ps.iter().any(|p| Some(&p.id) == me.as_ref() && p.screen));
+        if before == Some(true) && !flagged && store.screen.with_untracked(Option::is_some) {
+            stop_share(store, call, false);
+            store.toast("The host stopped your screen share.");
+        }
+        flagged
     });
 
     let private = data.room.private;
@@ -279,11 +359,19 @@ fn Room(data: RoomPageData) -> impl IntoView {
                     lost=store.lost.into()
                     camera=camera
                     microphone=microphone
+                    camera_on=camera_on
+                    microphone_on=microphone_on
                     on_join=on_join
                 />
             }
         >
-            <CallView code=code.clone() store=store on_leave=on_leave devices=Devices { camera, microphone, speaker }/>
+            <CallView
+                code=code.clone()
+                store=store
+                on_leave=on_leave
+                on_share=on_share
+                devices=Devices { camera, microphone, speaker }
+            />
         </Show>
     }
 }
@@ -317,6 +405,98 @@ fn tell_leave(session: SessionId) {
             leptos::logging::warn!("leave was not confirmed: {e}");
         }
     });
+}
+
+/// Asks which screen to share and shares it; the room is told.
+#[cfg(feature = "hydrate")]
+fn start_share(store: CallStore, call: StoredValue<Option<crate::browser::Call>, LocalStorage>) {
+    store.tasks.spawn(async move {
+        let Ok(stream) = crate::browser::open_screen().await else {
+            store.toast("Screen sharing was cancelled or is not allowed.");
+            return;
+        };
+        let placed = call.try_update_value(|c| c.as_mut().map(|c| c.share_screen(Clone::clone(&stream))));
+        match (placed, my_session(store)) {
+            (Some(Some(())), Some(session)) => {
+                let _ = store.screen.try_set(Some(stream));
+                run_action(store, crate::api::set_screen(session, true));
+            }
+            // Left while the browser was asking.
+            _ => crate::browser::stop_stream(&stream),
+        }
+    });
+}
+
+/// Stops our screen share (the capture ends); `tell`: the room is told
+/// (not when the host stopped it, the room knows).
+#[cfg(feature = "hydrate")]
+fn stop_share(store: CallStore, call: StoredValue<Option<crate::browser::Call>, LocalStorage>, tell: bool) {
+    let _ = call.try_update_value(|c| c.as_mut().map(crate::browser::Call::stop_screen));
+    let _ = store.screen.try_set(None);
+    if let (true, Some(session)) = (tell, my_session(store)) {
+        run_action(store, crate::api::set_screen(session, false));
+    }
+}
+
+/// Replaces a device whose track ended by itself (see
+/// [`crate::browser::take_lost_tracks`]) with whatever the browser offers
+/// now, or turns it off (and tells the room) when there is none.
+#[cfg(feature = "hydrate")]
+fn recover_lost_devices(store: CallStore, call: StoredValue<Option<crate::browser::Call>, LocalStorage>) {
+    // The browser's own "Stop sharing" ends the capture's track.
+    if let Some(Some(screen)) = store.screen.try_get_untracked() {
+        if !crate::browser::take_lost_tracks(&screen, "video").is_empty() {
+            stop_share(store, call, true);
+        }
+    }
+    let Some(Some(local)) = store.local.try_get_untracked() else { return };
+    if !crate::browser::take_lost_tracks(&local, "audio").is_empty() {
+        store.tasks.spawn(async move {
+            match crate::browser::open_microphone(None).await {
+                Ok(track) => {
+                    let label = track.label();
+                    let on = !store.audio_muted.get_untracked();
+                    let placed =
+                        call.try_with_value(|c| c.as_ref().map(|c| c.switch_microphone(Clone::clone(&track), on)));
+                    if matches!(placed, Some(Some(()))) {
+                        store.toast(format!("Your microphone was disconnected. Now using {label}."));
+                    } else {
+                        track.stop();
+                    }
+                }
+                Err(_) => {
+                    store.toast("Your microphone was disconnected and no other is available; it is off.");
+                    let _ = store.audio_muted.try_set(true);
+                    if let Some(session) = my_session(store) {
+                        run_action(store, set_muted(session, "audio".into(), true));
+                    }
+                }
+            }
+        });
+    }
+    if !crate::browser::take_lost_tracks(&local, "video").is_empty() {
+        let _ = call.try_with_value(|c| c.as_ref().map(crate::browser::Call::camera_off));
+        store.tasks.spawn(async move {
+            match crate::browser::open_camera(None).await {
+                Ok(track) => {
+                    let label = track.label();
+                    let placed = call.try_with_value(|c| c.as_ref().map(|c| c.camera_on(Clone::clone(&track))));
+                    if matches!(placed, Some(Some(()))) {
+                        store.toast(format!("Your camera was disconnected. Now using {label}."));
+                    } else {
+                        track.stop();
+                    }
+                }
+                Err(_) => {
+                    store.toast("Your camera was disconnected and no other is available; it is off.");
+                    let _ = store.video_muted.try_set(true);
+                    if let Some(session) = my_session(store) {
+                        run_action(store, set_muted(session, "video".into(), true));
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// Runs a room action for our session; a refusal becomes a notice.

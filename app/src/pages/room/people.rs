@@ -19,7 +19,7 @@ pub(super) fn Pending(store: CallStore) -> impl IntoView {
                                 <span class="name">{p.name.clone()}</span>
                                 <button
                                     data-testid="approve"
-                                    aria-label=format!("Let {} in", p.name)
+                                    aria-label=format!("Admit {}", p.name)
                                     on:click=move |_| if let Some(s) = my_session(store) {
                                         run_action(store, admit(s, yes.clone(), true));
                                     }
@@ -27,7 +27,7 @@ pub(super) fn Pending(store: CallStore) -> impl IntoView {
                                 <button
                                     class="secondary"
                                     data-testid="deny"
-                                    aria-label=format!("Turn {} away", p.name)
+                                    aria-label=format!("Deny {}", p.name)
                                     on:click=move |_| if let Some(s) = my_session(store) {
                                         run_action(store, admit(s, no.clone(), false));
                                     }
@@ -59,15 +59,21 @@ pub(super) fn ParticipantRow(participant: ParticipantView, store: CallStore) -> 
             {move || hand().map(|n| view! { <span class="tag hand" title="Hand raised">{format!("Hand {n}")}</span> })}
             {move || (store.is_admin() && !me).then(|| {
                 let (target, name) = (target.clone(), name.clone());
+                let on_confirm = Callback::new(move |()| {
+                    if let Some(s) = my_session(store) {
+                        run_action(store, make_admin(s, target.clone()));
+                    }
+                });
                 view! {
-                    <button
+                    <ConfirmButton
+                        testid="make-admin"
+                        label="Make host"
+                        aria_label=format!("Make host: {name}")
+                        question=format!("Make {name} the host? You will no longer be the host.")
+                        yes="Make host"
                         class="small secondary"
-                        data-testid="make-admin"
-                        aria-label=format!("Make {name} the host")
-                        on:click=move |_| if let Some(s) = my_session(store) {
-                            run_action(store, make_admin(s, target.clone()));
-                        }
-                    >"Make host"</button>
+                        on_confirm=on_confirm
+                    />
                 }
             })}
         </li>

@@ -14,6 +14,8 @@ pub(super) fn Prejoin(
     lost: Signal<bool>,
     camera: RwSignal<Option<String>>,
     microphone: RwSignal<Option<String>>,
+    camera_on: RwSignal<bool>,
+    microphone_on: RwSignal<bool>,
     on_join: Callback<String>,
 ) -> impl IntoView {
     let name = RwSignal::new(remembered_name.clone());
@@ -25,7 +27,10 @@ pub(super) fn Prejoin(
     let cameras = RwSignal::new(Vec::<(String, String)>::new());
     let microphones = RwSignal::new(Vec::<(String, String)>::new());
     #[cfg(feature = "hydrate")]
-    crate::browser::preview::start(video, preview_note, insecure, camera, microphone, cameras, microphones);
+    crate::browser::preview::start(
+        crate::browser::preview::Shown { video, note: preview_note, insecure, cameras, microphones },
+        crate::browser::preview::Wanted { camera, microphone, camera_on, microphone_on },
+    );
     #[cfg(not(feature = "hydrate"))]
     let _ = (preview_note, insecure);
 
@@ -65,6 +70,29 @@ pub(super) fn Prejoin(
                         prop:value=move || name.get()
                         on:input=move |ev| name.set(event_target_value(&ev))
                     />
+                    <div class="prejoin-toggles" role="group" aria-label="Join with">
+                        <button
+                            type="button"
+                            data-testid="prejoin-microphone"
+                            class:off=move || !microphone_on.get()
+                            aria-pressed=move || (!microphone_on.get()).to_string()
+                            on:click=move |_| microphone_on.update(|on| *on = !*on)
+                        >
+                            {move || if microphone_on.get() { "Microphone on" } else { "Microphone off" }}
+                        </button>
+                        <button
+                            type="button"
+                            data-testid="prejoin-camera"
+                            class:off=move || !camera_on.get()
+                            aria-pressed=move || (!camera_on.get()).to_string()
+                            on:click=move |_| camera_on.update(|on| *on = !*on)
+                        >
+                            {move || if camera_on.get() { "Camera on" } else { "Camera off" }}
+                        </button>
+                    </div>
+                    {move || (!camera_on.get()).then(|| view! {
+                        <p class="hint" data-testid="camera-off-note">"You will join with your camera off."</p>
+                    })}
                     <DeviceSelect label="Camera" testid="camera-select" options=cameras chosen=camera/>
                     <DeviceSelect label="Microphone" testid="microphone-select" options=microphones chosen=microphone/>
                     {private.then(|| view! { <p class="hint">"This room is private: the host admits you."</p> })}

@@ -88,7 +88,10 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layou
                 class="small secondary tile-pin"
                 data-testid="pin"
                 aria-pressed=move || pinned.get().to_string()
-                aria-label=format!("Pin {} large", participant.name)
+                aria-label={
+                    let name = participant.name.clone();
+                    move || format!("{} {name}", if pinned.get() { "Unpin" } else { "Pin" })
+                }
                 on:click={
                     let id = participant.id.clone();
                     move |_| layout.toggle_pin(&id)
@@ -128,7 +131,7 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layou
                                     <button
                                         class="small secondary"
                                         data-testid="allow-unmute"
-                                        aria-label=format!("Let {allow_name} unmute")
+                                        aria-label=format!("Let speak: {allow_name}")
                                         on:click=move |_| if let Some(s) = my_session(store) {
                                             run_action(store, allow_unmute(s, allow_id.clone()));
                                         }

@@ -65,6 +65,23 @@ pub(super) struct Actor {
     /// video): the next forwarder of that kind reuses one, so the SDP grows
     /// only to the most tracks ever forwarded at once.
     free_slots: [usize; 2],
+    /// The screen share: where it is received, its remote track once its
+    /// first packet came, whether the person shares now, and the published
+    /// track while they do.
+    screen: Screen,
+}
+
+/// One session's screen share, received on a third receive-only (video)
+/// transceiver next to the camera's. The page sends on it only while
+/// sharing (`replaceTrack`, no renegotiation); the share is published to
+/// the room while the person says they share, and withdrawn (forwarders
+/// removed, track released) when they stop.
+#[derive(Default)]
+struct Screen {
+    transceiver: Option<rtc::rtp_transceiver::RTCRtpTransceiverId>,
+    remote: Option<Arc<dyn TrackRemote>>,
+    on: bool,
+    published: Option<String>,
 }
 
 fn slot(kind: RtpCodecKind) -> usize {
@@ -110,6 +127,7 @@ impl Actor {
             remote_candidates: 0,
             last_restart: None,
             free_slots: [0, 0],
+            screen: Screen::default(),
         }
     }
 
@@ -167,11 +185,14 @@ impl Actor {
         // which says "no stream"), so that `add_track` never picks them for a
         // forwarded track: it fills the first sender-less transceiver of the
         // kind, and those must only be the freed forwarder slots.
-        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        // A third, for the screen share (always last of the three).
+        for (kind, what) in
+            [(RtpCodecKind::Audio, "audio"), (RtpCodecKind::Video, "video"), (RtpCodecKind::Video, "screen")]
+        {
             let placeholder = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                 "-".to_owned(),
-                format!("{}-self-{}", self.participant, kind_name(kind)),
-                format!("{}-self-{}", self.participant, kind_name(kind)),
+                format!("{}-self-{what}", self.participant),
+                format!("{}-self-{what}", self.participant),
                 kind,
                 vec![RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(rand::random()), ..Default::default() },
@@ -182,6 +203,9 @@ impl Actor {
             let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendrecv, ..Default::default() };
             let transceiver = pc.add_transceiver_from_track(placeholder, Some(init)).await?;
             transceiver.set_direction(RTCRtpTransceiverDirection::Recvonly).await?;
+            if what == "screen" {
+                self.screen.transceiver = Some(transceiver.id());
+            }
         }
         self.add_resource(ResourceKind::PeerConnection, self.id.to_string()).await;
         tracing::info!(room = %self.code, session = %self.id, participant = %self.participant, "media session started");
@@ -222,6 +246,7 @@ impl Actor {
             Command::Answer(sdp) => self.on_answer(sdp).await,
             Command::RestartIce => self.on_restart_request(),
             Command::Candidate(c) => self.on_candidate(c).await,
+            Command::Screen(on) => self.set_screen(on).await,
             Command::Subscribe(track) => self.subscribe(track).await,
             Command::Unsubscribe(track_id) => self.unsubscribe(&track_id).await,
         }
@@ -305,6 +330,9 @@ impl Actor {
                 }
             }
             PcEvent::TrackEnded(track_id) => {
+                if self.screen.published.as_deref() == Some(track_id.as_str()) {
+                    self.screen.published = None;
+                }
                 let session = self.session.upgrade();
                 let still_published =
                     session.as_ref().is_some_and(|s| s.published_lock().iter().any(|t| t.id == track_id));
@@ -353,6 +381,66 @@ impl Actor {
         if !self.seen_ssrcs.insert(ssrc) {
             return;
         }
+        if self.is_screen(&remote).await {
+            tracing::debug!(room = %self.code, session = %self.id, "screen share received");
+            self.screen.remote = Some(remote);
+            if self.screen.on {
+                self.publish_screen().await;
+            }
+            return;
+        }
+        let stream = self.participant.to_string();
+        self.publish_remote(remote, stream).await;
+    }
+
+    /// Whether `remote` arrived on the screen share's transceiver.
+    async fn is_screen(&self, remote: &Arc<dyn TrackRemote>) -> bool {
+        let (Some(pc), Some(screen)) = (&self.pc, self.screen.transceiver) else { return false };
+        for t in pc.get_transceivers().await {
+            if t.id() != screen {
+                continue;
+            }
+            if let Ok(Some(receiver)) = t.receiver().await {
+                return std::ptr::addr_eq(Arc::as_ptr(receiver.track()), Arc::as_ptr(remote));
+            }
+        }
+        false
+    }
+
+    /// The person shares (`on`) or stopped: publish the share (once its
+    /// first packet came), or withdraw it from everybody and release it.
+    async fn set_screen(&mut self, on: bool) {
+        self.screen.on = on;
+        if on {
+            if self.screen.published.is_none() && self.screen.remote.is_some() {
+                self.publish_screen().await;
+            }
+            return;
+        }
+        let Some(id) = self.screen.published.take() else { return };
+        if let Some(session) = self.session.upgrade() {
+            let track = session.published_lock().iter().find(|t| t.id == id).cloned();
+            if let Some(room) = self.room.upgrade() {
+                room.unpublish(&session, &id);
+            }
+            if let Some(track) = track {
+                track.close();
+            }
+        }
+        self.remove_resource(ResourceKind::Track, &id).await;
+        tracing::info!(room = %self.code, session = %self.id, track = %id, "screen share withdrawn");
+    }
+
+    /// Publishes the screen share's remote track (again) as a new track.
+    async fn publish_screen(&mut self) {
+        let Some(remote) = self.screen.remote.clone() else { return };
+        let stream = super::super::track::screen_stream(&self.participant);
+        self.screen.published = Some(self.publish_remote(remote, stream).await);
+    }
+
+    /// Publishes a remote track under `stream`; returns its id.
+    async fn publish_remote(&mut self, remote: Arc<dyn TrackRemote>, stream: String) -> String {
+        let ssrc = remote.ssrcs().await.first().copied().unwrap_or_default();
         let kind = remote.kind().await;
         let codec = remote.codec(ssrc).await.unwrap_or_else(|| default_codec(kind));
         let audio_level_id = match (&self.pc, kind) {
@@ -364,6 +452,7 @@ impl Actor {
         let (track, reader) = PublishedTrack::new(
             id.clone(),
             self.participant.clone(),
+            stream,
             self.id.clone(),
             kind,
             codec,
@@ -385,13 +474,14 @@ impl Actor {
             room = %self.code, session = %self.id, track = %id, mime = %track.codec.mime_type,
             audio_level_id = ?audio_level_id, "track published"
         );
-        self.add_resource(ResourceKind::Track, id).await;
+        self.add_resource(ResourceKind::Track, id.clone()).await;
         match (self.room.upgrade(), self.session.upgrade()) {
             (Some(room), Some(session)) => room.publish(&session, track),
             _ => {
                 track.close();
             }
         }
+        id
     }
 
     async fn teardown(mut self) {

@@ -61,6 +61,9 @@ enum Command {
     Unsubscribe(String),
     /// The browser lost its media path: the next offer restarts ICE.
     RestartIce,
+    /// The person started (`true`) or stopped sharing their screen: its
+    /// track is published to the room, or withdrawn and released.
+    Screen(bool),
 }
 
 /// What the connection's callbacks and this session's readers report.
@@ -187,6 +190,13 @@ impl MediaSession {
     /// The browser asks for an ICE restart (its network changed).
     pub fn restart_ice(&self) {
         self.send(Command::RestartIce);
+    }
+
+    /// The person shares their screen (`on`) or stopped: the share's
+    /// track goes to everybody in the room, or is withdrawn and released.
+    pub fn set_screen(&self, on: bool) {
+        tracing::info!(room = %self.room, session = %self.id, on, "screen share switched");
+        self.send(Command::Screen(on));
     }
 
     pub(crate) fn subscribe(&self, track: Arc<PublishedTrack>) {
