@@ -133,6 +133,10 @@ e2e() {
   BASE_URL="http://127.0.0.1:$port" NETNS_BASE_URL="http://$NETNS_HOST_IP:$port" npx playwright test -c end2end/playwright.config.ts \
     || { tail -n 50 "$log"; die "browser suite failed against $label"; }
   stop_server
+  # A panic in a request (a page, a cleanup) may not fail any one spec, but it is a defect.
+  if grep -n "panicked" "$log"; then
+    die "the server panicked during the browser suite against $label (see $log)"
+  fi
 }
 
 SQLITE_DIR="$(mktemp -d)"

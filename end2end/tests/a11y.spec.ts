@@ -83,4 +83,20 @@ test('lobby, pre-join and call pass axe-core; nothing overlaps at desktop and ph
     await screenshot(ada, info, `call-${size}`);
   }
   expect(a.role).toBe('admin');
+
+  // The dark theme (the system's choice) passes too, contrast included.
+  await ada.setViewportSize({ width: 1280, height: 720 });
+  await ada.emulateMedia({ colorScheme: 'dark' });
+  expect(await ada.evaluate(() => getComputedStyle(document.body).backgroundColor)).toBe('rgb(15, 20, 26)');
+  await noSeriousViolations(ada, 'call, dark');
+  await screenshot(ada, info, 'call-dark');
+
+  // Shortcuts, as the tooltips say: Ctrl+D the microphone, Ctrl+E the camera.
+  await expect(ada.getByTestId('mute-audio')).toHaveAttribute('title', /Ctrl\+D/);
+  await ada.keyboard.press('Control+d');
+  await expect(ada.getByTestId('mute-audio')).toHaveAttribute('aria-pressed', 'true');
+  await ada.keyboard.press('Control+e');
+  await expect(ada.getByTestId('mute-video')).toHaveAttribute('aria-pressed', 'true');
+  await ada.keyboard.press('Control+d');
+  await expect(ada.getByTestId('mute-audio')).toHaveAttribute('aria-pressed', 'false');
 });

@@ -68,6 +68,15 @@ test('speaker view, pins, the room link, and devices changed in the call', async
   const other = (await microphones.locator('option').allTextContents()).find((l) => l !== before?.label)!;
   await microphones.selectOption({ label: other });
   await expect.poll(sentAudio).toEqual({ label: other, live: true });
+  // The microphone switched from is stopped (released, its light out).
+  const liveLabels = () =>
+    ada.evaluate(() =>
+      (window as unknown as { __media: { streams: MediaStream[] } }).__media.streams
+        .flatMap((s) => s.getAudioTracks())
+        .filter((t) => t.readyState === 'live')
+        .map((t) => t.label),
+    );
+  await expect.poll(liveLabels).not.toContain(before!.label);
   const speakers = ada.getByTestId('speaker-select');
   const output = await speakers.locator('option').nth(1).getAttribute('value');
   await speakers.selectOption(output!);

@@ -120,7 +120,10 @@ test('over HTTPS with a self-signed certificate the page is a secure context and
   const browser = await hostBrowser([`--ignore-certificate-errors-spki-list=${spkiPin(server)}`]);
   const ada = await person(browser, url);
   const bob = await person(browser, url);
+  // Over HTTPS the browser takes brotli: the page's WASM comes as the .br copy.
+  const wasm = ada.page.waitForResponse((r) => /\/pkg\/cleanroom\.[\w-]{16,}\.wasm$/.test(new URL(r.url()).pathname));
   await open(ada.page, '/');
+  expect((await wasm).headers()['content-encoding']).toBe('br');
   expect(await ada.page.evaluate(() => window.isSecureContext && location.protocol)).toBe('https:');
   const { a, b } = await aCall(ada.page, bob.page);
   await expect(ada.page.getByTestId('secure-context-error')).toHaveCount(0);

@@ -16,19 +16,7 @@ pub(super) fn ScreenTile(participant: ParticipantView, store: CallStore) -> impl
         let id = format!("{}.{}", participant.id, crate::model::SCREEN_STREAM_SUFFIX);
         let stream =
             Memo::new(move |_| if me { store.screen.get() } else { store.streams.with(|m| m.get(&id).cloned()) });
-        Effect::new(move |_| {
-            let stream = stream.get();
-            if let Some(v) = video.get() {
-                if v.src_object() != stream {
-                    v.set_src_object(stream.as_ref());
-                }
-            }
-        });
-        on_cleanup(move || {
-            if let Some(v) = video.get_untracked() {
-                v.set_src_object(None);
-            }
-        });
+        super::tile::play(video, stream);
     }
     let name = participant.name.clone();
     let target = participant.id.to_string();

@@ -32,16 +32,7 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layou
         // another stream, not whenever any entry of the map changes.
         let stream =
             Memo::new(move |_| if me { store.local.get() } else { store.streams.with(|m| m.get(&id).cloned()) });
-        Effect::new(move |_| {
-            let stream = stream.get();
-            if let Some(v) = video.get() {
-                // Assigning a stream again, even the same one, reloads the
-                // element (the picture restarts): only a different one.
-                if v.src_object() != stream {
-                    v.set_src_object(stream.as_ref());
-                }
-            }
-        });
+        play(video, stream);
         // Remote sound plays on the chosen output.
         Effect::new(move |_| {
             let output = layout.output.get();
@@ -49,11 +40,6 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layou
                 if !crate::browser::set_output(&v, &device) {
                     leptos::logging::warn!("sound output {device} not set");
                 }
-            }
-        });
-        on_cleanup(move || {
-            if let Some(v) = video.get_untracked() {
-                v.set_src_object(None);
             }
         });
     }
@@ -152,4 +138,25 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layou
             })}
         </div>
     }
+}
+
+/// Plays `stream` in `video`, and lets go of it when the owner unmounts.
+/// The element is given a stream only when it is another one: assigning a
+/// stream again, even the same one, reloads the element (the picture
+/// restarts).
+#[cfg(feature = "hydrate")]
+pub(super) fn play(video: NodeRef<leptos::html::Video>, stream: Memo<Option<web_sys::MediaStream>>) {
+    Effect::new(move |_| {
+        let stream = stream.get();
+        if let Some(v) = video.get() {
+            if v.src_object() != stream {
+                v.set_src_object(stream.as_ref());
+            }
+        }
+    });
+    on_cleanup(move || {
+        if let Some(v) = video.get_untracked() {
+            v.set_src_object(None);
+        }
+    });
 }
