@@ -77,10 +77,11 @@ async fn join_leave_cycles_leave_nothing_behind() {
         (media_counts(&server, &room).await == (1, 2, 0, 1)).then_some(())
     })
     .await;
-    // Freed send slots are reused: the resident's SDP holds its own two
-    // sections plus one audio and one video slot, however many came and went.
+    // Freed send slots are reused: the resident's SDP holds its own three
+    // sections (audio, video, screen share) plus one audio and one video
+    // slot, however many came and went.
     let offer = resident.stats().last_offer();
-    assert_eq!(offer.lines().filter(|l| l.starts_with("m=")).count(), 4, "{offer}");
+    assert_eq!(offer.lines().filter(|l| l.starts_with("m=")).count(), 5, "{offer}");
     let tasks = eventually(MEDIA, "tasks back to the baseline", || async {
         let now = alive_tasks();
         (now <= baseline_tasks).then_some(now)
