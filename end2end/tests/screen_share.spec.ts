@@ -24,6 +24,8 @@ async function media(request: APIRequestContext) {
 }
 
 test('screen share: seen by everyone, released on every way it stops', async ({ newContext, request }) => {
+  // Three browsers and five shares: longer than one call's budget on a busy machine.
+  test.setTimeout(180_000);
   const pages: Page[] = [];
   for (let i = 0; i < 3; i++) {
     const context = await newContext();
