@@ -338,8 +338,20 @@ async fn run(rooms: Arc<Rooms>, live: Arc<LiveSession>, socket: WebSocket) {
 
 /// Sends the room's recent chat messages (a store that does not answer
 /// leaves the page without them: logged, not fatal).
-async fn send_history(rooms: &Rooms, live: &LiveSession, out: &Outgoing) -> Result<(), TooSlow> {
-    match rooms.chat_history(&live.room).await {
+/// The read races the writer's end, as the first state read does: a socket
+/// that dies while the store is slow stops waiting at once.
+async fn send_history(
+    rooms: &Rooms,
+    live: &LiveSession,
+    out: &Outgoing,
+    writer_done: &CancellationToken,
+) -> Result<(), TooSlow> {
+    let history = tokio::select! {
+        // The loop sees the writer's end next and returns.
+        () = writer_done.cancelled() => return Ok(()),
+        history = rooms.chat_history(&live.room) => history,
+    };
+    match history {
         Ok(messages) => out.push(&ServerMsg::ChatHistory { messages }),
         Err(e) => {
             tracing::warn!(session = %live.id, room = %live.room, error = %e, "chat history unavailable");
@@ -392,7 +404,7 @@ async fn read(
             if out.update(live, &state).is_err() {
                 return ReadEnd::TooSlow;
             }
-            if in_call && send_history(rooms, live, out).await.is_err() {
+            if in_call && send_history(rooms, live, out, writer_done).await.is_err() {
                 return ReadEnd::TooSlow;
             }
         }
@@ -412,7 +424,7 @@ async fn read(
                     }
                     let sent = out.update(live, &msg);
                     // Just let in: what was said before (after the roster that says so).
-                    if let_in && sent.is_ok() { send_history(rooms, live, out).await } else { sent }
+                    if let_in && sent.is_ok() { send_history(rooms, live, out, writer_done).await } else { sent }
                 }
                 // Missed updates: the current state says it all.
                 Err(RecvError::Lagged(_)) => {
