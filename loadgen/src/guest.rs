@@ -51,6 +51,12 @@ impl Guest {
         Self { addr, jar, http }
     }
 
+    /// The same person (same cookies) reaching another node of the
+    /// deployment, as a round-robin balancer may send them.
+    pub fn via(&self, addr: SocketAddr) -> Self {
+        Self { addr, jar: self.jar.clone(), http: self.http.clone() }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

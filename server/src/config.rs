@@ -24,6 +24,17 @@ pub struct Config {
     #[arg(long = "redis-url", env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// The prefix of every key and channel this deployment uses in Redis
+    /// (deployments sharing one Redis need different prefixes).
+    #[arg(long = "store-prefix", env = "CLEANROOM_STORE_PREFIX", default_value = "cleanroom", value_parser = parse_store_prefix)]
+    pub store_prefix: String,
+
+    /// The URL by which this node is reached directly (the other nodes of
+    /// the deployment relay to it there); derived from the listen address
+    /// when unset.
+    #[arg(long = "public-url", env = "CLEANROOM_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+
     /// This node's id in a multi-node deployment (random per start when unset).
     #[arg(long = "node-id", env = "CLEANROOM_NODE_ID", value_parser = parse_node_id)]
     pub node_id: Option<String>,
@@ -178,6 +189,26 @@ impl PortRange {
     }
 }
 
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    let host = rest.map(|r| r.trim_end_matches('/')).unwrap_or_default();
+    if host.is_empty() || host.contains(['/', '?', '#', ' ']) {
+        return Err("expected http://host[:port] or https://host[:port], without a path".into());
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+fn parse_store_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected 1 to 64 of a-z, A-Z, 0-9, `-`, `_`, `.`, `:`".into())
+    }
+}
+
 fn parse_port_range(s: &str) -> Result<PortRange, String> {
     let (a, b) = s.split_once('-').ok_or("expected `min-max`, e.g. 40000-40100")?;
     let min: u16 = a.trim().parse().map_err(|_| format!("`{a}` is not a port"))?;
@@ -297,6 +328,20 @@ impl Config {
         self.tls_cert.is_some() || self.tls_self_signed || !self.acme_domains.is_empty()
     }
 
+    /// Where this node is reached directly: `CLEANROOM_PUBLIC_URL`, or the
+    /// listen address (an unspecified one as the first media address).
+    pub fn public_url_or_derived(&self) -> String {
+        if let Some(url) = &self.public_url {
+            return url.clone();
+        }
+        let scheme = if self.https() { "https" } else { "http" };
+        let ip = match self.addr.ip() {
+            ip if ip.is_unspecified() => self.ice_addrs.first().copied().unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            ip => ip,
+        };
+        format!("{scheme}://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
     /// The node id, generated when none is configured.
     pub fn node_id_or_random(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
@@ -353,6 +398,12 @@ mod tests {
         assert_eq!(c.remove_ms, 10000);
         assert!(!c.debug_api);
         assert_eq!(c.ice_addrs, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.store_prefix, "cleanroom");
+        assert_eq!(c.public_url_or_derived(), "http://127.0.0.1:3000");
+        let c = parse(&["--addr", "0.0.0.0:8080", "--ice-addrs", "10.0.0.5"]).unwrap();
+        assert_eq!(c.public_url_or_derived(), "http://10.0.0.5:8080");
+        let c = parse(&["--public-url", "https://n1.meet.example/"]).unwrap();
+        assert_eq!(c.public_url_or_derived(), "https://n1.meet.example");
     }
 
     #[test]
@@ -362,6 +413,18 @@ mod tests {
         assert!(!line.contains('\n'));
         let Err(ConfigExit::Invalid(line)) = parse(&["--ice-ports", "9-3"]) else { panic!("accepted") };
         assert!(line.contains("CLEANROOM_ICE_PORTS"), "{line}");
+        // A brace would break the rooms' hash tags; a space, the channel name.
+        for prefix in ["", "a{b}", "two words"] {
+            let Err(ConfigExit::Invalid(line)) = parse(&["--store-prefix", prefix]) else {
+                panic!("{prefix:?} accepted")
+            };
+            assert!(line.contains("CLEANROOM_STORE_PREFIX"), "{line}");
+        }
+        assert_eq!(parse(&["--store-prefix", "eu-1.cleanroom"]).unwrap().store_prefix, "eu-1.cleanroom");
+        for url in ["n1.example", "ftp://n1.example", "http://", "http://n1.example/meet"] {
+            let Err(ConfigExit::Invalid(line)) = parse(&["--public-url", url]) else { panic!("{url:?} accepted") };
+            assert!(line.contains("CLEANROOM_PUBLIC_URL"), "{line}");
+        }
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn site_near_binary(options: &LeptosOptions) -> Option<String> {
 }
 
 async fn run(config: Config) -> ExitCode {
-    let state = match server::start(&config, leptos_options(&config), "cleanroom").await {
+    let state = match server::start(&config, leptos_options(&config), &config.store_prefix).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cleanroom: {e}");

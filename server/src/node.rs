@@ -19,9 +19,12 @@ use crate::room::Rooms;
 use crate::store::LiveStore;
 use crate::{db, media, metrics, reconcile, room, store};
 
-/// How often this node renews its lease in the store, and how long it lasts.
-const LEASE_EVERY: Duration = Duration::from_secs(5);
-const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How often this node renews its lease in the store, and how long it lasts
+/// (a dead node's sessions are reaped by the others soon after it lapses).
+const LEASE_EVERY: Duration = Duration::from_secs(3);
+const LEASE_TTL: Duration = Duration::from_secs(9);
+/// How often the reconciler looks for nodes whose lease has lapsed.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -48,6 +51,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// HTTPS for the listen address (`None`: plain HTTP).
     pub tls: Option<crate::tls::Tls>,
+    /// The client that relays joins to the node a room lives on.
+    pub relay: reqwest::Client,
     /// Set once [`shutdown`] has run (it runs once, however often called).
     pub(crate) stopped: Arc<tokio::sync::OnceCell<()>>,
 }
@@ -98,7 +103,8 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
         empty_room: Duration::from_millis(config.empty_room_ms),
         unused_room: Duration::from_millis(config.unused_room_ms),
     };
-    let rooms = Rooms::new(db, store, node_id, shutdown.child_token(), Arc::new(sfu), tasks.clone(), limits);
+    let url = config.public_url_or_derived();
+    let rooms = Rooms::new(db, store, node_id, url, shutdown.child_token(), Arc::new(sfu), tasks.clone(), limits);
     let state = AppState {
         leptos,
         rooms,
@@ -111,6 +117,7 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
         sockets: TaskTracker::new(),
         shutdown,
         tls,
+        relay: crate::http::relay::client(),
         stopped: Arc::default(),
     };
     spawn_lease(&state);
@@ -209,12 +216,23 @@ fn spawn_reconciler(state: &AppState, every: Duration) {
     let mut reconciler = reconcile::Reconciler::new(state.rooms.clone());
     let passes = ::metrics::counter!(metrics::RECONCILE_PASSES, "node" => state.rooms.node_id().to_owned());
     let stop = state.shutdown.clone();
+    let probe = state.relay.clone();
+    let several = state.rooms.store().events().is_some();
     state.tasks.spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
+                // Only a store shared by several nodes can show another node die.
+                _ = watch.tick(), if several => {
+                    if let Err(e) = reconciler.watch_nodes(&probe).await {
+                        tracing::warn!(error = %e, "nodes not watched");
+                    }
+                    continue;
+                }
                 _ = tick.tick() => match reconciler.pass().await {
                     Ok(r) => {
                         passes.increment(1);
@@ -243,7 +261,7 @@ fn spawn_lease(state: &AppState) {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {
                     limits.tidy();
-                    if let Err(e) = rooms.store().renew_lease(rooms.node_id(), LEASE_TTL).await {
+                    if let Err(e) = rooms.store().renew_lease(rooms.node_id(), &rooms.lease(), LEASE_TTL).await {
                         tracing::warn!(error = %e, "lease not renewed");
                     }
                 }

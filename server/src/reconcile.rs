@@ -13,17 +13,24 @@
 //!
 //! Sessions owned by another live node are that node's business. A session
 //! is reaped only when two passes in a row find it orphaned, so a join or a
-//! leave in flight between two reads is never mistaken for one.
+//! leave in flight between two reads is never mistaken for one; except the
+//! sessions of a node found dead ([`Reconciler::watch_nodes`]: its lease
+//! lapsed and it does not answer at its address), which nothing can be
+//! joining or leaving: they go in the pass that finds them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use app::model::{LeaveReason, RoomCode, SessionId, UserId};
 
 use crate::db::DbError;
 use crate::metrics as m;
 use crate::room::Rooms;
-use crate::store::StoreError;
+use crate::store::{NodeLease, StoreError};
+
+/// How long a node whose lease lapsed has to answer at its address.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a pass could not judge (it then repairs nothing).
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +102,9 @@ pub struct Reconciler {
     rooms: Arc<Rooms>,
     /// Orphans found by the previous pass.
     suspects: HashSet<SessionId>,
+    /// The other nodes' leases as last seen (their addresses, to ask one
+    /// whose lease lapsed whether it is still there).
+    leases: BTreeMap<String, NodeLease>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -106,7 +116,49 @@ impl std::fmt::Debug for Reconciler {
 impl Reconciler {
     /// A reconciler of the node `rooms` serves, with no suspects yet.
     pub fn new(rooms: Arc<Rooms>) -> Self {
-        Self { rooms, suspects: HashSet::new() }
+        Self { rooms, suspects: HashSet::new(), leases: BTreeMap::new() }
+    }
+
+    /// Compares the live nodes with those seen last time; a node whose lease
+    /// has lapsed and that does not answer at its address (`/healthz`,
+    /// within [`PROBE_TIMEOUT`]) is dead, and a pass reaps its sessions at
+    /// once. A node that still answers (its lease lapsed while the store
+    /// was away from it) is left alone: it renews and goes on. Returns the
+    /// dead nodes (empty when the pass was not needed).
+    pub async fn watch_nodes(&mut self, probe: &reqwest::Client) -> Result<Vec<String>, PassError> {
+        let now = self.rooms.store().live_nodes().await?;
+        let vanished: Vec<(String, NodeLease)> = self
+            .leases
+            .iter()
+            .filter(|(node, _)| !now.contains_key(*node))
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect();
+        self.leases = now;
+        self.leases.remove(self.rooms.node_id());
+        let mut dead = Vec::new();
+        for (node, lease) in vanished {
+            if node == self.rooms.node_id() {
+                continue;
+            }
+            let answered = !lease.url.is_empty()
+                && matches!(
+                    probe.get(format!("{}/healthz", lease.url)).timeout(PROBE_TIMEOUT).send().await,
+                    Ok(r) if r.status().is_success()
+                );
+            if answered {
+                tracing::warn!(node = %node, "a node's lease lapsed but it answers: left alone");
+                // Asked again next time, if its lease does not come back.
+                self.leases.insert(node, lease);
+            } else {
+                tracing::warn!(node = %node, "a node is gone (lease lapsed, no answer): reaping its sessions");
+                dead.push(node);
+            }
+        }
+        if !dead.is_empty() {
+            let reaped = self.pass_with(&dead.iter().cloned().collect()).await?;
+            tracing::warn!(?reaped, nodes = ?dead, "sessions of dead nodes reaped");
+        }
+        Ok(dead)
     }
 
     /// The room service it repairs through.
@@ -117,10 +169,17 @@ impl Reconciler {
     /// One comparison, and the repair of whatever the previous pass also
     /// found orphaned.
     pub async fn pass(&mut self) -> Result<Reaped, PassError> {
+        self.pass_with(&HashSet::new()).await
+    }
+
+    /// A pass in which the sessions of the `dead` nodes need no second look.
+    async fn pass_with(&mut self, dead: &HashSet<String>) -> Result<Reaped, PassError> {
         let rooms = &self.rooms;
         let me = rooms.node_id().to_owned();
-        let mut live_nodes: HashSet<String> = rooms.store().live_nodes().await?.into_iter().collect();
+        let mut live_nodes: HashSet<String> = rooms.store().live_nodes().await?.into_keys().collect();
         live_nodes.insert(me.clone());
+        // A node whose lease lapsed but that answered when asked is alive.
+        live_nodes.extend(self.leases.keys().cloned());
 
         let mut seen: BTreeMap<SessionId, Seen> = BTreeMap::new();
         for live in rooms.sessions().all() {
@@ -160,7 +219,11 @@ impl Reconciler {
 
         let orphans: HashSet<SessionId> =
             seen.iter().filter(|(_, s)| s.orphaned(&me, &live_nodes)).map(|(id, _)| id.clone()).collect();
-        let confirmed: Vec<SessionId> = orphans.intersection(&self.suspects).cloned().collect();
+        let confirmed: Vec<SessionId> = orphans
+            .iter()
+            .filter(|id| self.suspects.contains(*id) || seen[*id].node.as_ref().is_some_and(|node| dead.contains(node)))
+            .cloned()
+            .collect();
         self.suspects = orphans;
 
         let mut reaped = Reaped::default();

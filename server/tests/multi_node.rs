@@ -1,8 +1,10 @@
-//! Two nodes of one deployment (one Redis, one PostgreSQL), each holding
-//! the socket of a person in the same room: what happens on one node
-//! reaches the other at once, through the store's event channel, not when
-//! the other node next reads the store or its reconciler runs (it is set
-//! to a pass every 10 minutes here, so it cannot be what cleans up).
+//! Two nodes of one deployment (one Redis, one PostgreSQL, one secret): a
+//! room lives on one node, and people reaching the other node are served
+//! there all the same (their join and socket relayed to the room's node);
+//! what happens on one node reaches the other at once, through the store's
+//! event channel, not when the other node next reads the store or its
+//! reconciler runs (it is set to a pass every 10 minutes here, so it cannot
+//! be what cleans up).
 
 mod common;
 
@@ -46,20 +48,28 @@ async fn what_happens_on_one_node_reaches_the_other_at_once() {
     let a = TestServer::with_args_prefix(&args("node-a"), &prefix).await;
     let b = TestServer::with_args_prefix(&args("node-b"), &prefix).await;
 
-    // Ada is on node A, Bob and Cy on node B, all in one room.
+    // Ada reaches node A, Bob and Cy node B, all in one room: it lives on
+    // node A (its first arrival's), and node B relays their joins and sockets.
     let ada = a.guest();
     let room = ada.create_room("Ada", false).await.unwrap();
     let on_a = ada.join(&room, "Ada").await.unwrap();
     let mut ada_socket = ada.socket(&room, &on_a.session_id).await;
+    for node in [&a, &b] {
+        assert_eq!(node.state.rooms.store().room_node(&room).await.unwrap().as_deref(), Some("node-a"));
+    }
     let (bob, cy) = (b.guest(), b.guest());
     let bob_in = bob.join(&room, "Bob").await.unwrap();
     let mut bob_socket = bob.socket(&room, &bob_in.session_id).await;
-    roster_until(&mut ada_socket, "Bob's join (node B) seen on node A", |m| lists(m, &bob_in.participant_id)).await;
+    roster_until(&mut ada_socket, "Bob's join (through node B) seen on node A", |m| lists(m, &bob_in.participant_id))
+        .await;
     let cy_in = cy.join(&room, "Cy").await.unwrap();
     let mut cy_socket = cy.socket(&room, &cy_in.session_id).await;
     roster_until(&mut ada_socket, "Cy's join seen on node A", |m| lists(m, &cy_in.participant_id)).await;
+    roster_until(&mut bob_socket, "Cy's join seen by Bob through node B", |m| lists(m, &cy_in.participant_id)).await;
+    assert_eq!(a.state.rooms.sessions().len(), 3, "node A holds everyone's session");
+    assert_eq!(b.state.rooms.sessions().len(), 0, "node B holds none");
 
-    // Bob's hand (node B) shows on node A.
+    // Bob's hand (raised through node B) shows on node A.
     bob.act("hand", &bob_in.session_id, &[("up", "true")]).await.unwrap();
     roster_until(
         &mut ada_socket,
@@ -68,34 +78,35 @@ async fn what_happens_on_one_node_reaches_the_other_at_once() {
     )
     .await;
 
-    // The admin on node A mutes Bob: Bob's socket on node B hears it.
+    // The admin mutes Bob through node B: node A's SFU and Bob hear it.
     let bob_form = [("participant_id", bob_in.participant_id.as_str())];
-    ada.act("mute-participant", &on_a.session_id, &bob_form).await.unwrap();
-    roster_until(&mut bob_socket, "Bob muted, seen on node B", |m| {
+    let ada_via_b = ada.via(b.addr);
+    ada_via_b.act("mute-participant", &on_a.session_id, &bob_form).await.unwrap();
+    roster_until(&mut bob_socket, "Bob muted, seen through node B", |m| {
         matches!(m, ServerMsg::Roster { participants, .. }
             if participants.iter().any(|p| p.id == bob_in.participant_id && p.audio_muted))
     })
     .await;
 
-    // The admin on node A removes Bob: node B closes his socket and media now.
-    ada.act("kick", &on_a.session_id, &bob_form).await.unwrap();
+    // The admin removes Bob through node B: node A closes his socket and media now.
+    ada_via_b.act("kick", &on_a.session_id, &bob_form).await.unwrap();
     assert_eq!(bob_socket.ended(WAIT).await, LeaveReason::Kicked);
-    common::eventually(WAIT, "Bob's live part released on node B", || async {
-        released_on(&b, &room, &bob_in.session_id).then_some(())
+    common::eventually(WAIT, "Bob's live part released on node A", || async {
+        released_on(&a, &room, &bob_in.session_id).then_some(())
     })
     .await;
-    roster_until(&mut cy_socket, "Bob gone, seen by Cy on node B", |m| !lists(m, &bob_in.participant_id)).await;
+    roster_until(&mut cy_socket, "Bob gone, seen by Cy through node B", |m| !lists(m, &bob_in.participant_id)).await;
 
-    // Cy's leave handled by node A (a request that landed on the other node):
-    // Cy's socket on node B is closed, Ada sees Cy go.
-    a.state
+    // Cy's leave handled by node B (a request that landed on the other node):
+    // Cy's socket is closed by node A, Ada sees Cy go.
+    b.state
         .rooms
-        .end_session(&room, &cy_in.session_id, &user_of(&b, &room, &cy_in.session_id).await, LeaveReason::Left)
+        .end_session(&room, &cy_in.session_id, &user_of(&a, &room, &cy_in.session_id).await, LeaveReason::Left)
         .await
         .unwrap();
     assert_eq!(cy_socket.ended(WAIT).await, LeaveReason::Left);
-    common::eventually(WAIT, "Cy's live part released on node B", || async {
-        released_on(&b, &room, &cy_in.session_id).then_some(())
+    common::eventually(WAIT, "Cy's live part released on node A", || async {
+        released_on(&a, &room, &cy_in.session_id).then_some(())
     })
     .await;
     roster_until(&mut ada_socket, "only Ada left, on node A", |m| {

@@ -92,7 +92,11 @@ async fn crashed_node_is_reaped_and_live_ones_are_not(backend: Backend) {
     let room = ada.create_room("Ada", false).await.unwrap();
     let a = ada.join(&room, "Ada").await.unwrap();
     // Another node of the deployment, alive (its lease is fresh).
-    rooms.store().renew_lease("busy-node", Duration::from_secs(600)).await.unwrap();
+    rooms
+        .store()
+        .renew_lease("busy-node", &server::store::NodeLease::default(), Duration::from_secs(600))
+        .await
+        .unwrap();
     let (busy, busy_user) = plant(&server, &room, "busy-node", true, true).await;
     // A node that crashed: its lease expired, its session stayed behind.
     let (ghost, ghost_user) = plant(&server, &room, "crashed-node", true, true).await;

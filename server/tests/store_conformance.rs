@@ -8,7 +8,8 @@
 //!
 //! Cases: members and their arrival order, rejoin (user pointer moves), pending → admitted,
 //! resources, hands, speaker, removing a session (complete and idempotent), compare-and-delete of
-//! an old session next to a newer one of the same user, room key layout and isolation, leases.
+//! an old session next to a newer one of the same user, room key layout and isolation, leases,
+//! room placement.
 
 use std::panic::{resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use app::model::{ParticipantId, ParticipantState, Presence, Role, RoomCode, Sess
 use futures::TryStreamExt;
 use server::store::memory::MemoryStore;
 use server::store::redis::RedisStore;
-use server::store::{Keys, LiveStore, MemberEntry, ResourceKind};
+use server::store::{Keys, LiveStore, MemberEntry, NodeLease, ResourceKind, StoreError};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -352,6 +353,7 @@ async fn remove_old_session_spares_new_one(store: &dyn LiveStore, prefix: &str) 
         store.room_keys(&r).await.unwrap(),
         sorted(vec![
             room_key(prefix, &r, "members"),
+            room_key(prefix, &r, "node"),
             room_key(prefix, &r, "session:s-new"),
             room_key(prefix, &r, "user:u-1"),
             room_key(prefix, &r, "hands"),
@@ -401,9 +403,10 @@ async fn room_keys_layout_and_isolation(store: &dyn LiveStore, prefix: &str) {
     store.raise_hand(&a, &sid("s-1"), 100).await.unwrap();
     store.set_speaker(&a, &sid("s-1")).await.unwrap();
     store.put_member(&b, &member("s-3", "u-3", 300)).await.unwrap();
-    store.renew_lease("n-1", Duration::from_secs(30)).await.unwrap();
+    store.renew_lease("n-1", &NodeLease::default(), Duration::from_secs(30)).await.unwrap();
 
     let expected_a = sorted(vec![
+        format!("{prefix}:{{abc-defg-hij}}:node"),
         format!("{prefix}:{{abc-defg-hij}}:members"),
         format!("{prefix}:{{abc-defg-hij}}:pending"),
         format!("{prefix}:{{abc-defg-hij}}:session:s-1"),
@@ -414,6 +417,7 @@ async fn room_keys_layout_and_isolation(store: &dyn LiveStore, prefix: &str) {
         format!("{prefix}:{{abc-defg-hij}}:speaker"),
     ]);
     let expected_b = sorted(vec![
+        format!("{prefix}:{{abc-defg-hik}}:node"),
         format!("{prefix}:{{abc-defg-hik}}:members"),
         format!("{prefix}:{{abc-defg-hik}}:session:s-3"),
         format!("{prefix}:{{abc-defg-hik}}:user:u-3"),
@@ -426,7 +430,7 @@ async fn room_keys_layout_and_isolation(store: &dyn LiveStore, prefix: &str) {
     store.remove_session(&a, &sid("s-2"), &uid("u-2")).await.unwrap();
     assert_room_empty(store, &a).await;
     assert_eq!(sorted(store.room_keys(&b).await.unwrap()), expected_b);
-    assert_eq!(store.live_nodes().await.unwrap(), vec!["n-1".to_owned()]);
+    assert_eq!(names(store).await, vec!["n-1"]);
 
     store.remove_session(&b, &sid("s-3"), &uid("u-3")).await.unwrap();
     store.drop_lease("n-1").await.unwrap();
@@ -455,30 +459,84 @@ async fn presence_only_for_members(store: &dyn LiveStore, _prefix: &str) {
     assert_room_empty(store, &room).await;
 }
 
+async fn names(store: &dyn LiveStore) -> Vec<String> {
+    store.live_nodes().await.unwrap().into_keys().collect()
+}
+
 async fn leases(store: &dyn LiveStore, _prefix: &str) {
     assert!(store.live_nodes().await.unwrap().is_empty());
+    let long = Duration::from_secs(30);
+    let lease = |sessions| NodeLease { url: "http://10.0.0.1:3000".into(), sessions, draining: false };
 
-    store.renew_lease("node-a", Duration::from_secs(30)).await.unwrap();
-    store.renew_lease("node-b", Duration::from_secs(30)).await.unwrap();
-    store.renew_lease("node-a", Duration::from_secs(30)).await.unwrap(); // renewing: still one
-    assert_eq!(sorted(store.live_nodes().await.unwrap()), vec!["node-a", "node-b"]);
+    store.renew_lease("node-a", &lease(1), long).await.unwrap();
+    store.renew_lease("node-b", &NodeLease { draining: true, ..lease(7) }, long).await.unwrap();
+    store.renew_lease("node-a", &lease(2), long).await.unwrap(); // renewing: still one, saying the latest
+    let live = store.live_nodes().await.unwrap();
+    assert_eq!(live.keys().collect::<Vec<_>>(), ["node-a", "node-b"]);
+    assert_eq!(live["node-a"], lease(2));
+    assert_eq!(live["node-b"], NodeLease { draining: true, ..lease(7) });
 
     store.drop_lease("node-a").await.unwrap();
-    assert_eq!(store.live_nodes().await.unwrap(), vec!["node-b"]);
+    assert_eq!(names(store).await, vec!["node-b"]);
     store.drop_lease("node-a").await.unwrap(); // dropping again is harmless
-    assert_eq!(store.live_nodes().await.unwrap(), vec!["node-b"]);
+    assert_eq!(names(store).await, vec!["node-b"]);
 
     // A short lease expires; a short lease renewed for longer survives the same wait.
-    store.renew_lease("node-short", Duration::from_millis(200)).await.unwrap();
-    store.renew_lease("node-renewed", Duration::from_millis(200)).await.unwrap();
-    store.renew_lease("node-renewed", Duration::from_secs(30)).await.unwrap();
-    assert_eq!(sorted(store.live_nodes().await.unwrap()), vec!["node-b", "node-renewed", "node-short"]);
+    let short = Duration::from_millis(200);
+    store.renew_lease("node-short", &lease(0), short).await.unwrap();
+    store.renew_lease("node-renewed", &lease(0), short).await.unwrap();
+    store.renew_lease("node-renewed", &lease(0), long).await.unwrap();
+    assert_eq!(names(store).await, vec!["node-b", "node-renewed", "node-short"]);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(sorted(store.live_nodes().await.unwrap()), vec!["node-b", "node-renewed"]);
+    assert_eq!(names(store).await, vec!["node-b", "node-renewed"]);
 
     store.drop_lease("node-b").await.unwrap();
     store.drop_lease("node-renewed").await.unwrap();
     assert!(store.live_nodes().await.unwrap().is_empty());
+}
+
+/// An arrival places an unplaced room on its node and is refused (nothing
+/// recorded) on any other; the removal of the room's last session, admitted
+/// or waiting, unplaces it; a room moves only off the node named dead.
+async fn arrivals_place_rooms(store: &dyn LiveStore, _prefix: &str) {
+    let r = room("abc-defg-hij");
+    let on = |node: &str, e: MemberEntry| MemberEntry { node: node.into(), ..e };
+    assert_eq!(store.room_node(&r).await.unwrap(), None);
+
+    store.join_member(&r, &on("node-1", member("s-a", "u-a", 100)), false).await.unwrap();
+    assert_eq!(store.room_node(&r).await.unwrap().as_deref(), Some("node-1"));
+    let elsewhere = StoreError::PlacedElsewhere("node-1".into());
+    let b = on("node-2", member("s-b", "u-b", 200));
+    assert_eq!(store.join_member(&r, &b, false).await.unwrap_err(), elsewhere);
+    assert_eq!(store.put_member(&r, &b).await.unwrap_err(), elsewhere);
+    assert_eq!(store.put_pending(&r, &on("node-2", waiting("s-c", "u-c", 300))).await.unwrap_err(), elsewhere);
+    assert_eq!(sessions(&store.members(&r).await.unwrap()), ["s-a"], "a refused arrival records nothing");
+    assert!(store.pending(&r).await.unwrap().is_empty());
+    assert_eq!(store.current_session(&r, &uid("u-b")).await.unwrap(), None);
+    assert!(store.resources(&r, &sid("s-b")).await.unwrap().is_empty());
+
+    // Someone waiting keeps the room placed after the last member goes.
+    store.put_pending(&r, &waiting("s-c", "u-c", 300)).await.unwrap();
+    store.remove_session(&r, &sid("s-a"), &uid("u-a")).await.unwrap();
+    assert_eq!(store.room_node(&r).await.unwrap().as_deref(), Some("node-1"));
+    store.remove_session(&r, &sid("s-c"), &uid("u-c")).await.unwrap();
+    assert_eq!(store.room_node(&r).await.unwrap(), None);
+    assert_room_empty(store, &r).await;
+
+    // Empty again: the next arrival may place it anywhere.
+    store.join_member(&r, &b, false).await.unwrap();
+    assert_eq!(store.room_node(&r).await.unwrap().as_deref(), Some("node-2"));
+    // Moving off a node that is not the room's changes nothing; off its own, moves it.
+    assert_eq!(store.move_room(&r, "node-9", "node-3").await.unwrap(), "node-2");
+    assert_eq!(store.move_room(&r, "node-2", "node-3").await.unwrap(), "node-3");
+    assert_eq!(store.room_node(&r).await.unwrap().as_deref(), Some("node-3"));
+    store.remove_session(&r, &sid("s-b"), &uid("u-b")).await.unwrap();
+    assert_room_empty(store, &r).await;
+    // An unplaced room is placed by a move.
+    let other = room("abc-defg-hik");
+    assert_eq!(store.move_room(&other, "node-9", "node-3").await.unwrap(), "node-3");
+    store.remove_session(&other, &sid("nobody"), &uid("nobody")).await.unwrap();
+    assert_room_empty(store, &other).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -680,4 +738,5 @@ conformance!(
     room_keys_layout_and_isolation,
     presence_only_for_members,
     leases,
+    arrivals_place_rooms,
 );

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -41,6 +41,34 @@ pub struct Ended {
     pub row_deleted: bool,
     /// The history row was closed by this call.
     pub history_closed: bool,
+}
+
+/// The key of the PostgreSQL advisory lock that serializes migrations
+/// across the nodes of a deployment ("cleanroom" in ASCII).
+const MIGRATION_LOCK: i64 = 0x636c_6561_6e72_6f6f;
+
+/// Applies the pending migrations. On PostgreSQL every node of a deployment
+/// may start at once: the whole run (the migration table's creation, the
+/// check of what is applied, each migration) happens in one transaction
+/// that first takes an advisory lock, so the others wait for it and then
+/// find nothing left to do. Without it, two nodes on a fresh database both
+/// create the same tables and one fails on `pg_type`'s unique index.
+/// PostgreSQL's DDL is transactional, so a failed run leaves nothing behind.
+/// SQLite serializes writers itself (and a deployment of several nodes
+/// needs PostgreSQL).
+async fn migrate(conn: &DatabaseConnection) -> Result<(), DbErr> {
+    if conn.get_database_backend() != DbBackend::Postgres {
+        return migration::Migrator::up(conn, None).await;
+    }
+    let txn = conn.begin().await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1)",
+        [MIGRATION_LOCK.into()],
+    ))
+    .await?;
+    migration::Migrator::up(&txn, None).await?;
+    txn.commit().await
 }
 
 /// A handle to the database (cheap to clone: a pool inside).
@@ -72,7 +100,7 @@ impl Db {
             opts.max_connections(16);
         }
         let conn = Database::connect(opts).await?;
-        migration::Migrator::up(&conn, None).await?;
+        migrate(&conn).await?;
         Ok(Self { conn })
     }
 

@@ -1,6 +1,6 @@
 //! The HTTP adapters: the router and its layers, the site's files, the signalling socket,
 //! the leave beacon, the operations endpoints, and the edge (identity,
-//! same-origin checks, security headers, rate limits). They translate
+//! same-origin checks, security headers, rate limits), and the relay to the node a room lives on. They translate
 //! between HTTP and the room service and hold no domain logic.
 //!
 //! Layers, outermost first: trace, request metrics, security headers, server-function error
@@ -12,6 +12,7 @@ pub mod identity;
 pub mod leave;
 pub mod limits;
 pub mod ops;
+pub mod relay;
 pub mod security;
 pub mod socket;
 
@@ -56,7 +57,9 @@ pub fn router(state: &AppState) -> Router {
         .merge(assets::pkg_routes(&state.leptos))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         // Outermost last: trace, headers, error statuses, same-origin
-        // check, identity, then the rate limits (which name the caller).
+        // check, identity, the rate limits (which name the caller), then
+        // the relay of joins for rooms on another node.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), relay::join))
         .layer(axum::middleware::from_fn_with_state(state.limits.clone(), limits::layer))
         .layer(axum::middleware::from_fn_with_state(state.identity.clone(), identity::layer))
         .layer(axum::middleware::from_fn(security::same_origin))

@@ -90,6 +90,8 @@ struct RoomResources {
     chat_db: usize,
     /// The room has ended (closed).
     ended: bool,
+    /// The node the room lives on (none while nobody is in it).
+    node: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -128,6 +130,7 @@ pub async fn debug_resources(State(state): State<AppState>, Query(q): Query<Debu
             let chat_store = rooms.store().chat(&code).await.map_err(|e| e.to_string())?.len();
             let chat_db = rooms.db().chat(code.as_str()).await.map_err(|e| e.to_string())?.len();
             let room = rooms.db().room(code.as_str()).await.map_err(|e| e.to_string())?;
+            let node = rooms.store().room_node(&code).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(RoomResources {
                 code: code.to_string(),
                 participants: members.len(),
@@ -137,6 +140,7 @@ pub async fn debug_resources(State(state): State<AppState>, Query(q): Query<Debu
                 chat_store,
                 chat_db,
                 ended: room.is_some_and(|r| r.ended_at_ms.is_some()),
+                node,
             })
         };
         match gathered.await {

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::AppState;
 use crate::participant::{LiveSession, SocketGuard};
-use crate::room::Rooms;
+use crate::room::{Home, Rooms};
 
 /// Messages (other than rosters) that may wait for a slow socket; one more
 /// and the socket is too slow.
@@ -71,12 +71,26 @@ pub async fn ws_handler(
         tracing::warn!(room = %code, "socket refused: foreign origin");
         return (StatusCode::FORBIDDEN, "cross-origin socket refused").into_response();
     }
-    let live = RoomCode::parse(&code).ok().and_then(|code| {
-        state.rooms.sessions().get(&SessionId::new(query.session)).filter(|s| s.user == me.user_id && s.room == code)
-    });
+    let room = RoomCode::parse(&code).ok();
+    let session = SessionId::new(query.session);
+    let live = room
+        .as_ref()
+        .and_then(|code| state.rooms.sessions().get(&session).filter(|s| s.user == me.user_id && &s.room == code));
     let ws = ws.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES);
     let rooms = state.rooms.clone();
     let sockets = state.sockets.clone();
+    // Not a session of this node: the room may live on another one.
+    if let (None, Some(room), false) = (&live, &room, super::relay::relayed(&headers)) {
+        if let Ok(Home::There { node, url }) = rooms.home_of(room).await {
+            tracing::info!(room = %room, to = %node, "socket relayed to the room's node");
+            let path = app::routes::socket(room, &session);
+            let me = rooms.node_id().to_owned();
+            return ws.on_upgrade(move |socket| {
+                sockets
+                    .track_future(async move { super::relay::carry_socket(socket, &url, &path, &headers, &me).await })
+            });
+        }
+    }
     ws.on_upgrade(move |socket| {
         sockets.track_future(async move {
             match live {

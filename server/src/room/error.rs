@@ -61,6 +61,12 @@ impl From<RoomError> for AppError {
             RoomError::MutedByHost => AppError::MutedByHost,
             RoomError::Invalid(text) => AppError::Invalid(text),
             RoomError::Limited { message, retry_after_s } => AppError::Limited { message, retry_after_s },
+            RoomError::Store(StoreError::PlacedElsewhere(node)) => {
+                // A join raced the room's placement on another node; the
+                // person's retry is relayed there.
+                tracing::info!(node = %node, "arrival refused: the room lives on another node");
+                AppError::Unavailable
+            }
             RoomError::Store(_) | RoomError::Db(_) | RoomError::Unfinished(_) => {
                 tracing::warn!(error = %e, "a backing service did not answer");
                 AppError::Unavailable

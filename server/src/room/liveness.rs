@@ -48,6 +48,7 @@ impl Rooms {
 
     /// Ends every live session of this node (process shutdown).
     pub async fn shutdown(&self) {
+        self.start_draining();
         for live in self.sessions.all() {
             if let Err(e) = self.end_session(&live.room, &live.id, &live.user, LeaveReason::NodeShutdown).await {
                 tracing::warn!(session = %live.id, error = %e, "session not fully ended at shutdown");

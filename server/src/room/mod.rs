@@ -10,7 +10,7 @@
 //! `close` (the close path and its retries, leaving), `roster` (what
 //! the room is told, the admin hand-over), `actions` (participants' and
 //! the admin's actions), `chat` (messages, deleted with their room), `liveness` (the abrupt-loss sweep, shutdown),
-//! `idle` (rooms that close themselves).
+//! `idle` (rooms that close themselves), `placement` (which node a room lives on).
 
 mod actions;
 mod chat;
@@ -19,8 +19,10 @@ mod error;
 mod idle;
 mod join;
 mod liveness;
+mod placement;
 mod roster;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -41,6 +43,7 @@ use crate::store::LiveStore;
 
 pub use chat::CHAT_HISTORY;
 pub use error::RoomError;
+pub use placement::Home;
 use roster::RosterTurns;
 
 fn now_ms() -> i64 {
@@ -83,6 +86,10 @@ pub struct Rooms {
     db: Db,
     store: Arc<dyn LiveStore>,
     node_id: String,
+    /// Where the other nodes reach this one (its lease says it).
+    url: String,
+    /// Stopping: no new rooms come here.
+    draining: AtomicBool,
     sessions: SessionRegistry,
     hub: Hub,
     /// What the other nodes of the deployment must hear.
@@ -108,10 +115,12 @@ impl Rooms {
     /// The room service of node `node_id`; its cleanups run on `tasks` and
     /// its sessions' tokens are children of `root`. Starts the node-event
     /// outbox.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: Db,
         store: Arc<dyn LiveStore>,
         node_id: String,
+        url: String,
         root: CancellationToken,
         media: Arc<Sfu>,
         tasks: TaskTracker,
@@ -126,6 +135,8 @@ impl Rooms {
             db,
             store,
             node_id,
+            url,
+            draining: AtomicBool::new(false),
             sessions: SessionRegistry::default(),
             hub: Hub::default(),
             root,

@@ -11,8 +11,8 @@ use app::model::{ChatMessage, Role, RoomCode, SessionId, UserId};
 use async_trait::async_trait;
 
 use super::{
-    by_arrival, chat_from_json, chat_to_json, heir, role_on_arrival, Keys, LiveStore, MemberEntry, ResourceKind,
-    StoreError,
+    by_arrival, chat_from_json, chat_to_json, heir, role_on_arrival, Keys, LiveStore, MemberEntry, NodeLease,
+    ResourceKind, StoreError,
 };
 
 #[derive(Debug, Clone)]
@@ -96,7 +96,23 @@ impl MemoryStore {
 
     fn put(&self, room: &RoomCode, member: &MemberEntry, list_key: String) -> Result<Option<SessionId>, StoreError> {
         let json = member.to_json()?;
-        Ok(self.with(|m| self.record(m, room, member, &list_key, json)))
+        self.with(|m| {
+            self.place(m, room, &member.node)?;
+            Ok(self.record(m, room, member, &list_key, json))
+        })
+    }
+
+    /// Places the room on `node` unless it lives on another node (then
+    /// fails, changing nothing): the first half of every arrival.
+    fn place(&self, m: &mut Map, room: &RoomCode, node: &str) -> Result<(), StoreError> {
+        let key = self.keys.placement(room);
+        match get_str(m, &key) {
+            Some(placed) if placed != node => Err(StoreError::PlacedElsewhere(placed)),
+            _ => {
+                m.insert(key, Val::Str(node.to_owned(), None));
+                Ok(())
+            }
+        }
     }
 
     /// Files `member` (as `json`) under `list_key` and as its user's current
@@ -154,6 +170,7 @@ impl LiveStore for MemoryStore {
                 .unwrap_or_default();
             let role = role_on_arrival(&present, &member.user, creator);
             let json = MemberEntry { role, ..member.clone() }.to_json()?;
+            self.place(m, room, &member.node)?;
             hdel(m, &pending, member.session.as_str());
             Ok((self.record(m, room, member, &members, json), role))
         })
@@ -339,6 +356,9 @@ impl LiveStore for MemoryStore {
             if get_str(m, &speaker).as_deref() == Some(sid) {
                 n += u32::from(m.remove(&speaker).is_some());
             }
+            if hash(m, &members).is_none() && hash(m, &pending).is_none() {
+                m.remove(&self.keys.placement(room));
+            }
             n
         }))
     }
@@ -432,9 +452,10 @@ impl LiveStore for MemoryStore {
         }))
     }
 
-    async fn renew_lease(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn renew_lease(&self, node: &str, lease: &NodeLease, ttl: Duration) -> Result<(), StoreError> {
         let key = self.keys.lease(node);
-        self.with(|m| m.insert(key, Val::Str("1".into(), Some(Instant::now() + ttl))));
+        let json = lease.to_json()?;
+        self.with(|m| m.insert(key, Val::Str(json, Some(Instant::now() + ttl))));
         Ok(())
     }
 
@@ -444,14 +465,33 @@ impl LiveStore for MemoryStore {
         Ok(())
     }
 
-    async fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
+    async fn live_nodes(&self) -> Result<BTreeMap<String, NodeLease>, StoreError> {
         let prefix = self.keys.lease_prefix();
         Ok(self.with(|m| {
             m.retain(|_, v| !matches!(v, Val::Str(_, Some(exp)) if *exp <= Instant::now()));
             m.range(prefix.clone()..)
                 .take_while(|(k, _)| k.starts_with(&prefix))
-                .map(|(k, _)| k[prefix.len()..].to_owned())
+                .filter_map(|(k, v)| match v {
+                    Val::Str(s, _) => Some((k[prefix.len()..].to_owned(), NodeLease::from_json(s))),
+                    _ => None,
+                })
                 .collect()
+        }))
+    }
+
+    async fn room_node(&self, room: &RoomCode) -> Result<Option<String>, StoreError> {
+        let key = self.keys.placement(room);
+        Ok(self.with(|m| get_str(m, &key)))
+    }
+
+    async fn move_room(&self, room: &RoomCode, from: &str, to: &str) -> Result<String, StoreError> {
+        let key = self.keys.placement(room);
+        Ok(self.with(|m| match get_str(m, &key) {
+            Some(placed) if placed != from => placed,
+            _ => {
+                m.insert(key, Val::Str(to.to_owned(), None));
+                to.to_owned()
+            }
         }))
     }
 }

@@ -14,7 +14,14 @@
 //! - `P:{room}:hands`           zset  session, scored by raise time
 //! - `P:{room}:speaker`         string the active speaker's session
 //! - `P:{room}:chat`            list  the room's recent chat messages (JSON), oldest first
-//! - `P:node:{node}`            string a node's lease (expires)
+//! - `P:{room}:node`            string the node the room's media lives on (its placement)
+//! - `P:node:{node}`            string a node's lease (JSON [`NodeLease`], expires)
+//!
+//! Placement: an arrival (join, knock, admission) is recorded only on the
+//! room's node, in the same atomic step that places an unplaced room there;
+//! the step that removes a room's last session (admitted or waiting) also
+//! removes the placement. So a room is on one node at a time, and an empty
+//! room is on none.
 //!
 //! Invariant: removing a session is compare-and-delete: pointers (`user`,
 //! `speaker`) are deleted only while they still name that session, so a late
@@ -41,6 +48,37 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("live-state store holds a malformed value: {0}")]
     Corrupt(String),
+    /// The arrival was not recorded: the room lives on this other node.
+    #[error("the room lives on node {0}")]
+    PlacedElsewhere(String),
+}
+
+/// What a node's lease tells the other nodes (its key expires unless the
+/// node renews it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLease {
+    /// The node's own base URL (`CLEANROOM_PUBLIC_URL`): where the other
+    /// nodes relay a room's joins and sockets to it.
+    #[serde(default)]
+    pub url: String,
+    /// How many sessions the node holds (placement prefers the fewest).
+    #[serde(default)]
+    pub sessions: u64,
+    /// The node is stopping: it takes no new rooms.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+impl NodeLease {
+    fn to_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Reads a lease's value; one that cannot be read (an older node's `1`)
+    /// still says the node is alive, with nothing else known.
+    fn from_json(s: &str) -> Self {
+        serde_json::from_str(s).unwrap_or_default()
+    }
 }
 
 /// One session as the room's live state records it.
@@ -195,6 +233,10 @@ impl Keys {
     pub fn chat(&self, room: &RoomCode) -> String {
         self.room(room, "chat")
     }
+    /// `P:{room}:node`: the node the room lives on.
+    pub fn placement(&self, room: &RoomCode) -> String {
+        self.room(room, "node")
+    }
     /// The pub/sub channel between the nodes of one deployment.
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
@@ -258,6 +300,9 @@ pub trait LiveStore: Send + Sync + 'static {
 
     /// Records an admitted session and points its user at it. Returns the
     /// user's previous session in this room if it was a different one.
+    /// Like every arrival, it is recorded only while the room is placed on
+    /// `member.node` or on no node (then it is placed there); otherwise it
+    /// fails with [`StoreError::PlacedElsewhere`] and changes nothing.
     async fn put_member(&self, room: &RoomCode, member: &MemberEntry) -> Result<Option<SessionId>, StoreError>;
 
     /// Records an admitted session like [`LiveStore::put_member`], choosing
@@ -382,7 +427,9 @@ pub trait LiveStore: Send + Sync + 'static {
     async fn speaker(&self, room: &RoomCode) -> Result<Option<SessionId>, StoreError>;
 
     /// Removes everything of `session` in `room`, compare-and-delete (see
-    /// the module docs). Returns how many entries went; 0 when already gone.
+    /// the module docs), and the room's placement when nobody is left in it
+    /// (admitted or waiting). Returns how many of the session's entries
+    /// went; 0 when already gone.
     async fn remove_session(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<u32, StoreError>;
 
     /// Appends a chat message to the room's recent ones, keeping the
@@ -448,12 +495,19 @@ pub trait LiveStore: Send + Sync + 'static {
         user: &UserId,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Renews this node's lease for `ttl`.
-    async fn renew_lease(&self, node: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Renews this node's lease for `ttl`, saying `lease`.
+    async fn renew_lease(&self, node: &str, lease: &NodeLease, ttl: Duration) -> Result<(), StoreError>;
     /// Drops this node's lease (clean shutdown).
     async fn drop_lease(&self, node: &str) -> Result<(), StoreError>;
-    /// Nodes whose lease has not expired.
-    async fn live_nodes(&self) -> Result<Vec<String>, StoreError>;
+    /// The nodes whose lease has not expired, with what each says.
+    async fn live_nodes(&self) -> Result<BTreeMap<String, NodeLease>, StoreError>;
+
+    /// The node the room lives on, if it is placed.
+    async fn room_node(&self, room: &RoomCode) -> Result<Option<String>, StoreError>;
+    /// Moves the room from `from` (a node found dead) to `to`, or places it
+    /// on `to` when it is on no node; a room on any other node stays.
+    /// Returns the room's node after the step.
+    async fn move_room(&self, room: &RoomCode, from: &str, to: &str) -> Result<String, StoreError>;
 
     /// Sends `payload` to every node of the deployment (this one too), in
     /// the order sent. The in-process store serves one node: nothing to do.

@@ -6,7 +6,7 @@
 //! (Longer than the house's ~500 lines: each Lua script sits next to the
 //! Rust that calls it, so every atomic step reads in one place.)
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use app::model::{ChatMessage, Role, RoomCode, SessionId, UserId};
@@ -16,7 +16,18 @@ use fred::prelude::*;
 use fred::types::{Expiration, Value};
 use futures::TryStreamExt;
 
-use super::{by_arrival, chat_from_json, chat_to_json, Keys, LiveStore, MemberEntry, ResourceKind, StoreError};
+use super::{
+    by_arrival, chat_from_json, chat_to_json, Keys, LiveStore, MemberEntry, NodeLease, ResourceKind, StoreError,
+};
+
+/// KEYS: placement. ARGV: from, to. Moves the room off a dead node (or
+/// places an unplaced one); returns the room's node after.
+const MOVE_SCRIPT: &str = r#"
+local placed = redis.call('GET', KEYS[1])
+if placed and placed ~= ARGV[1] then return placed end
+redis.call('SET', KEYS[1], ARGV[2])
+return ARGV[2]
+"#;
 
 /// How long one command may wait for Redis before failing.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,23 +40,51 @@ redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
 return 1
 "#;
 
-/// KEYS: list, other list, session, user. ARGV: sid, json, uid.
-/// Moves the session into `list`, records its user, points the user at it;
-/// returns the user's previous session when it was another one.
-const PUT_SCRIPT: &str = r#"
+/// The first step of every arrival script, with the positions of its
+/// placement key and node argument: places the room on the node, or
+/// answers `{'elsewhere', node}` when it lives on another one.
+macro_rules! place {
+    ($key:literal, $node:literal) => {
+        concat!(
+            "local placed = redis.call('GET', KEYS[",
+            $key,
+            "])\n",
+            "if placed and placed ~= ARGV[",
+            $node,
+            "] then return {'elsewhere', placed} end\n",
+            "redis.call('SET', KEYS[",
+            $key,
+            "], ARGV[",
+            $node,
+            "])\n",
+        )
+    };
+}
+
+/// KEYS: list, other list, session, user, placement. ARGV: sid, json, uid,
+/// node. Places the room (or answers `{'elsewhere', node}`), moves the
+/// session into `list`, records its user, points the user at it; answers
+/// `{'ok', previous session}` when the user had another one.
+const PUT_SCRIPT: &str = concat!(
+    place!("5", "4"),
+    r#"
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], 'user', ARGV[3])
 local prev = redis.call('GET', KEYS[4])
 redis.call('SET', KEYS[4], ARGV[1])
-if prev and prev ~= ARGV[1] then return prev end
-return false
-"#;
+if prev and prev ~= ARGV[1] then return {'ok', prev} end
+return {'ok'}
+"#
+);
 
-/// KEYS: members, pending, session, user. ARGV: sid, json as admin, json
-/// as member, uid, creator (`1`/`0`). [`super::role_on_arrival`] and then
-/// [`PUT_SCRIPT`], in one step; returns `{role, previous session?}`.
-const JOIN_SCRIPT: &str = r#"
+/// KEYS: members, pending, session, user, placement. ARGV: sid, json as
+/// admin, json as member, uid, creator (`1`/`0`), node. The placement,
+/// [`super::role_on_arrival`] and then [`PUT_SCRIPT`]'s steps, in one step;
+/// answers `{role, previous session?}` or `{'elsewhere', node}`.
+const JOIN_SCRIPT: &str = concat!(
+    place!("5", "6"),
+    r#"
 local others, others_admin, own_admin = 0, false, false
 for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do
   local e = cjson.decode(raw)
@@ -65,7 +104,8 @@ redis.call('SET', KEYS[4], ARGV[1])
 local role = admin and 'admin' or 'member'
 if prev and prev ~= ARGV[1] then return {role, prev} end
 return {role}
-"#;
+"#
+);
 
 /// The member JSON's role field, as serde writes it (a name cannot contain
 /// it: quotes inside strings are escaped).
@@ -108,13 +148,15 @@ redis.call('HSET', KEYS[1], ARGV[2], string.sub(to, 1, c - 1) .. ARGV[3] .. stri
 return 1
 "#;
 
-/// KEYS: members, pending, session, user, hands, speaker. ARGV: sid.
-/// Compare-and-delete of everything of one session; returns the count.
+/// KEYS: members, pending, session, user, hands, speaker, placement.
+/// ARGV: sid. Compare-and-delete of everything of one session, and the
+/// placement of a room left empty; returns the session's count.
 const REMOVE_SCRIPT: &str = r#"
 local n = redis.call('HDEL', KEYS[1], ARGV[1]) + redis.call('HDEL', KEYS[2], ARGV[1]) + redis.call('DEL', KEYS[3])
 if redis.call('GET', KEYS[4]) == ARGV[1] then n = n + redis.call('DEL', KEYS[4]) end
 n = n + redis.call('ZREM', KEYS[5], ARGV[1])
 if redis.call('GET', KEYS[6]) == ARGV[1] then n = n + redis.call('DEL', KEYS[6]) end
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 0 then redis.call('DEL', KEYS[7]) end
 return n
 "#;
 
@@ -274,10 +316,21 @@ impl RedisStore {
         list: String,
         other: String,
     ) -> Result<Option<SessionId>, StoreError> {
-        let keys = vec![list, other, self.keys.session(room, &member.session), self.keys.user(room, &member.user)];
-        let args = vec![member.session.to_string(), member.to_json()?, member.user.to_string()];
-        let prev: Option<String> = self.client.eval(PUT_SCRIPT, keys, args).await.map_err(unavailable)?;
-        Ok(prev.map(SessionId::new))
+        let keys = vec![
+            list,
+            other,
+            self.keys.session(room, &member.session),
+            self.keys.user(room, &member.user),
+            self.keys.placement(room),
+        ];
+        let args = vec![member.session.to_string(), member.to_json()?, member.user.to_string(), member.node.clone()];
+        let out: Vec<String> = self.client.eval(PUT_SCRIPT, keys, args).await.map_err(unavailable)?;
+        match out.as_slice() {
+            [ok] if ok == "ok" => Ok(None),
+            [ok, prev] if ok == "ok" => Ok(Some(SessionId::new(prev))),
+            [elsewhere, node] if elsewhere == "elsewhere" => Err(StoreError::PlacedElsewhere(node.clone())),
+            _ => Err(StoreError::Corrupt(format!("{out:?}"))),
+        }
     }
 
     async fn list(&self, key: String) -> Result<Vec<MemberEntry>, StoreError> {
@@ -321,6 +374,7 @@ impl LiveStore for RedisStore {
             self.keys.pending(room),
             self.keys.session(room, &member.session),
             self.keys.user(room, &member.user),
+            self.keys.placement(room),
         ];
         let as_admin = MemberEntry { role: Role::Admin, ..member.clone() }.to_json()?;
         let as_member = MemberEntry { role: Role::Member, ..member.clone() }.to_json()?;
@@ -330,8 +384,14 @@ impl LiveStore for RedisStore {
             as_member,
             member.user.to_string(),
             if creator { "1" } else { "0" }.to_owned(),
+            member.node.clone(),
         ];
         let out: Vec<String> = self.client.eval(JOIN_SCRIPT, keys, args).await.map_err(unavailable)?;
+        if let [elsewhere, node] = out.as_slice() {
+            if elsewhere == "elsewhere" {
+                return Err(StoreError::PlacedElsewhere(node.clone()));
+            }
+        }
         let role = out.first().and_then(|r| Role::parse(r)).ok_or_else(|| StoreError::Corrupt(format!("{out:?}")))?;
         Ok((out.get(1).map(SessionId::new), role))
     }
@@ -473,10 +533,9 @@ impl LiveStore for RedisStore {
     }
 
     async fn remove_session(&self, room: &RoomCode, session: &SessionId, user: &UserId) -> Result<u32, StoreError> {
-        self.client
-            .eval(REMOVE_SCRIPT, self.keys.session_scope(room, session, user).to_vec(), vec![session.to_string()])
-            .await
-            .map_err(unavailable)
+        let mut keys = self.keys.session_scope(room, session, user).to_vec();
+        keys.push(self.keys.placement(room));
+        self.client.eval(REMOVE_SCRIPT, keys, vec![session.to_string()]).await.map_err(unavailable)
     }
 
     async fn push_chat(&self, room: &RoomCode, message: &ChatMessage, keep: usize) -> Result<(), StoreError> {
@@ -528,11 +587,11 @@ impl LiveStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn renew_lease(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn renew_lease(&self, node: &str, lease: &NodeLease, ttl: Duration) -> Result<(), StoreError> {
         let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let _: Value = self
             .client
-            .set(self.keys.lease(node), "1", Some(Expiration::PX(ms)), None, false)
+            .set(self.keys.lease(node), lease.to_json()?, Some(Expiration::PX(ms)), None, false)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -543,9 +602,28 @@ impl LiveStore for RedisStore {
         Ok(())
     }
 
-    async fn live_nodes(&self) -> Result<Vec<String>, StoreError> {
+    async fn live_nodes(&self) -> Result<BTreeMap<String, NodeLease>, StoreError> {
         let prefix = self.keys.lease_prefix();
-        Ok(self.scan(&prefix).await?.into_iter().map(|k| k[prefix.len()..].to_owned()).collect())
+        let keys = self.scan(&prefix).await?;
+        if keys.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        // A lease that expired between the scan and the read reads as nil.
+        let values: Vec<Option<String>> = self.client.mget(keys.clone()).await.map_err(unavailable)?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|(k, v)| Some((k[prefix.len()..].to_owned(), NodeLease::from_json(&v?))))
+            .collect())
+    }
+
+    async fn room_node(&self, room: &RoomCode) -> Result<Option<String>, StoreError> {
+        self.client.get(self.keys.placement(room)).await.map_err(unavailable)
+    }
+
+    async fn move_room(&self, room: &RoomCode, from: &str, to: &str) -> Result<String, StoreError> {
+        let args = vec![from.to_owned(), to.to_owned()];
+        self.client.eval(MOVE_SCRIPT, vec![self.keys.placement(room)], args).await.map_err(unavailable)
     }
 
     async fn send_event(&self, payload: String) -> Result<(), StoreError> {

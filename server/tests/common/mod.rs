@@ -14,6 +14,7 @@ use sea_orm::{ConnectionTrait, Database};
 use server::config::Config;
 use server::AppState;
 
+pub mod nodes;
 pub mod rtc_client;
 pub mod tls;
 
@@ -73,12 +74,16 @@ impl TestDb {
     }
 }
 
+/// The cookie key the nodes of a test deployment share (any node reads
+/// any person's identity).
+pub const TEST_SECRET: &str = "the-test-deployment-secret-of-32-bytes-or-more";
+
 /// The flags of node `node` of a deployment on PostgreSQL (`database_url`)
 /// and the test Redis, with the debug API, plus `extra`.
 pub fn node_args(database_url: &str, node: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> =
         ["cleanroom", "--debug-api", "--database-url", database_url, "--redis-url"].map(String::from).to_vec();
-    args.extend([redis_url(), "--node-id".into(), node.into()]);
+    args.extend([redis_url(), "--node-id".into(), node.into(), "--secret".into(), TEST_SECRET.into()]);
     args.extend(extra.iter().map(|a| a.to_string()));
     args
 }
@@ -138,13 +143,18 @@ impl TestServer {
 
     /// Starts with explicit flags, store prefix and Leptos options (the site's files).
     pub async fn with_site(args: &[String], prefix: &str, leptos: LeptosOptions) -> Self {
-        let config = match Config::from_args(args) {
+        // Bound first, so the node's lease names where it is reached.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut args = args.to_vec();
+        if !args.iter().any(|a| a == "--public-url") {
+            args.extend(["--public-url".to_owned(), format!("http://{addr}")]);
+        }
+        let config = match Config::from_args(&args) {
             Ok(c) => c,
             Err(e) => panic!("test config refused: {e:?}"),
         };
         let state = server::start(&config, leptos, prefix).await.expect("server starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let router = server::router(&state);
         let serve = tokio::spawn(async move {
             let _ = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await;

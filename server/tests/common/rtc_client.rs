@@ -44,9 +44,29 @@ impl MediaGuest {
         Self::join_opts(guest, room, name, PumpOptions { no_candidates: true, ..PumpOptions::default() }).await
     }
 
+    /// `guest` joins `room` through its node but opens the socket through
+    /// `socket_node`, another node of the deployment (a round-robin
+    /// balancer sends each request wherever it likes).
+    pub async fn join_through(guest: Guest, socket_node: std::net::SocketAddr, room: &RoomCode, name: &str) -> Self {
+        Self::join_split(guest, Some(socket_node), room, name, PumpOptions::default()).await
+    }
+
     async fn join_opts(guest: Guest, room: &RoomCode, name: &str, options: PumpOptions) -> Self {
+        Self::join_split(guest, None, room, name, options).await
+    }
+
+    async fn join_split(
+        guest: Guest,
+        socket_node: Option<std::net::SocketAddr>,
+        room: &RoomCode,
+        name: &str,
+        options: PumpOptions,
+    ) -> Self {
         let outcome = guest.join(room, name).await.expect("join");
-        let socket = guest.socket(room, &outcome.session_id).await;
+        let socket = match socket_node {
+            Some(node) => guest.via(node).socket(room, &outcome.session_id).await,
+            None => guest.socket(room, &outcome.session_id).await,
+        };
         let (to_server, from_client) = mpsc::unbounded_channel::<ClientMsg>();
         let client =
             Arc::new(RtcClient::start(&IceSettings::loopback(), to_server).await.expect("client media starts"));

@@ -1,0 +1,184 @@
+//! Several nodes as real processes sharing one PostgreSQL database, one
+//! Redis and one secret: how they start together, and how any node serves
+//! any joiner while a room's media lives on one node.
+
+mod common;
+
+use std::time::Duration;
+
+use app::model::RoomCode;
+use common::nodes::{Deployment, Node};
+use common::rtc_client::MediaGuest;
+use common::{eventually, Guest};
+use sea_orm::{ConnectionTrait, Database, Statement};
+
+const MEDIA: Duration = Duration::from_secs(30);
+/// Packets from every other publisher before we call it "hearing".
+const ENOUGH: u64 = 50;
+
+/// Every migration the server knows (`server/src/db/migration.rs`).
+const MIGRATIONS: i64 = 4;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_started_together_all_come_up_on_a_fresh_and_on_a_migrated_database() {
+    let deployment = Deployment::postgres().await;
+    for round in ["fresh", "migrated"] {
+        // Three at the same moment: each runs the migrations at start.
+        let mut nodes: Vec<_> = (0..3).map(|i| deployment.spawn(&format!("{round}-{i}"), &[])).collect();
+        for node in &mut nodes {
+            node.wait_ready(Duration::from_secs(60)).await;
+        }
+        for node in &mut nodes {
+            let status = node.terminate(Duration::from_secs(20));
+            assert!(status.success(), "node {} exited with {status}:\n{}", node.id, node.log());
+            assert!(!node.log().contains("duplicate key"), "{round}: node {}:\n{}", node.id, node.log());
+        }
+    }
+    // Each migration was applied exactly once.
+    let conn = Database::connect(&deployment.db.url).await.expect("database");
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT version) AS d FROM seaql_migrations",
+        ))
+        .await
+        .expect("migration table read")
+        .expect("a row");
+    let (n, d): (i64, i64) = (row.try_get("", "n").unwrap(), row.try_get("", "d").unwrap());
+    assert_eq!((n, d), (MIGRATIONS, MIGRATIONS));
+    let _ = conn.close().await;
+    deployment.drop_all().await;
+}
+
+async fn all_hear_each_other(guests: &[&MediaGuest]) {
+    for listener in guests {
+        for speaker in guests.iter().filter(|s| s.participant() != listener.participant()) {
+            eventually(MEDIA, &format!("{} hears {}", listener.participant(), speaker.participant()), || async {
+                (listener.stats().received_from(speaker.participant()) >= ENOUGH).then_some(())
+            })
+            .await;
+        }
+    }
+}
+
+/// `/api/debug/resources?room=…` of one node.
+async fn resources(node: &Node, room: &RoomCode) -> serde_json::Value {
+    reqwest::get(node.url(&format!("/api/debug/resources?room={room}"))).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_node_serves_any_joiner_and_the_media_stays_on_the_rooms_node() {
+    let deployment = Deployment::postgres().await;
+    let mut nodes: Vec<Node> = ["a", "b", "c"].iter().map(|id| deployment.spawn(&format!("node-{id}"), &[])).collect();
+    for node in &mut nodes {
+        node.wait_ready(Duration::from_secs(60)).await;
+    }
+    let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
+
+    // The room's first arrival comes through node A: the room lives there.
+    let ada = Guest::new(a.addr());
+    let room = ada.create_room("Ada", false).await.unwrap();
+    let ada = MediaGuest::join_as(ada, &room, "Ada").await;
+    // The others' joins and sockets each reach another node.
+    let bob = MediaGuest::join_through(Guest::new(b.addr()), c.addr(), &room, "Bob").await;
+    let cyd = MediaGuest::join_through(Guest::new(c.addr()), b.addr(), &room, "Cyd").await;
+    all_hear_each_other(&[&ada, &bob, &cyd]).await;
+
+    // Every node tells the same room; only node A holds its media.
+    let on_a = resources(a, &room).await;
+    assert_eq!(on_a["rooms"][0]["participants"], 3, "{on_a}");
+    assert_eq!(on_a["rooms"][0]["node"], "node-a", "{on_a}");
+    assert_eq!((on_a["peer_connections"].as_u64(), on_a["forwarders"].as_u64()), (Some(3), Some(12)), "{on_a}");
+    for other in [b, c] {
+        let r = resources(other, &room).await;
+        assert_eq!(r["rooms"][0]["participants"], 3, "{r}");
+        assert_eq!(r["rooms"][0]["node"], "node-a", "{r}");
+        assert_eq!((r["sessions"].as_u64(), r["peer_connections"].as_u64()), (Some(0), Some(0)), "{r}");
+    }
+
+    // Bob leaves through node B (his socket runs through node C): everyone
+    // else stops hearing him, and node A releases everything of his.
+    bob.leave().await;
+    eventually(MEDIA, "Bob's media released on node A", || async {
+        let r = resources(a, &room).await;
+        (r["peer_connections"].as_u64() == Some(2) && r["forwarders"].as_u64() == Some(4)).then_some(())
+    })
+    .await;
+    ada.leave().await;
+    cyd.leave().await;
+    eventually(MEDIA, "the room empty on every node", || async {
+        for node in [a, b, c] {
+            let r = resources(node, &room).await;
+            if r["rooms"][0]["participants"] != 0 || r["sessions"] != 0 || !r["rooms"][0]["node"].is_null() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    for node in &mut nodes {
+        let status = node.terminate(Duration::from_secs(20));
+        assert!(status.success(), "node {} exited with {status}:\n{}", node.id, node.log());
+        assert!(!node.log().contains("panicked"), "node {}:\n{}", node.id, node.log());
+    }
+    drop(nodes);
+    deployment.drop_all().await;
+}
+
+/// The leave reason of every session of `room` in the history table.
+async fn reasons(url: &str, room: &RoomCode) -> Vec<Option<String>> {
+    let conn = Database::connect(url).await.expect("database");
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "SELECT leave_reason FROM participant_sessions WHERE room_code = $1 ORDER BY joined_at_ms",
+            [room.to_string().into()],
+        ))
+        .await
+        .expect("history read");
+    let _ = conn.close().await;
+    rows.iter().map(|r| r.try_get::<Option<String>>("", "leave_reason").unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_nodes_sessions_are_reaped_by_the_survivors_once_its_lease_expires() {
+    let deployment = Deployment::postgres().await;
+    let mut nodes: Vec<Node> = ["a", "b"].iter().map(|id| deployment.spawn(&format!("node-{id}"), &[])).collect();
+    for node in &mut nodes {
+        node.wait_ready(Duration::from_secs(60)).await;
+    }
+    // The room lives on node A; Bob reaches it through node B.
+    let ada = Guest::new(nodes[0].addr());
+    let room = ada.create_room("Ada", false).await.unwrap();
+    let ada = MediaGuest::join_as(ada, &room, "Ada").await;
+    let bob = MediaGuest::join_through(Guest::new(nodes[1].addr()), nodes[1].addr(), &room, "Bob").await;
+    all_hear_each_other(&[&ada, &bob]).await;
+    assert_eq!(reasons(&deployment.db.url, &room).await, [None, None]);
+
+    // Node A dies without a word (SIGKILL): its lease stays until it expires.
+    nodes[0].kill();
+    let b = &nodes[1];
+    // Reaped by node B with the real lease TTL (9 s) plus its look each second.
+    eventually(Duration::from_secs(15), "node A's sessions reaped by node B", || async {
+        let r = resources(b, &room).await;
+        let room_state = &r["rooms"][0];
+        (room_state["participants"] == 0
+            && room_state["db_participants"] == 0
+            && room_state["store_keys"] == 0
+            && room_state["node"].is_null())
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        reasons(&deployment.db.url, &room).await,
+        [Some("reaped".to_owned()), Some("reaped".to_owned())],
+        "each session closed once, as reaped"
+    );
+    assert!(b.log().contains("a node is gone"), "{}", b.log());
+    ada.close().await;
+    bob.close().await;
+    let status = nodes[1].terminate(Duration::from_secs(20));
+    assert!(status.success(), "node B exited with {status}:\n{}", nodes[1].log());
+    drop(nodes);
+    deployment.drop_all().await;
+}
