@@ -6,10 +6,11 @@ const BASE_URL = process.env.BASE_URL ?? 'http://127.0.0.1:3000';
 
 export default defineConfig({
   testDir: './tests',
-  // The real-network specs start their own servers (HTTPS, coturn, NAT) and
-  // run once, on their own (scripts/test.sh sets REAL_NETWORKS=1).
-  testIgnore: process.env.REAL_NETWORKS ? [] : ['**/real_networks.spec.ts'],
-  testMatch: process.env.REAL_NETWORKS ? ['**/real_networks.spec.ts'] : ['**/*.spec.ts'],
+  // The real-network and several-node specs start their own servers (HTTPS,
+  // coturn, NAT; nodes behind haproxy) and run once, on their own
+  // (scripts/test.sh sets REAL_NETWORKS=1).
+  testIgnore: process.env.REAL_NETWORKS ? [] : ['**/real_networks.spec.ts', '**/several_nodes.spec.ts'],
+  testMatch: process.env.REAL_NETWORKS ? ['**/real_networks.spec.ts', '**/several_nodes.spec.ts'] : ['**/*.spec.ts'],
   timeout: 60_000,
   expect: { timeout: 10_000 },
   fullyParallel: false,

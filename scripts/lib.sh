@@ -71,11 +71,13 @@ ensure_netns_tools() {
   have nft || apt_install nftables
 }
 
-# The real components of the real-network tests: coturn (TURN), pebble and
-# pebble-challtestsrv (an ACME CA and its DNS), all Debian packages.
+# The real components of the real-network and several-node tests: coturn
+# (TURN), pebble and pebble-challtestsrv (an ACME CA and its DNS), haproxy
+# (the balancer in front of several nodes), all Debian packages.
 ensure_real_network_tools() {
   have turnserver || apt_install coturn
   have pebble || apt_install pebble
+  have haproxy || apt_install haproxy
 }
 
 # Cargo's target directory (honours CARGO_TARGET_DIR and .cargo/config).

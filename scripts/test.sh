@@ -148,8 +148,9 @@ psql "$TEST_POSTGRES_URL" -qc "CREATE DATABASE \"$E2E_DB\"" >/dev/null
 e2e postgres-redis DATABASE_URL="${TEST_POSTGRES_URL%/*}/$E2E_DB" REDIS_URL="$TEST_REDIS_URL"
 
 # The real-network specs start their own servers with the settings under
-# test (HTTPS, TURN through coturn, 1:1 NAT); one run is enough.
-log "browser suite: real networks (servers, coturn and NAT started by the specs)"
+# test (HTTPS, TURN through coturn, 1:1 NAT; two nodes behind haproxy on
+# PostgreSQL and Redis); one run is enough.
+log "browser suite: real networks and several nodes (servers, coturn, NAT and haproxy started by the specs)"
 REAL_NETWORKS=1 CLEANROOM_BIN="$(target_dir)/debug/cleanroom" BASE_URL="http://127.0.0.1:9" \
   npx playwright test -c end2end/playwright.config.ts \
   || die "browser suite failed: real networks"

@@ -87,6 +87,7 @@ pub fn ended_message(reason: LeaveReason) -> String {
             "Your connection to the meeting was lost. Check your network and join again.".into()
         }
         LeaveReason::Reaped => "The server lost track of your session. Please join again.".into(),
+        LeaveReason::Moved => "The meeting is now on another server; you are joining it again.".into(),
         LeaveReason::Left | LeaveReason::PageHidden => "You left the meeting.".into(),
     }
 }
@@ -105,6 +106,9 @@ pub struct CallStore {
     /// The last call ended because the connection was lost (shown as
     /// `disconnected`, with a way to rejoin).
     pub lost: RwSignal<bool>,
+    /// The session went with its node (stopped, or dead): the page joins
+    /// again by itself, showing `reconnecting` meanwhile.
+    pub rejoin: RwSignal<bool>,
     /// Raised hands, earliest first.
     pub hands: RwSignal<Vec<ParticipantId>>,
     /// Who is speaking now.
@@ -152,6 +156,7 @@ impl CallStore {
             connection: RwSignal::new(ConnectionState::Disconnected),
             notice: RwSignal::new(None),
             lost: RwSignal::new(false),
+            rejoin: RwSignal::new(false),
             hands: RwSignal::new(Vec::new()),
             speaker: RwSignal::new(None),
             pending: RwSignal::new(Vec::new()),
@@ -295,6 +300,9 @@ impl CallStore {
             ServerMsg::SessionEnded { reason } => {
                 self.reset();
                 let _ = self.notice.try_set(Some(ended_message(reason)));
+                if reason == LeaveReason::Moved {
+                    let _ = self.rejoin.try_set(true);
+                }
             }
             // Media negotiation belongs to the peer connection, not the store.
             ServerMsg::Pong | ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. } => {}

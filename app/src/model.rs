@@ -320,11 +320,14 @@ pub enum LeaveReason {
     Denied,
     /// The request to join was not answered in time (private room).
     Expired,
+    /// The node holding the session stopped while others run: the page
+    /// joins again at once, on the node the room moved to.
+    Moved,
 }
 
 impl LeaveReason {
     /// Every reason, for parsing and for tests.
-    pub const ALL: [LeaveReason; 12] = [
+    pub const ALL: [LeaveReason; 13] = [
         LeaveReason::Left,
         LeaveReason::PageHidden,
         LeaveReason::SocketClosed,
@@ -337,6 +340,7 @@ impl LeaveReason {
         LeaveReason::Reaped,
         LeaveReason::Denied,
         LeaveReason::Expired,
+        LeaveReason::Moved,
     ];
 
     /// The reason as stored in the history and shown in the README.
@@ -354,6 +358,7 @@ impl LeaveReason {
             LeaveReason::Reaped => "reaped",
             LeaveReason::Denied => "denied",
             LeaveReason::Expired => "expired",
+            LeaveReason::Moved => "moved",
         }
     }
 

@@ -199,6 +199,9 @@ pub mod close_code {
     /// A newer socket of the same session took over (one live socket per
     /// session).
     pub const REPLACED: u16 = 4006;
+    /// The session is gone with its node (stopped, or dead and reaped), not
+    /// by the person's doing: the page joins the room again at once.
+    pub const MOVED: u16 = 4007;
 }
 
 #[cfg(test)]

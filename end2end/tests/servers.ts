@@ -145,3 +145,89 @@ export function spkiPin(server: Spawned): string {
   if (!pin) throw new Error(`no spki_sha256 in the log:\n${server.log()}`);
   return pin;
 }
+
+/** The PostgreSQL and Redis the Test command runs against (scripts/test.sh). */
+const POSTGRES = process.env.TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const REDIS = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/**
+ * One deployment of several nodes: a fresh PostgreSQL database, a Redis
+ * prefix and a cookie secret of its own, shared by every node it starts.
+ */
+export class Deployment {
+  readonly database = `cleanroom_nodes_${process.pid}_${Date.now()}`;
+  readonly prefix = `cleanroom-e2e-${process.pid}-${Date.now()}`;
+  readonly secret = `the-e2e-deployment-secret-${Date.now()}-of-32-bytes`;
+  private readonly started: Spawned[] = [];
+
+  constructor() {
+    execFileSync('psql', [POSTGRES, '-qc', `CREATE DATABASE "${this.database}"`]);
+  }
+
+  /** Node `id` on `0.0.0.0:<free port>` (loopback media), ready when `/readyz` says so. */
+  async node(id: string): Promise<Spawned & { kill(): void }> {
+    const bin = process.env.CLEANROOM_BIN;
+    if (!bin || !fs.existsSync(bin)) throw new Error(`CLEANROOM_BIN (${bin}) is not the built server; run scripts/test.sh`);
+    const port = await freePort();
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      RUST_LOG: 'info,tower_http=warn,sqlx=warn',
+      CLEANROOM_ADDR: `0.0.0.0:${port}`,
+      CLEANROOM_PUBLIC_URL: `http://127.0.0.1:${port}`,
+      CLEANROOM_ICE_ADDRS: '127.0.0.1',
+      CLEANROOM_DEBUG_API: '1',
+      CLEANROOM_NODE_ID: id,
+      CLEANROOM_SECRET: this.secret,
+      CLEANROOM_STORE_PREFIX: this.prefix,
+      DATABASE_URL: `${POSTGRES.replace(/\/[^/]*$/, '')}/${this.database}`,
+      REDIS_URL: REDIS,
+    };
+    const proc = spawn(bin, [], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const server = spawned(proc, port, undefined);
+    this.started.push(server);
+    await until(`node ${id}`, server, proc, async () => {
+      try {
+        return (await fetch(`http://127.0.0.1:${port}/readyz`)).ok;
+      } catch {
+        return false;
+      }
+    });
+    return { ...server, kill: () => void proc.kill('SIGKILL') };
+  }
+
+  /** haproxy on a free port in front of `nodes`, round robin, no stickiness. */
+  async balancer(nodes: Spawned[]): Promise<Spawned> {
+    const port = await freePort();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cleanroom-haproxy-'));
+    const config = [
+      'defaults',
+      '  mode http',
+      '  timeout connect 2s',
+      '  timeout client 60s',
+      '  timeout server 60s',
+      '  timeout tunnel 1h',
+      '  retries 3',
+      '  option redispatch',
+      'frontend meet',
+      `  bind 127.0.0.1:${port}`,
+      '  default_backend nodes',
+      'backend nodes',
+      '  balance roundrobin',
+      '  option httpchk GET /readyz',
+      ...nodes.map((n, i) => `  server node-${i} 127.0.0.1:${n.port} check inter 500ms fall 1 rise 2`),
+      '',
+    ].join('\n');
+    fs.writeFileSync(path.join(dir, 'haproxy.cfg'), config);
+    const proc = spawn('haproxy', ['-db', '-f', path.join(dir, 'haproxy.cfg')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const server = spawned(proc, port, dir);
+    this.started.push(server);
+    await until('haproxy', server, proc, () => accepts('127.0.0.1', port));
+    return server;
+  }
+
+  /** Stops everything it started and drops the database. */
+  async stop(): Promise<void> {
+    for (const s of this.started.splice(0).reverse()) await s.stop();
+    execFileSync('psql', [POSTGRES, '-qc', `DROP DATABASE IF EXISTS "${this.database}" WITH (FORCE)`]);
+  }
+}

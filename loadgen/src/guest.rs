@@ -277,8 +277,14 @@ impl Socket {
                 Seen::Msg(ServerMsg::SessionEnded { reason: r }) => reason = Some(r),
                 Seen::Msg(_) => {}
                 Seen::Closed(code) => {
-                    assert_eq!(code, Some(app::signal::close_code::SESSION_ENDED));
-                    return reason.expect("a session-ended message before the close");
+                    let reason = reason.expect("a session-ended message before the close");
+                    // A session that went with its node tells the page to join again.
+                    let want = match reason {
+                        app::model::LeaveReason::Moved => app::signal::close_code::MOVED,
+                        _ => app::signal::close_code::SESSION_ENDED,
+                    };
+                    assert_eq!(code, Some(want), "{reason:?}");
+                    return reason;
                 }
             }
         }

@@ -19,10 +19,8 @@ use crate::room::Rooms;
 use crate::store::LiveStore;
 use crate::{db, media, metrics, reconcile, room, store};
 
-/// How often this node renews its lease in the store, and how long it lasts
-/// (a dead node's sessions are reaped by the others soon after it lapses).
-const LEASE_EVERY: Duration = Duration::from_secs(3);
-const LEASE_TTL: Duration = Duration::from_secs(9);
+use crate::room::{LEASE_EVERY, LEASE_TTL};
+
 /// How often the reconciler looks for nodes whose lease has lapsed.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 

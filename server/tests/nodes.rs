@@ -1,15 +1,20 @@
 //! Several nodes as real processes sharing one PostgreSQL database, one
-//! Redis and one secret: how they start together, and how any node serves
-//! any joiner while a room's media lives on one node.
+//! Redis and one secret: how they start together, how any node serves any
+//! joiner while a room's media lives on one node, how the survivors reap a
+//! node that was killed (with the real lease TTL), and how a node stopping
+//! on SIGTERM moves its rooms instead of ending the meeting. (The pages'
+//! own rejoin is end2end/tests/several_nodes.spec.ts, through haproxy.)
 
 mod common;
 
 use std::time::Duration;
 
+use app::model::LeaveReason;
 use app::model::RoomCode;
+use app::signal::close_code;
 use common::nodes::{Deployment, Node};
 use common::rtc_client::MediaGuest;
-use common::{eventually, Guest};
+use common::{eventually, Guest, Seen};
 use sea_orm::{ConnectionTrait, Database, Statement};
 
 const MEDIA: Duration = Duration::from_secs(30);
@@ -175,8 +180,60 @@ async fn a_killed_nodes_sessions_are_reaped_by_the_survivors_once_its_lease_expi
         "each session closed once, as reaped"
     );
     assert!(b.log().contains("a node is gone"), "{}", b.log());
+    // Bob's page, reconnecting its socket, is told to join again (not that
+    // its session is unknown), and a new join lands on node B.
+    let bob_again = bob.guest.via(b.addr());
+    let mut old_socket = bob_again.socket(&room, &bob.outcome.session_id).await;
+    assert!(matches!(old_socket.next(MEDIA).await, Seen::Closed(Some(close_code::MOVED))));
+    let rejoined = bob_again.join(&room, "Bob").await.unwrap();
+    assert_eq!(resources(b, &room).await["rooms"][0]["node"], "node-b");
+    bob_again.leave(&rejoined.session_id).await.unwrap();
     ada.close().await;
     bob.close().await;
+    let status = nodes[1].terminate(Duration::from_secs(20));
+    assert!(status.success(), "node B exited with {status}:\n{}", nodes[1].log());
+    drop(nodes);
+    deployment.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draining_node_moves_its_rooms_and_nobody_is_told_node_shutdown() {
+    let deployment = Deployment::postgres().await;
+    let mut nodes: Vec<Node> = ["a", "b"].iter().map(|id| deployment.spawn(&format!("node-{id}"), &[])).collect();
+    for node in &mut nodes {
+        node.wait_ready(Duration::from_secs(60)).await;
+    }
+    let (a, b) = (nodes[0].addr(), nodes[1].addr());
+    // The room lives on node A; Bob's join and socket come through node B.
+    let ada = Guest::new(a);
+    let room = ada.create_room("Ada", false).await.unwrap();
+    let ada_in = ada.join(&room, "Ada").await.unwrap();
+    let mut ada_socket = ada.socket(&room, &ada_in.session_id).await;
+    let bob = Guest::new(b);
+    let bob_in = bob.join(&room, "Bob").await.unwrap();
+    let mut bob_socket = bob.socket(&room, &bob_in.session_id).await;
+    bob_socket.roster_of(2, MEDIA).await;
+    assert_eq!(resources(&nodes[1], &room).await["rooms"][0]["node"], "node-a");
+
+    // SIGTERM on node A while node B runs: both pages are told to join again.
+    let status = nodes[0].terminate(Duration::from_secs(30));
+    assert!(status.success(), "node A exited with {status}:\n{}", nodes[0].log());
+    assert_eq!(ada_socket.ended(MEDIA).await, LeaveReason::Moved);
+    assert_eq!(bob_socket.ended(MEDIA).await, LeaveReason::Moved);
+    assert_eq!(reasons(&deployment.db.url, &room).await, [Some("moved".to_owned()), Some("moved".to_owned())]);
+
+    // They join again (their pages do it by themselves): one call, on node B.
+    let ada = ada.via(b);
+    let ada_again = ada.join(&room, "Ada").await.unwrap();
+    let mut ada_socket = ada.socket(&room, &ada_again.session_id).await;
+    let bob_again = bob.join(&room, "Bob").await.unwrap();
+    let mut bob_socket = bob.socket(&room, &bob_again.session_id).await;
+    ada_socket.roster_of(2, MEDIA).await;
+    bob_socket.roster_of(2, MEDIA).await;
+    let on_b = resources(&nodes[1], &room).await;
+    assert_eq!((on_b["rooms"][0]["node"].as_str(), on_b["sessions"].as_u64()), (Some("node-b"), Some(2)), "{on_b}");
+    ada.leave(&ada_again.session_id).await.unwrap();
+    bob.leave(&bob_again.session_id).await.unwrap();
     let status = nodes[1].terminate(Duration::from_secs(20));
     assert!(status.success(), "node B exited with {status}:\n{}", nodes[1].log());
     drop(nodes);

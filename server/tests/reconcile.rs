@@ -91,34 +91,35 @@ async fn crashed_node_is_reaped_and_live_ones_are_not(backend: Backend) {
     let ada = server.guest();
     let room = ada.create_room("Ada", false).await.unwrap();
     let a = ada.join(&room, "Ada").await.unwrap();
-    // Another node of the deployment, alive (its lease is fresh).
-    rooms
-        .store()
-        .renew_lease("busy-node", &server::store::NodeLease::default(), Duration::from_secs(600))
-        .await
-        .unwrap();
-    let (busy, busy_user) = plant(&server, &room, "busy-node", true, true).await;
-    // A node that crashed: its lease expired, its session stayed behind.
-    let (ghost, ghost_user) = plant(&server, &room, "crashed-node", true, true).await;
+    // Another node of the deployment, alive (its lease is fresh; asked at
+    // its address, it answers), with a room of its own.
+    let busy_lease = server::store::NodeLease { url: server.url(""), ..Default::default() };
+    rooms.store().renew_lease("busy-node", &busy_lease, Duration::from_secs(600)).await.unwrap();
+    let busy_room = ada.create_room("Ada", false).await.unwrap();
+    let (busy, busy_user) = plant(&server, &busy_room, "busy-node", true, true).await;
+    // A node that crashed: its lease expired, its room's session stayed behind.
+    let ghost_room = ada.create_room("Ada", false).await.unwrap();
+    let (ghost, ghost_user) = plant(&server, &ghost_room, "crashed-node", true, true).await;
 
     let mut reconciler = Reconciler::new(rooms.clone());
     assert_eq!(reconciler.pass().await.unwrap(), Reaped::default(), "the first sighting only suspects");
     let reaped = reconciler.pass().await.unwrap();
     assert_eq!(reaped, Reaped { store_keys: 1, db_rows: 1, live_sessions: 0 });
-    assert_gone(&server, &room, &ghost, &ghost_user).await;
+    assert_gone(&server, &ghost_room, &ghost, &ghost_user).await;
     assert_eq!(server.leave_reason(&ghost).await.as_deref(), Some("reaped"));
 
     // Untouched: this node's live session and the other live node's one.
     assert_eq!(reconciler.pass().await.unwrap(), Reaped::default());
-    for (s, u) in [(&a.session_id, &ada_user(&server, &a.session_id).await), (&busy, &busy_user)] {
-        assert!(!rooms.store().session_entries(&room, s, u).await.unwrap().is_empty(), "{s} kept in the store");
+    for (r, s, u) in [(&room, &a.session_id, &ada_user(&server, &a.session_id).await), (&busy_room, &busy, &busy_user)]
+    {
+        assert!(!rooms.store().session_entries(r, s, u).await.unwrap().is_empty(), "{s} kept in the store");
         assert!(rooms.db().participant(s.as_str()).await.unwrap().is_some(), "{s} kept its row");
     }
     // Once the busy node's lease is gone too, its session goes the same way.
     rooms.store().drop_lease("busy-node").await.unwrap();
     reconciler.pass().await.unwrap();
     assert_eq!(reconciler.pass().await.unwrap(), Reaped { store_keys: 1, db_rows: 1, live_sessions: 0 });
-    assert_gone(&server, &room, &busy, &busy_user).await;
+    assert_gone(&server, &busy_room, &busy, &busy_user).await;
     let r = server.resources(&room).await;
     assert_eq!(r["rooms"][0]["participants"], 1, "{r}");
     assert_eq!(r["rooms"][0]["db_participants"], 1, "{r}");
@@ -245,11 +246,13 @@ async fn a_surviving_node_reaps_a_crashed_node() {
     let args = |node: &str| common::node_args(&database.url, node, &["--reconcile-ms", "150"]);
     let a = TestServer::with_args_prefix(&args("node-a"), &prefix).await;
     let b = TestServer::with_args_prefix(&args("node-b"), &prefix).await;
+    // Ada's room lives on node A, Bob's on node B.
     let (ada, bob) = (a.guest(), b.guest());
     let room = ada.create_room("Ada", false).await.unwrap();
     let on_a = ada.join(&room, "Ada").await.unwrap();
-    let on_b = bob.join(&room, "Bob").await.unwrap();
-    let mut bob_socket = bob.socket(&room, &on_b.session_id).await;
+    let bobs_room = bob.create_room("Bob", false).await.unwrap();
+    let on_b = bob.join(&bobs_room, "Bob").await.unwrap();
+    let mut bob_socket = bob.socket(&bobs_room, &on_b.session_id).await;
 
     // Both alive: several passes on both nodes (counted, a positive signal)
     // repair nothing.
@@ -268,11 +271,14 @@ async fn a_surviving_node_reaps_a_crashed_node() {
     })
     .await;
     let rooms = &b.state.rooms;
-    assert_eq!(rooms.db().count_participants(room.as_str()).await.unwrap(), 2);
-    assert_eq!(rooms.store().members(&room).await.unwrap().len(), 2);
+    for r in [&room, &bobs_room] {
+        assert_eq!(rooms.db().count_participants(r.as_str()).await.unwrap(), 1);
+        assert_eq!(rooms.store().members(r).await.unwrap().len(), 1);
+    }
 
-    // Node A crashes: its tasks stop without ending anything, its lease lapses.
-    a.state.shutdown.cancel();
+    // Node A crashes: it stops answering, its tasks stop without ending
+    // anything, its lease lapses.
+    a.crash();
     rooms.store().drop_lease("node-a").await.unwrap();
 
     common::eventually(Duration::from_secs(15), "node B reaped node A's session", || async {
@@ -281,8 +287,9 @@ async fn a_surviving_node_reaps_a_crashed_node() {
     })
     .await;
     assert_eq!(b.leave_reason(&on_a.session_id).await.as_deref(), Some("reaped"));
+    assert!(rooms.store().members(&room).await.unwrap().is_empty());
     assert_eq!(bob_socket.roster_of(1, Duration::from_secs(10)).await[0].id, on_b.participant_id);
-    let members = rooms.store().members(&room).await.unwrap();
+    let members = rooms.store().members(&bobs_room).await.unwrap();
     assert_eq!(members.iter().map(|m| m.session.clone()).collect::<Vec<_>>(), vec![on_b.session_id.clone()]);
     assert!(rooms.sessions().get(&on_b.session_id).is_some(), "the survivor's own session is kept");
     let metrics = reqwest::get(b.url("/metrics")).await.unwrap().text().await.unwrap();

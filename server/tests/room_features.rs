@@ -194,7 +194,10 @@ async fn a_request_never_outlives_its_requester() {
     assert_eq!(server.leave_reason(&fay.session).await.as_deref(), Some("expired"));
     let r = server.resources(&room).await;
     assert_eq!(r["rooms"][0]["pending"], 0, "{r}");
-    assert_eq!(r["rooms"][0]["store_keys"], 3, "only Ada's members, session and user keys: {r}");
+    assert_eq!(
+        r["rooms"][0]["store_keys"], 4,
+        "only Ada's members, session and user keys, and the room's placement: {r}"
+    );
     server.stop().await;
 }
 

@@ -22,7 +22,7 @@ use web_sys::{CloseEvent, MediaStream, MediaStreamTrack, MessageEvent, WebSocket
 use leptos::prelude::{Set, WithUntracked};
 
 use crate::call::{CallStore, ConnectionState};
-use crate::model::{RoomCode, SessionId};
+use crate::model::{LeaveReason, RoomCode, SessionId};
 use crate::signal::{close_code, ClientMsg, ServerMsg, HEARTBEAT_INTERVAL_MS};
 
 fn window() -> Result<web_sys::Window, JsValue> {
@@ -30,8 +30,9 @@ fn window() -> Result<web_sys::Window, JsValue> {
 }
 
 /// Silence after which the page treats its socket as dead (the server's
-/// default suspect time), and how long it keeps trying to resume before it
-/// gives up (the server's default removal time).
+/// default suspect time), and how long it keeps trying to resume the same
+/// session before it joins again instead (the server's default removal
+/// time; the room page's rejoin gives up after its own tries).
 const DEAD_AFTER_MS: f64 = 3_000.0;
 const GIVE_UP_AFTER_MS: f64 = 10_000.0;
 /// The watchdog's period.
@@ -126,6 +127,8 @@ impl Link {
                 // The server no longer knows the session: nothing to resume.
                 // Another connection of this session took over: not ours to retry.
                 close_code::UNKNOWN_SESSION | close_code::SESSION_ENDED | close_code::REPLACED => link.give_up(),
+                // The session went with its node: join again, on the room's node of now.
+                close_code::MOVED => link.rejoin(&crate::call::ended_message(LeaveReason::Moved)),
                 _ => link.lose(),
             }
         });
@@ -180,6 +183,16 @@ impl Link {
         }
     }
 
+    /// The session cannot be resumed but the person did not leave (it went
+    /// with its node, or no server answered for too long): tear down
+    /// locally and let the room page join again by itself.
+    fn rejoin(&self, notice: &str) {
+        self.give_up();
+        let _ = self.store.lost.try_set(false);
+        let _ = self.store.notice.try_set(Some(notice.to_owned()));
+        let _ = self.store.rejoin.try_set(true);
+    }
+
     /// The watchdog: heartbeats, dead-socket detection, retries, giving up.
     fn tick(self: &Rc<Self>) {
         self.retired.borrow_mut().clear();
@@ -220,8 +233,10 @@ impl Link {
                 }
             }
         }
+        // Its node may have died: the room lives on elsewhere once the
+        // others notice, so join again rather than give up.
         if self.lost_since.get().is_some_and(|since| now - since > GIVE_UP_AFTER_MS) {
-            self.give_up();
+            self.rejoin("The connection was lost; joining the meeting again.");
         }
     }
 }

@@ -91,6 +91,9 @@ pub async fn ws_handler(
             });
         }
     }
+    // A session of this person that went with its node (reaped after the
+    // node died): the page joins again instead of giving up.
+    let gone_with_node = live.is_none() && went_with_its_node(&rooms, &session, &me).await;
     ws.on_upgrade(move |socket| {
         sockets.track_future(async move {
             match live {
@@ -98,11 +101,30 @@ pub async fn ws_handler(
                 None => {
                     let (tx, _rx) = socket.split();
                     let mut tx = tx;
-                    let _ = close_with(&mut tx, close_code::UNKNOWN_SESSION, "unknown session").await;
+                    let _ = match gone_with_node {
+                        true => close_with(&mut tx, close_code::MOVED, "the room moved: join again").await,
+                        false => close_with(&mut tx, close_code::UNKNOWN_SESSION, "unknown session").await,
+                    };
                 }
             }
         })
     })
+}
+
+/// Whether `session` was this person's and went with its node: reaped (its
+/// node died), moved (its node stopped), or still open on another node that
+/// is no longer where its room lives (a dead node not reaped yet). The
+/// page then joins again instead of giving up.
+async fn went_with_its_node(rooms: &Rooms, session: &SessionId, me: &Identity) -> bool {
+    let Ok(Some(row)) = rooms.db().history(session.as_str()).await else { return false };
+    if row.user_id != me.user_id.as_str() {
+        return false;
+    }
+    match row.leave_reason.as_deref().and_then(LeaveReason::parse) {
+        Some(LeaveReason::Reaped | LeaveReason::Moved) => true,
+        Some(_) => false,
+        None => matches!(rooms.db().participant(session.as_str()).await, Ok(Some(p)) if p.node_id != rooms.node_id()),
+    }
 }
 
 /// Sends a close frame, bounded by [`CLOSE_TIMEOUT`].
@@ -287,7 +309,10 @@ async fn write(
             let reason = live.reason().unwrap_or(LeaveReason::NodeShutdown);
             let ended = text(&ServerMsg::SessionEnded { reason });
             if matches!(tokio::time::timeout(CLOSE_TIMEOUT, tx.send(ended)).await, Ok(Ok(()))) {
-                close_with(&mut tx, close_code::SESSION_ENDED, "session ended").await;
+                match reason {
+                    LeaveReason::Moved => close_with(&mut tx, close_code::MOVED, "the room moved: join again").await,
+                    _ => close_with(&mut tx, close_code::SESSION_ENDED, "session ended").await,
+                };
             }
         }
         WriteEnd::TooSlow => {

@@ -63,6 +63,13 @@ impl Rooms {
         Err(RoomError::Internal("unreadable room code".into()))
     }
 
+    /// Whether `session` belongs to another node that holds no lease.
+    async fn on_a_dead_node(&self, session: &SessionId) -> bool {
+        let Ok(Some(row)) = self.db.participant(session.as_str()).await else { return false };
+        row.node_id != self.node_id
+            && self.store.live_nodes().await.is_ok_and(|nodes| !nodes.contains_key(&row.node_id))
+    }
+
     pub(super) async fn info(&self, code: &RoomCode) -> Result<RoomInfo, RoomError> {
         let room = self.db.room(code.as_str()).await?.ok_or(RoomError::RoomNotFound)?;
         Ok(RoomInfo {
@@ -151,9 +158,14 @@ impl Rooms {
         self.sessions.insert(live);
         tracing::info!(room = %code, session = %session, participant = %participant, role = role.as_str(), "joined");
 
-        // A rejoin (refresh, second tab) replaces the person's older session.
+        // A rejoin (refresh, second tab) replaces the person's older session;
+        // one left on a node that died is reaped (the page rejoined for it).
         if let Some(old) = replaced {
-            if let Err(e) = self.end_session(code, &old, &who.user_id, LeaveReason::Replaced).await {
+            let reason = match self.on_a_dead_node(&old).await {
+                true => LeaveReason::Reaped,
+                false => LeaveReason::Replaced,
+            };
+            if let Err(e) = self.end_session(code, &old, &who.user_id, reason).await {
                 tracing::warn!(session = %old, error = %e, "replaced session not fully ended");
             }
         }

@@ -46,11 +46,17 @@ impl Rooms {
         }
     }
 
-    /// Ends every live session of this node (process shutdown).
+    /// Ends every live session of this node (process shutdown). When other
+    /// nodes run, this node's rooms move to them first and the sessions end
+    /// as `moved`: their pages join again at once, on the room's new node.
     pub async fn shutdown(&self) {
         self.start_draining();
+        let reason = match self.drain().await {
+            true => LeaveReason::Moved,
+            false => LeaveReason::NodeShutdown,
+        };
         for live in self.sessions.all() {
-            if let Err(e) = self.end_session(&live.room, &live.id, &live.user, LeaveReason::NodeShutdown).await {
+            if let Err(e) = self.end_session(&live.room, &live.id, &live.user, reason).await {
                 tracing::warn!(session = %live.id, error = %e, "session not fully ended at shutdown");
             }
         }

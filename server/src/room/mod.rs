@@ -43,7 +43,7 @@ use crate::store::LiveStore;
 
 pub use chat::CHAT_HISTORY;
 pub use error::RoomError;
-pub use placement::Home;
+pub use placement::{Home, LEASE_EVERY, LEASE_TTL};
 use roster::RosterTurns;
 
 fn now_ms() -> i64 {

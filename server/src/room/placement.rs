@@ -8,12 +8,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use app::model::RoomCode;
 
 use crate::store::NodeLease;
 
 use super::{RoomError, Rooms};
+
+/// How long a node's lease lasts unless renewed (every
+/// [`LEASE_EVERY`]): a dead node's rooms move, and its sessions are reaped,
+/// soon after.
+pub const LEASE_TTL: Duration = Duration::from_secs(9);
+/// How often a node renews its lease.
+pub const LEASE_EVERY: Duration = Duration::from_secs(3);
 
 /// Where a room's joins and sockets are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +54,15 @@ impl Rooms {
     }
 
     /// Where `room` lives now, placing it (on the least-loaded live node)
-    /// when it is on no node, or on a node whose lease has lapsed.
+    /// when it is on no node, or on a node whose lease has lapsed, and
+    /// moving it off this node while it drains.
     pub async fn home_of(&self, room: &RoomCode) -> Result<Home, RoomError> {
         let nodes = self.store.live_nodes().await?;
         let placed = match self.store.room_node(room).await? {
+            Some(node) if node == self.node_id && self.draining.load(Ordering::Relaxed) => {
+                let to = self.least_loaded(&nodes);
+                self.store.move_room(room, &node, &to).await?
+            }
             Some(node) if node == self.node_id => return Ok(Home::Here),
             Some(node) if nodes.contains_key(&node) => node,
             Some(dead) => {
@@ -60,6 +73,34 @@ impl Rooms {
             None => self.least_loaded(&nodes),
         };
         Ok(self.home_on(placed, &nodes))
+    }
+
+    /// Draining with other nodes running: says so in the lease, then moves
+    /// every room this node holds sessions of to the least-loaded other
+    /// node. `false` when no other node can take them (nothing moved).
+    pub(super) async fn drain(&self) -> bool {
+        let Ok(mut nodes) = self.store.live_nodes().await else { return false };
+        nodes.retain(|node, lease| node != &self.node_id && !lease.draining && !lease.url.is_empty());
+        if nodes.is_empty() {
+            return false;
+        }
+        if let Err(e) = self.store.renew_lease(&self.node_id, &self.lease(), LEASE_TTL).await {
+            tracing::warn!(error = %e, "draining not told in the lease");
+        }
+        let rooms: std::collections::BTreeSet<RoomCode> =
+            self.sessions.all().into_iter().map(|s| s.room.clone()).collect();
+        for room in rooms {
+            let to = self.least_loaded(&nodes);
+            match self.store.move_room(&room, &self.node_id, &to).await {
+                Ok(now) => tracing::info!(room = %room, to = %now, "room moved off this draining node"),
+                Err(e) => tracing::warn!(room = %room, error = %e, "room not moved; its pages place it again"),
+            }
+            // The next room goes to the next least-loaded node.
+            if let Some(lease) = nodes.get_mut(&to) {
+                lease.sessions += 1;
+            }
+        }
+        true
     }
 
     fn home_on(&self, node: String, nodes: &BTreeMap<String, NodeLease>) -> Home {

@@ -340,8 +340,12 @@ impl RedisStore {
 
     async fn scan(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let pattern = format!("{prefix}*");
-        let keys: Vec<Key> =
-            self.client.scan_buffered(pattern, Some(200), None).try_collect().await.map_err(unavailable)?;
+        // A scan is many commands; while Redis is away it must fail like one.
+        let scan = self.client.scan_buffered(pattern, Some(200), None).try_collect::<Vec<Key>>();
+        let keys = tokio::time::timeout(COMMAND_TIMEOUT, scan)
+            .await
+            .map_err(|_| StoreError::Unavailable("scan timed out".into()))?
+            .map_err(unavailable)?;
         let mut out: Vec<String> = keys.into_iter().filter_map(Key::into_string).collect();
         out.sort();
         Ok(out)

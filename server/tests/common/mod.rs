@@ -180,6 +180,13 @@ impl TestServer {
             .expect("debug api json")
     }
 
+    /// Dies as a crashed process would, as far as the others can tell: it
+    /// stops answering and its tasks stop, ending nothing.
+    pub fn crash(&self) {
+        self.state.shutdown.cancel();
+        self.serve.abort();
+    }
+
     /// Shuts the server down and drops its database.
     pub async fn stop(mut self) {
         server::shutdown(&self.state).await;

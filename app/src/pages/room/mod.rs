@@ -42,6 +42,12 @@ use prejoin::{DeviceSelect, Prejoin};
 use screen::ScreenTile;
 use tile::Tile;
 
+/// How often the page tries to join again by itself after its session went
+/// with its node (a second apart: the room needs a few seconds to move off
+/// a node that died).
+#[cfg(feature = "hydrate")]
+const REJOIN_TRIES: u32 = 20;
+
 /// `/r/{code}`: the pre-join screen, then the call.
 #[component]
 pub fn RoomPage() -> impl IntoView {
@@ -85,8 +91,16 @@ fn Room(data: RoomPageData) -> impl IntoView {
     let camera_on = RwSignal::new(true);
     let microphone_on = RwSignal::new(true);
     Effect::new(move |_| {
-        if store.me.with(Option::is_none) && store.notice.with(Option::is_some) {
+        if store.me.with(Option::is_none) && store.notice.with(Option::is_some) && !store.rejoin.get() {
             camera_on.set(false);
+        }
+    });
+    // In the call they follow the buttons, so a join made again by itself
+    // (the session went with its node) comes back as the person left it.
+    Effect::new(move |_| {
+        if store.me.with(Option::is_some) {
+            camera_on.set(!store.video_muted.get());
+            microphone_on.set(!store.audio_muted.get());
         }
     });
     #[cfg(feature = "hydrate")]
@@ -312,6 +326,45 @@ fn Room(data: RoomPageData) -> impl IntoView {
         });
     });
 
+    // The session went with its node (stopped, or died): join again by
+    // ourselves, with the same name and devices, until it works or
+    // `REJOIN_TRIES` attempts a second apart have failed (then the person
+    // sees `disconnected` and may join by hand).
+    #[cfg(feature = "hydrate")]
+    {
+        let tries = StoredValue::new(0u32);
+        Effect::new(move |_| {
+            let pending = store.rejoin.get();
+            if store.me.with(Option::is_some) {
+                tries.set_value(0);
+                if pending {
+                    store.rejoin.set(false);
+                }
+                return;
+            }
+            if !pending || joining.get() {
+                return;
+            }
+            let n = tries.get_value();
+            if n >= REJOIN_TRIES {
+                store.rejoin.set(false);
+                store.lost.set(true);
+                return;
+            }
+            tries.set_value(n + 1);
+            let name = remembered.get_untracked();
+            let wait = std::time::Duration::from_millis(if n == 0 { 0 } else { 1_000 });
+            set_timeout(
+                move || {
+                    if store.rejoin.try_get_untracked() == Some(true) {
+                        on_join.run(name);
+                    }
+                },
+                wait,
+            );
+        });
+    }
+
     // Off to the lobby, which says so and offers the way back.
     let navigate = use_navigate();
     let left_code = code.clone();
@@ -357,6 +410,7 @@ fn Room(data: RoomPageData) -> impl IntoView {
                     error=join_error.into()
                     notice=store.notice.into()
                     lost=store.lost.into()
+                    rejoining=store.rejoin.into()
                     camera=camera
                     microphone=microphone
                     camera_on=camera_on

@@ -12,6 +12,7 @@ pub(super) fn Prejoin(
     error: Signal<Option<String>>,
     notice: Signal<Option<String>>,
     lost: Signal<bool>,
+    rejoining: Signal<bool>,
     camera: RwSignal<Option<String>>,
     microphone: RwSignal<Option<String>>,
     camera_on: RwSignal<bool>,
@@ -42,6 +43,11 @@ pub(super) fn Prejoin(
             {move || lost.get().then(|| view! {
                 <p class="connection" data-testid="connection-status" data-state="disconnected" role="status">
                     "Disconnected. Join again when you are back online."
+                </p>
+            })}
+            {move || rejoining.get().then(|| view! {
+                <p class="connection" data-testid="connection-status" data-state="reconnecting" role="status">
+                    "Reconnecting…"
                 </p>
             })}
             <div class="prejoin-grid">
