@@ -14,7 +14,7 @@ use app::model::RoomCode;
 use app::signal::close_code;
 use common::nodes::{Deployment, Node};
 use common::rtc_client::MediaGuest;
-use common::{eventually, Guest, Seen};
+use common::{eventually, Guest, Seen, TcpCut};
 use sea_orm::{ConnectionTrait, Database, Statement};
 
 const MEDIA: Duration = Duration::from_secs(30);
@@ -74,10 +74,7 @@ async fn resources(node: &Node, room: &RoomCode) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn any_node_serves_any_joiner_and_the_media_stays_on_the_rooms_node() {
     let deployment = Deployment::postgres().await;
-    let mut nodes: Vec<Node> = ["a", "b", "c"].iter().map(|id| deployment.spawn(&format!("node-{id}"), &[])).collect();
-    for node in &mut nodes {
-        node.wait_ready(Duration::from_secs(60)).await;
-    }
+    let mut nodes = deployment.start(&["node-a", "node-b", "node-c"]).await;
     let [a, b, c] = [&nodes[0], &nodes[1], &nodes[2]];
 
     // The room's first arrival comes through node A: the room lives there.
@@ -148,10 +145,7 @@ async fn reasons(url: &str, room: &RoomCode) -> Vec<Option<String>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_nodes_sessions_are_reaped_by_the_survivors_once_its_lease_expires() {
     let deployment = Deployment::postgres().await;
-    let mut nodes: Vec<Node> = ["a", "b"].iter().map(|id| deployment.spawn(&format!("node-{id}"), &[])).collect();
-    for node in &mut nodes {
-        node.wait_ready(Duration::from_secs(60)).await;
-    }
+    let mut nodes = deployment.start(&["node-a", "node-b"]).await;
     // The room lives on node A; Bob reaches it through node B.
     let ada = Guest::new(nodes[0].addr());
     let room = ada.create_room("Ada", false).await.unwrap();
@@ -199,10 +193,7 @@ async fn a_killed_nodes_sessions_are_reaped_by_the_survivors_once_its_lease_expi
 #[tokio::test(flavor = "multi_thread")]
 async fn a_draining_node_moves_its_rooms_and_nobody_is_told_node_shutdown() {
     let deployment = Deployment::postgres().await;
-    let mut nodes: Vec<Node> = ["a", "b"].iter().map(|id| deployment.spawn(&format!("node-{id}"), &[])).collect();
-    for node in &mut nodes {
-        node.wait_ready(Duration::from_secs(60)).await;
-    }
+    let mut nodes = deployment.start(&["node-a", "node-b"]).await;
     let (a, b) = (nodes[0].addr(), nodes[1].addr());
     // The room lives on node A; Bob's join and socket come through node B.
     let ada = Guest::new(a);
@@ -237,5 +228,56 @@ async fn a_draining_node_moves_its_rooms_and_nobody_is_told_node_shutdown() {
     let status = nodes[1].terminate(Duration::from_secs(20));
     assert!(status.success(), "node B exited with {status}:\n{}", nodes[1].log());
     drop(nodes);
+    deployment.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_off_from_redis_for_longer_than_its_lease_keeps_its_rooms() {
+    let deployment = Deployment::postgres().await;
+    // Node A reaches Redis through a relay the test cuts; node B directly.
+    let redis: std::net::SocketAddr = common::redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("TEST_REDIS_URL as redis://host:port");
+    let relay = TcpCut::to(redis).await;
+    let mut a = deployment.spawn_with_redis("node-a", &format!("redis://127.0.0.1:{}", relay.port), &[]);
+    let mut b = deployment.spawn("node-b", &[]);
+    a.wait_ready(Duration::from_secs(60)).await;
+    b.wait_ready(Duration::from_secs(60)).await;
+    let ada = Guest::new(a.addr());
+    let room = ada.create_room("Ada", false).await.unwrap();
+    let ada = MediaGuest::join_as(ada, &room, "Ada").await;
+    let bob = MediaGuest::join_through(Guest::new(b.addr()), b.addr(), &room, "Bob").await;
+    all_hear_each_other(&[&ada, &bob]).await;
+
+    // Longer than the lease (9 s): node B sees it lapse, asks node A, which
+    // answers, and leaves its sessions alone.
+    relay.cut(true);
+    eventually(Duration::from_secs(20), "node B finds node A's lease lapsed but A answering", || async {
+        b.log().contains("a node's lease lapsed but it answers").then_some(())
+    })
+    .await;
+    relay.cut(false);
+    let store = server::store::redis::RedisStore::connect(&common::redis_url(), &deployment.prefix).await.unwrap();
+    eventually(Duration::from_secs(15), "node A's lease renewed", || async {
+        use server::store::LiveStore;
+        store.live_nodes().await.ok()?.contains_key("node-a").then_some(())
+    })
+    .await;
+
+    // Nothing was reaped: the call goes on, on node A.
+    assert!(!b.log().contains("a node is gone"), "{}", b.log());
+    assert_eq!(reasons(&deployment.db.url, &room).await, [None, None]);
+    let on_a = resources(&a, &room).await;
+    assert_eq!((on_a["sessions"].as_u64(), on_a["rooms"][0]["participants"].as_u64()), (Some(2), Some(2)), "{on_a}");
+    let heard = bob.stats().received_from(ada.participant());
+    eventually(MEDIA, "Bob still hears Ada", || async {
+        (bob.stats().received_from(ada.participant()) > heard + ENOUGH).then_some(())
+    })
+    .await;
+    ada.leave().await;
+    bob.leave().await;
+    drop((a, b));
     deployment.drop_all().await;
 }

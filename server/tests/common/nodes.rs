@@ -30,12 +30,27 @@ impl Deployment {
 
     /// Starts node `id` with the debug API and `extra` flags; does not wait.
     pub fn spawn(&self, id: &str, extra: &[&str]) -> Node {
+        self.spawn_with_redis(id, &redis_url(), extra)
+    }
+
+    /// Starts every node of `ids` and waits until each is ready.
+    pub async fn start(&self, ids: &[&str]) -> Vec<Node> {
+        let mut nodes: Vec<Node> = ids.iter().map(|id| self.spawn(id, &[])).collect();
+        for node in &mut nodes {
+            node.wait_ready(Duration::from_secs(60)).await;
+        }
+        nodes
+    }
+
+    /// Like [`Deployment::spawn`], reaching Redis at `redis` (a relay the
+    /// test can cut, say).
+    pub fn spawn_with_redis(&self, id: &str, redis: &str, extra: &[&str]) -> Node {
         let port = tls::free_port();
         let log = self.dir.join(format!("{id}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_cleanroom"))
             .args(["--addr", &format!("127.0.0.1:{port}"), "--debug-api"])
-            .args(["--database-url", &self.db.url, "--redis-url", &redis_url()])
+            .args(["--database-url", &self.db.url, "--redis-url", redis])
             .args(["--store-prefix", &self.prefix, "--node-id", id, "--secret", &self.secret])
             .args(extra)
             .env("RUST_LOG", "info")
