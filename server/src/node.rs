@@ -102,7 +102,18 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
         unused_room: Duration::from_millis(config.unused_room_ms),
     };
     let url = config.public_url_or_derived();
-    let rooms = Rooms::new(db, store, node_id, url, shutdown.child_token(), Arc::new(sfu), tasks.clone(), limits);
+    let relay = crate::http::relay::client();
+    let rooms = Rooms::new(
+        db,
+        store,
+        node_id,
+        url,
+        relay.clone(),
+        shutdown.child_token(),
+        Arc::new(sfu),
+        tasks.clone(),
+        limits,
+    );
     let state = AppState {
         leptos,
         rooms,
@@ -115,7 +126,7 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
         sockets: TaskTracker::new(),
         shutdown,
         tls,
-        relay: crate::http::relay::client(),
+        relay,
         stopped: Arc::default(),
     };
     spawn_lease(&state);

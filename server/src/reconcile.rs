@@ -20,17 +20,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use app::model::{LeaveReason, RoomCode, SessionId, UserId};
 
 use crate::db::DbError;
 use crate::metrics as m;
+use crate::room::answers;
 use crate::room::Rooms;
 use crate::store::{NodeLease, StoreError};
-
-/// How long a node whose lease lapsed has to answer at its address.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a pass could not judge (it then repairs nothing).
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +118,7 @@ impl Reconciler {
 
     /// Compares the live nodes with those seen last time; a node whose lease
     /// has lapsed and that does not answer at its address (`/healthz`,
-    /// within [`PROBE_TIMEOUT`]) is dead, and a pass reaps its sessions at
+    /// within [`crate::room::PROBE_TIMEOUT`]) is dead, and a pass reaps its sessions at
     /// once. A node that still answers (its lease lapsed while the store
     /// was away from it) is left alone: it renews and goes on. Returns the
     /// dead nodes (empty when the pass was not needed).
@@ -140,12 +137,7 @@ impl Reconciler {
             if node == self.rooms.node_id() {
                 continue;
             }
-            let answered = !lease.url.is_empty()
-                && matches!(
-                    probe.get(format!("{}/healthz", lease.url)).timeout(PROBE_TIMEOUT).send().await,
-                    Ok(r) if r.status().is_success()
-                );
-            if answered {
+            if answers(probe, Some(&lease)).await {
                 tracing::warn!(node = %node, "a node's lease lapsed but it answers: left alone");
                 // Asked again next time, if its lease does not come back.
                 self.leases.insert(node, lease);

@@ -10,7 +10,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::tls::{client, free_port, temp_dir, Binary, TestCa};
+use common::tls::{client, free_ports, temp_dir, Binary, TestCa};
 
 const DOMAIN: &str = "cleanroom.test";
 
@@ -47,15 +47,15 @@ async fn a_certificate_ordered_from_pebble_is_served_for_the_domain() {
     let ca_path = dir.join("ca.pem");
     std::fs::write(&ca_path, ca.pem()).expect("ca");
 
-    let (dns, challtest_mgmt, acme, acme_mgmt) = (free_port(), free_port(), free_port(), free_port());
-    let port = free_port();
+    // Six different ports (taken one at a time, two could come back equal).
+    let [dns, challtest_mgmt, acme, acme_mgmt, port, http_port] = free_ports();
     let config = serde_json::json!({
         "pebble": {
             "listenAddress": format!("127.0.0.1:{acme}"),
             "managementListenAddress": format!("127.0.0.1:{acme_mgmt}"),
             "certificate": pebble_cert,
             "privateKey": pebble_key,
-            "httpPort": free_port(),
+            "httpPort": http_port,
             "tlsPort": port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false

@@ -258,6 +258,11 @@ async fn a_node_cut_off_from_redis_for_longer_than_its_lease_keeps_its_rooms() {
         b.log().contains("a node's lease lapsed but it answers").then_some(())
     })
     .await;
+    // Someone joining meanwhile through node B does not split the room onto
+    // node B: the join goes to node A, which cannot record it yet.
+    let cyd = Guest::new(b.addr());
+    let refused = cyd.join(&room, "Cyd").await.expect_err("node A cannot record a join without its store");
+    assert_eq!(refused.error, Some(app::error::AppError::Unavailable), "{refused:?}");
     relay.cut(false);
     let store = server::store::redis::RedisStore::connect(&common::redis_url(), &deployment.prefix).await.unwrap();
     eventually(Duration::from_secs(15), "node A's lease renewed", || async {
@@ -266,11 +271,15 @@ async fn a_node_cut_off_from_redis_for_longer_than_its_lease_keeps_its_rooms() {
     })
     .await;
 
-    // Nothing was reaped: the call goes on, on node A.
+    // Nothing was reaped: the call goes on, on node A, and Cyd's join, tried
+    // again through node B, lands there too.
     assert!(!b.log().contains("a node is gone"), "{}", b.log());
     assert_eq!(reasons(&deployment.db.url, &room).await, [None, None]);
+    let cyd_in = cyd.join(&room, "Cyd").await.expect("the join works once node A has its store again");
     let on_a = resources(&a, &room).await;
-    assert_eq!((on_a["sessions"].as_u64(), on_a["rooms"][0]["participants"].as_u64()), (Some(2), Some(2)), "{on_a}");
+    assert_eq!(on_a["rooms"][0]["node"], "node-a", "{on_a}");
+    assert_eq!((on_a["sessions"].as_u64(), on_a["rooms"][0]["participants"].as_u64()), (Some(3), Some(3)), "{on_a}");
+    cyd.leave(&cyd_in.session_id).await.unwrap();
     let heard = bob.stats().received_from(ada.participant());
     eventually(MEDIA, "Bob still hears Ada", || async {
         (bob.stats().received_from(ada.participant()) > heard + ENOUGH).then_some(())

@@ -43,7 +43,7 @@ use crate::store::LiveStore;
 
 pub use chat::CHAT_HISTORY;
 pub use error::RoomError;
-pub use placement::{Home, LEASE_EVERY, LEASE_TTL};
+pub use placement::{answers, Home, LEASE_EVERY, LEASE_TTL, PROBE_TIMEOUT};
 use roster::RosterTurns;
 
 fn now_ms() -> i64 {
@@ -90,6 +90,10 @@ pub struct Rooms {
     url: String,
     /// Stopping: no new rooms come here.
     draining: AtomicBool,
+    /// Every other node's lease as last seen (its address outlives the lease).
+    seen_leases: std::sync::Mutex<std::collections::BTreeMap<String, crate::store::NodeLease>>,
+    /// Asks a node whose lease lapsed whether it is still there.
+    probe: reqwest::Client,
     sessions: SessionRegistry,
     hub: Hub,
     /// What the other nodes of the deployment must hear.
@@ -121,6 +125,7 @@ impl Rooms {
         store: Arc<dyn LiveStore>,
         node_id: String,
         url: String,
+        probe: reqwest::Client,
         root: CancellationToken,
         media: Arc<Sfu>,
         tasks: TaskTracker,
@@ -137,6 +142,8 @@ impl Rooms {
             node_id,
             url,
             draining: AtomicBool::new(false),
+            seen_leases: std::sync::Mutex::default(),
+            probe,
             sessions: SessionRegistry::default(),
             hub: Hub::default(),
             root,

@@ -54,10 +54,13 @@ impl Rooms {
     }
 
     /// Where `room` lives now, placing it (on the least-loaded live node)
-    /// when it is on no node, or on a node whose lease has lapsed, and
-    /// moving it off this node while it drains.
+    /// when it is on no node, or on a node whose lease has lapsed and that
+    /// does not answer when asked, and moving it off this node while it
+    /// drains. A node whose lease lapsed but that answers keeps its room
+    /// (its store was away from it): the join goes there, and waits for it.
     pub async fn home_of(&self, room: &RoomCode) -> Result<Home, RoomError> {
         let nodes = self.store.live_nodes().await?;
+        let last_seen = self.remember_leases(&nodes);
         let placed = match self.store.room_node(room).await? {
             Some(node) if node == self.node_id && self.draining.load(Ordering::Relaxed) => {
                 let to = self.least_loaded(&nodes);
@@ -65,6 +68,10 @@ impl Rooms {
             }
             Some(node) if node == self.node_id => return Ok(Home::Here),
             Some(node) if nodes.contains_key(&node) => node,
+            Some(node) if answers(&self.probe, last_seen.get(&node)).await => {
+                let url = last_seen.get(&node).map(|l| l.url.clone()).unwrap_or_default();
+                return Ok(Home::There { node, url });
+            }
             Some(dead) => {
                 let to = self.least_loaded(&nodes);
                 tracing::info!(room = %room, from = %dead, to = %to, "room moved off a node without a lease");
@@ -73,6 +80,15 @@ impl Rooms {
             None => self.least_loaded(&nodes),
         };
         Ok(self.home_on(placed, &nodes))
+    }
+
+    /// Adds the leases seen now to those seen before (a node's address
+    /// outlives its lease here, to ask it whether it is still there);
+    /// returns them all.
+    fn remember_leases(&self, now: &BTreeMap<String, NodeLease>) -> BTreeMap<String, NodeLease> {
+        let mut seen = self.seen_leases.lock().unwrap_or_else(|p| p.into_inner());
+        seen.extend(now.iter().map(|(n, l)| (n.clone(), l.clone())));
+        seen.clone()
     }
 
     /// Draining with other nodes running: says so in the lease, then moves
@@ -118,6 +134,19 @@ impl Rooms {
         least_loaded(&self.node_id, &self.lease(), nodes)
     }
 }
+
+/// Whether the node of `lease` answers at its address (`/healthz`, within
+/// [`PROBE_TIMEOUT`]): alive, whatever its lease says.
+pub async fn answers(probe: &reqwest::Client, lease: Option<&NodeLease>) -> bool {
+    let Some(lease) = lease.filter(|l| !l.url.is_empty()) else { return false };
+    matches!(
+        probe.get(format!("{}/healthz", lease.url)).timeout(PROBE_TIMEOUT).send().await,
+        Ok(r) if r.status().is_success()
+    )
+}
+
+/// How long a node whose lease lapsed has to answer at its address.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The node a new room goes to: the live node that is not draining with
 /// the fewest sessions (`me` on a tie, then by id); `me` when no other is
