@@ -102,6 +102,8 @@ pub struct Reconciler {
     /// The other nodes' leases as last seen (their addresses, to ask one
     /// whose lease lapsed whether it is still there).
     leases: BTreeMap<String, NodeLease>,
+    /// Nodes whose lease lapsed but that answer (told once, not every look).
+    answering: HashSet<String>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -113,7 +115,7 @@ impl std::fmt::Debug for Reconciler {
 impl Reconciler {
     /// A reconciler of the node `rooms` serves, with no suspects yet.
     pub fn new(rooms: Arc<Rooms>) -> Self {
-        Self { rooms, suspects: HashSet::new(), leases: BTreeMap::new() }
+        Self { rooms, suspects: HashSet::new(), leases: BTreeMap::new(), answering: HashSet::new() }
     }
 
     /// Compares the live nodes with those seen last time; a node whose lease
@@ -130,6 +132,10 @@ impl Reconciler {
             .filter(|(node, _)| !now.contains_key(*node))
             .map(|(n, l)| (n.clone(), l.clone()))
             .collect();
+        for node in self.answering.iter().filter(|n| now.contains_key(*n)) {
+            tracing::info!(node = %node, "a node's lease is back");
+        }
+        self.answering.retain(|n| !now.contains_key(n));
         self.leases = now;
         self.leases.remove(self.rooms.node_id());
         let mut dead = Vec::new();
@@ -138,11 +144,14 @@ impl Reconciler {
                 continue;
             }
             if answers(probe, Some(&lease)).await {
-                tracing::warn!(node = %node, "a node's lease lapsed but it answers: left alone");
+                if self.answering.insert(node.clone()) {
+                    tracing::warn!(node = %node, "a node's lease lapsed but it answers: left alone");
+                }
                 // Asked again next time, if its lease does not come back.
                 self.leases.insert(node, lease);
             } else {
                 tracing::warn!(node = %node, "a node is gone (lease lapsed, no answer): reaping its sessions");
+                self.answering.remove(&node);
                 dead.push(node);
             }
         }

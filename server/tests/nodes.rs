@@ -271,6 +271,12 @@ async fn a_node_cut_off_from_redis_for_longer_than_its_lease_keeps_its_rooms() {
     })
     .await;
 
+    eventually(Duration::from_secs(10), "node B sees node A's lease back", || async {
+        b.log().contains("a node's lease is back").then_some(())
+    })
+    .await;
+    // Told once while it lasted, not at every look.
+    assert_eq!(b.log().matches("a node's lease lapsed but it answers").count(), 1, "{}", b.log());
     // Nothing was reaped: the call goes on, on node A, and Cyd's join, tried
     // again through node B, lands there too.
     assert!(!b.log().contains("a node is gone"), "{}", b.log());
