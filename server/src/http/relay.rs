@@ -23,6 +23,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as UpstreamClose;
 use tokio_tungstenite::tungstenite::Message as Upstream;
 
+use tokio_util::sync::CancellationToken;
+
+use super::socket::SEND_TIMEOUT;
 use crate::node::AppState;
 use crate::room::Home;
 
@@ -159,11 +162,28 @@ fn relay_headers(from: &HeaderMap, me: &str, peer: Option<SocketAddr>) -> Header
 }
 
 /// Carries a page's signalling socket to the room's node and back, frame
-/// by frame, until either side closes; the room node's close code (the
-/// session ended, unknown, replaced) reaches the page as it was sent. If the
-/// room node cannot be reached, or goes away without a close, the page sees
-/// an abnormal close and reconnects, as after any lost socket.
-pub async fn carry_socket(page: WebSocket, url: &str, path_and_query: &str, from: &HeaderMap, me: &str) {
+/// by frame, until either side closes or `stop` (the process stopping) is
+/// cancelled; the room node's close code (the session ended, unknown,
+/// replaced) reaches the page as it was sent. If the room node cannot be
+/// reached, or goes away without a close, the page sees an abnormal close
+/// and reconnects, as after any lost socket. Every send is bounded by
+/// [`SEND_TIMEOUT`], as the room node's own: a page (or node) that stops
+/// reading drops the relay instead of holding it.
+pub async fn carry_socket(
+    page: WebSocket,
+    url: &str,
+    path_and_query: &str,
+    from: &HeaderMap,
+    me: &str,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = carry(page, url, path_and_query, from, me) => {}
+    }
+}
+
+async fn carry(page: WebSocket, url: &str, path_and_query: &str, from: &HeaderMap, me: &str) {
     let target = format!("{}{path_and_query}", url.replacen("http", "ws", 1));
     let Ok(mut request) = target.as_str().into_client_request() else { return };
     for (name, value) in from {
@@ -192,12 +212,13 @@ pub async fn carry_socket(page: WebSocket, url: &str, path_and_query: &str, from
             frame = page_rx.next() => match frame {
                 Some(Ok(frame)) => {
                     let closing = matches!(frame, Message::Close(_));
-                    if up_tx.send(to_upstream(frame)).await.is_err() || closing {
+                    let sent = tokio::time::timeout(SEND_TIMEOUT, up_tx.send(to_upstream(frame))).await;
+                    if !matches!(sent, Ok(Ok(()))) || closing {
                         break;
                     }
                 }
                 _ => {
-                    let _ = up_tx.close().await;
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, up_tx.close()).await;
                     break;
                 }
             },
@@ -205,14 +226,15 @@ pub async fn carry_socket(page: WebSocket, url: &str, path_and_query: &str, from
                 Some(Ok(frame)) => {
                     let Some(frame) = to_page(frame) else { continue };
                     let closing = matches!(frame, Message::Close(_));
-                    if page_tx.send(frame).await.is_err() || closing {
+                    let sent = tokio::time::timeout(SEND_TIMEOUT, page_tx.send(frame)).await;
+                    if !matches!(sent, Ok(Ok(()))) || closing {
                         break;
                     }
                 }
                 // The room's node went away without a word: the page must
                 // reconnect (and finds where the room lives then).
                 _ => {
-                    let _ = page_tx.close().await;
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, page_tx.close()).await;
                     break;
                 }
             },

@@ -85,9 +85,11 @@ pub async fn ws_handler(
             tracing::info!(room = %room, to = %node, "socket relayed to the room's node");
             let path = app::routes::socket(room, &session);
             let me = rooms.node_id().to_owned();
+            let stop = state.shutdown.child_token();
             return ws.on_upgrade(move |socket| {
-                sockets
-                    .track_future(async move { super::relay::carry_socket(socket, &url, &path, &headers, &me).await })
+                sockets.track_future(async move {
+                    super::relay::carry_socket(socket, &url, &path, &headers, &me, stop).await
+                })
             });
         }
     }
