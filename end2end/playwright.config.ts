@@ -4,13 +4,16 @@ import { defineConfig } from '@playwright/test';
 // address handed over in BASE_URL. Chromium is Debian's, never a download.
 const BASE_URL = process.env.BASE_URL ?? 'http://127.0.0.1:3000';
 
+// Specs that start their own servers, run once (not per deployment).
+const ONCE = ['**/real_networks.spec.ts', '**/several_nodes.spec.ts', '**/bandwidth.spec.ts'];
+
 export default defineConfig({
   testDir: './tests',
-  // The real-network and several-node specs start their own servers (HTTPS,
-  // coturn, NAT; nodes behind haproxy) and run once, on their own
-  // (scripts/test.sh sets REAL_NETWORKS=1).
-  testIgnore: process.env.REAL_NETWORKS ? [] : ['**/real_networks.spec.ts', '**/several_nodes.spec.ts'],
-  testMatch: process.env.REAL_NETWORKS ? ['**/real_networks.spec.ts', '**/several_nodes.spec.ts'] : ['**/*.spec.ts'],
+  // The real-network, several-node and bandwidth specs start their own
+  // servers (HTTPS, coturn, NAT; nodes behind haproxy; shaped links) and run
+  // once, on their own (scripts/test.sh sets REAL_NETWORKS=1).
+  testIgnore: process.env.REAL_NETWORKS ? [] : ONCE,
+  testMatch: process.env.REAL_NETWORKS ? ONCE : ['**/*.spec.ts'],
   timeout: 60_000,
   expect: { timeout: 10_000 },
   fullyParallel: false,

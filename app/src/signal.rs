@@ -165,6 +165,25 @@ pub enum ClientMsg {
     /// its network changed): offer again with new ICE credentials, on the
     /// same session.
     RestartIce,
+    /// The widths the page shows each stream's video at, so that each is
+    /// sent the simulcast layer that fits its tile (a thumbnail never gets
+    /// the full one). Sent when they change.
+    Views {
+        /// One per video element with a remote stream (at most [`MAX_VIEWS`]).
+        views: Vec<TileView>,
+    },
+}
+
+/// The most [`ClientMsg::Views`] entries the server takes (the rest are ignored).
+pub const MAX_VIEWS: usize = 64;
+
+/// One stream's tile, as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TileView {
+    /// The stream id (a participant id, or its screen share's).
+    pub stream: String,
+    /// Width in device pixels; 0 when the video is not shown.
+    pub width: u32,
 }
 
 /// The session a leave beacon names: its body is `session=<id>` (form

@@ -336,6 +336,14 @@ struct RemoteTrack {
 
 /// Track ids the remote side sends on, from an SDP's `a=msid` lines of
 /// sending m-sections.
+/// The offer without its request for simulcast (`a=rid`, `a=simulcast`):
+/// this client sends one encoding per track, and the engine, answering a
+/// request it cannot honour, would promise layers it never sends.
+fn without_simulcast(sdp: &str) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    sdp.split(eol).filter(|l| !l.starts_with("a=rid:") && !l.starts_with("a=simulcast:")).collect::<Vec<_>>().join(eol)
+}
+
 fn sending_track_ids(sdp: &str) -> std::collections::HashSet<String> {
     let mut ids = std::collections::HashSet::new();
     let mut section_msids = Vec::new();
@@ -408,6 +416,7 @@ impl Owner {
                     keep
                 });
                 let answered = async {
+                    let sdp = without_simulcast(&sdp);
                     self.pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
                     let answer = self.pc.create_answer(None).await?;
                     self.pc.set_local_description(answer).await?;

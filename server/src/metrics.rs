@@ -36,6 +36,11 @@ pub const RECONCILE_PASSES: &str = "cleanroom_reconcile_passes_total";
 /// ICE restarts browsers asked for (their network changed or failed).
 pub const ICE_RESTARTS: &str = "cleanroom_ice_restarts_total";
 
+/// Simulcast layer switches made by forwarders (a resume after a pause counts).
+pub const LAYER_SWITCHES: &str = "cleanroom_layer_switches_total";
+/// Video forwarders paused now (their subscriber is sent no layer).
+pub const FORWARDERS_PAUSED: &str = "cleanroom_forwarders_paused";
+
 /// Chat messages delivered.
 pub const CHAT_MESSAGES: &str = "cleanroom_chat_messages_total";
 
@@ -82,6 +87,8 @@ fn describe() {
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by method, route and status.");
     describe_histogram!(HTTP_DURATION, "Time to answer an HTTP request, by method and route.");
     process().describe();
+    describe_counter!(LAYER_SWITCHES, "Simulcast layer switches made by forwarders.");
+    describe_gauge!(FORWARDERS_PAUSED, "Video forwarders whose subscriber is sent no layer now.");
     describe_counter!(CHAT_MESSAGES, "Chat messages delivered to their rooms.");
     describe_counter!(ICE_RESTARTS, "ICE restarts browsers asked for (network changed or media path failed).");
     describe_counter!(REMOTE_CANDIDATES, "Remote ICE candidates from browsers, by verdict.");

@@ -25,10 +25,26 @@ pub async fn open_microphone(device: Option<&str>) -> Result<MediaStreamTrack, J
 /// The constraint for one kind of device: any, or exactly `device`.
 fn device_constraint(device: Option<&str>) -> JsValue {
     let Some(id) = device.filter(|d| !d.is_empty()) else { return JsValue::TRUE };
+    let constraint = js_sys::Object::new();
     let exact = js_sys::Object::new();
     let _ = js_sys::Reflect::set(&exact, &"exact".into(), &id.into());
-    let constraint = js_sys::Object::new();
     let _ = js_sys::Reflect::set(&constraint, &"deviceId".into(), &exact);
+    constraint.into()
+}
+
+/// The camera's: the chosen device, at 960×540 if it can. That size is
+/// what the browser needs to send all three simulcast layers (it drops the
+/// top one below it) and the largest a meeting tile needs.
+fn camera_constraint(device: Option<&str>) -> JsValue {
+    let constraint: js_sys::Object = match device_constraint(device).dyn_into() {
+        Ok(object) => object,
+        Err(_) => js_sys::Object::new(),
+    };
+    for (name, value) in [("width", 960), ("height", 540)] {
+        let ideal = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&ideal, &"ideal".into(), &value.into());
+        let _ = js_sys::Reflect::set(&constraint, &name.into(), &ideal);
+    }
     constraint.into()
 }
 
@@ -37,7 +53,7 @@ async fn get_user_media(audio: Option<&DeviceChoice>, video: Option<&DeviceChoic
     let media = window()?.navigator().media_devices()?;
     let constraints = MediaStreamConstraints::new();
     constraints.set_audio(&audio.map_or(JsValue::FALSE, |d| device_constraint(d.microphone.as_deref())));
-    constraints.set_video(&video.map_or(JsValue::FALSE, |d| device_constraint(d.camera.as_deref())));
+    constraints.set_video(&video.map_or(JsValue::FALSE, |d| camera_constraint(d.camera.as_deref())));
     let stream = JsFuture::from(media.get_user_media_with_constraints(&constraints)?).await?;
     stream.dyn_into::<MediaStream>()
 }

@@ -214,6 +214,7 @@ impl Link {
                     self.lose();
                 } else if let Some(peer) = &self.peer {
                     peer.restart_if_down();
+                    peer.report_views();
                 }
             }
             Some(_) => {

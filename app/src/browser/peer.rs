@@ -19,7 +19,13 @@ use web_sys::{
 };
 
 use crate::call::CallStore;
-use crate::signal::{ClientMsg, IceCandidate, ServerMsg};
+use crate::signal::{ClientMsg, IceCandidate, ServerMsg, TileView};
+
+/// The camera's simulcast layers when the server asks for them (its offer's
+/// `a=simulcast:recv q;h;f`): quarter, half and full size, each capped.
+const LAYER_SCALE: [f64; 3] = [4.0, 2.0, 1.0];
+/// Bits per second of each layer at most.
+const LAYER_MAX_BITRATE: [u32; 3] = [120_000, 350_000, 1_000_000];
 
 /// One m-line of an SDP: its mid, media kind and direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +109,10 @@ pub struct Peer {
     closed: Cell<bool>,
     /// When we last asked the server for an ICE restart (ms since epoch).
     restart_asked: Cell<f64>,
+    /// The tile widths last told to the server.
+    views: RefCell<Vec<TileView>>,
+    /// Mids whose sender's simulcast layers were configured.
+    layered: RefCell<HashSet<String>>,
     _on_track: Closure<dyn FnMut(RtcTrackEvent)>,
     _on_ice: Closure<dyn FnMut(RtcPeerConnectionIceEvent)>,
     _on_state: Closure<dyn FnMut(Event)>,
@@ -165,6 +175,8 @@ impl Peer {
             busy: Cell::new(false),
             closed: Cell::new(false),
             restart_asked: Cell::new(0.0),
+            views: RefCell::new(Vec::new()),
+            layered: RefCell::new(HashSet::new()),
             _on_track: on_track,
             _on_ice: on_ice,
             _on_state: on_state,
@@ -244,7 +256,74 @@ impl Peer {
         JsFuture::from(self.pc.set_local_description(&answer)).await?;
         let sdp = self.pc.local_description().map(|d| d.sdp()).unwrap_or_default();
         send(&self.ws, &ClientMsg::Answer { sdp });
+        self.configure_layers().await;
         Ok(())
+    }
+
+    /// Gives each simulcast sender (the camera, once the server asked for
+    /// layers) its sizes and bitrate caps, smallest layer first.
+    async fn configure_layers(&self) {
+        for item in self.pc.get_transceivers().iter() {
+            let t: RtcRtpTransceiver = item.unchecked_into();
+            let Some(mid) = t.mid() else { continue };
+            if self.layered.borrow().contains(&mid) {
+                continue;
+            }
+            let sender = t.sender();
+            let Ok(get) = js_sys::Reflect::get(&sender, &"getParameters".into()) else { continue };
+            let Ok(params) = get.unchecked_ref::<js_sys::Function>().call0(&sender) else { continue };
+            let Ok(encodings) = js_sys::Reflect::get(&params, &"encodings".into()) else { continue };
+            let encodings: js_sys::Array = encodings.unchecked_into();
+            if encodings.length() != LAYER_SCALE.len() as u32 {
+                continue;
+            }
+            for (i, encoding) in encodings.iter().enumerate() {
+                let _ = js_sys::Reflect::set(&encoding, &"scaleResolutionDownBy".into(), &LAYER_SCALE[i].into());
+                let _ = js_sys::Reflect::set(&encoding, &"maxBitrate".into(), &LAYER_MAX_BITRATE[i].into());
+            }
+            let Ok(set) = js_sys::Reflect::get(&sender, &"setParameters".into()) else { continue };
+            let Ok(done) = set.unchecked_ref::<js_sys::Function>().call1(&sender, &params) else { continue };
+            match JsFuture::from(js_sys::Promise::from(done)).await {
+                Ok(_) => {
+                    self.layered.borrow_mut().insert(mid);
+                }
+                Err(e) => leptos::logging::warn!("simulcast layers not set: {e:?}"),
+            }
+        }
+    }
+
+    /// Tells the server the width each remote video is shown at (device
+    /// pixels; 0 while not shown), when that changed, so that each is sent
+    /// the simulcast layer that fits. Called by the connection's watchdog.
+    pub fn report_views(&self) {
+        if self.closed.get() {
+            return;
+        }
+        let Some(window) = web_sys::window() else { return };
+        let Some(document) = window.document() else { return };
+        let Ok(videos) = document.query_selector_all("video") else { return };
+        let ratio = window.device_pixel_ratio();
+        let mut views: Vec<TileView> = Vec::new();
+        for i in 0..videos.length() {
+            let Some(video) = videos.item(i).and_then(|n| n.dyn_into::<web_sys::HtmlVideoElement>().ok()) else {
+                continue;
+            };
+            let Some(stream) = video.src_object() else { continue };
+            let width = (f64::from(video.client_width()) * ratio).round() as u32;
+            let stream = stream.id();
+            // The same stream in two places: the larger one counts.
+            match views.iter_mut().find(|v| v.stream == stream) {
+                Some(v) => v.width = v.width.max(width),
+                None => views.push(TileView { stream, width }),
+            }
+        }
+        views.sort_by(|a, b| a.stream.cmp(&b.stream));
+        views.truncate(crate::signal::MAX_VIEWS);
+        if *self.views.borrow() == views {
+            return;
+        }
+        send(&self.ws, &ClientMsg::Views { views: views.clone() });
+        *self.views.borrow_mut() = views;
     }
 
     /// Puts our camera/microphone on the m-lines where the server receives,

@@ -50,6 +50,8 @@ fn live_counts(state: &AppState) -> LiveCounts {
 /// `/metrics`: the Prometheus text, with the live gauges counted now.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     m::set_live(live_counts(&state));
+    let (_, forwarders) = state.rooms.media().layers();
+    metrics::gauge!(m::FORWARDERS_PAUSED).set(forwarders.iter().filter(|f| f.target.is_none()).count() as f64);
     m::collect_process();
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
@@ -104,6 +106,10 @@ struct Resources {
     websockets: usize,
     tasks: usize,
     rooms: Vec<RoomResources>,
+    /// Each live video track's simulcast layers.
+    video_tracks: Vec<crate::media::TrackLayersView>,
+    /// Each live video forwarder's layer (sent now and chosen).
+    video_forwarders: Vec<crate::media::ForwarderLayerView>,
 }
 
 /// `/api/debug/resources`: counted from the live objects, the store and the
@@ -149,6 +155,7 @@ pub async fn debug_resources(State(state): State<AppState>, Query(q): Query<Debu
         }
     }
     let counts = live_counts(&state);
+    let (video_tracks, video_forwarders) = state.rooms.media().layers();
     Json(Resources {
         node_id: rooms.node_id().to_owned(),
         sessions: counts.sessions,
@@ -158,6 +165,8 @@ pub async fn debug_resources(State(state): State<AppState>, Query(q): Query<Debu
         websockets: state.sockets.len(),
         tasks: state.tasks.len() + state.sockets.len() + state.rooms.media().counts().tasks,
         rooms: out,
+        video_tracks,
+        video_forwarders,
     })
     .into_response()
 }

@@ -502,6 +502,18 @@ async fn read(
                         }
                         Ok(())
                     }
+                    Ok(ClientMsg::Views { views }) => {
+                        if let Some(media) = &media {
+                            let views = views
+                                .into_iter()
+                                .take(app::signal::MAX_VIEWS)
+                                .filter(|v| v.stream.len() <= 64)
+                                .map(|v| (v.stream, v.width))
+                                .collect();
+                            media.set_views(views);
+                        }
+                        Ok(())
+                    }
                     Err(_) => return ReadEnd::BadFrame("malformed message"),
                 },
                 Some(Ok(Message::Binary(_))) => return ReadEnd::BadFrame("binary frames are not used"),

@@ -7,10 +7,17 @@
 //! rewritten to the subscriber side's SSRC and payload type, with its header
 //! extensions stripped (their ids were negotiated with the publisher, not
 //! with this subscriber). PLI/FIR from the subscriber go to the publisher.
+//!
+//! Of a simulcast track it sends one layer, the one its subscriber's
+//! session chose ([`Forwarder::set_target`]), or none (paused). A
+//! [`LayerSwitch`] moves to the chosen layer on that layer's next keyframe
+//! (asked for at once, and again while it does not come) and rewrites
+//! sequence numbers, timestamps and VP8 picture ids so that the subscriber
+//! decodes one stream.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use app::model::ParticipantId;
 use rtc::media_stream::MediaStreamTrack;
@@ -26,9 +33,22 @@ use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::engine::is_keyframe_request;
-use super::track::PublishedTrack;
+use super::simulcast::{LayerSwitch, Verdict};
+use super::track::{Layered, PublishedTrack, TrackLayers};
 use super::MediaError;
 use crate::lifetime::Lifetime;
+use crate::metrics as m;
+
+/// How often a forwarder waiting to switch layers asks again for the
+/// keyframe it waits for.
+const KEYFRAME_ASK_EVERY: Duration = Duration::from_millis(500);
+
+/// No layer (paused), in the forwarder's atomics.
+const NO_LAYER: u8 = u8::MAX;
+
+fn layer_from(raw: u8) -> Option<u8> {
+    (raw != NO_LAYER).then_some(raw)
+}
 
 /// How long the feedback task waits before looking again for RTCP on a
 /// sender that is not bound yet (bound once the answer is applied).
@@ -44,8 +64,12 @@ pub struct Forwarder {
     pub track_id: String,
     /// The participant who publishes the track.
     pub publisher: ParticipantId,
+    /// The stream the subscriber sees it under (the tile it shows in).
+    pub stream: String,
     /// Audio or video.
     pub kind: RtpCodecKind,
+    /// The published track's layers, for choosing one.
+    pub layers: Arc<TrackLayers>,
     /// The subscriber connection's sender, for `remove_track`.
     pub sender: Arc<dyn RtpSender>,
     /// What the loops use.
@@ -74,7 +98,13 @@ struct Relay {
     payload_type: AtomicU8,
     /// Whether the subscriber's answer covering this forwarder was applied.
     negotiated: AtomicBool,
-    keyframes: mpsc::Sender<()>,
+    keyframes: mpsc::Sender<u8>,
+    /// The layer the subscriber should get ([`NO_LAYER`]: paused).
+    target: AtomicU8,
+    /// The layer sent now ([`NO_LAYER`]: none yet, or paused).
+    current: AtomicU8,
+    /// Layer switches made.
+    switches: AtomicU64,
     /// The subscriber's connection is up (DTLS done): before that, packets
     /// would only be refused by the SRTP layer.
     subscriber_ready: Arc<AtomicBool>,
@@ -136,6 +166,11 @@ impl Forwarder {
             payload_type: AtomicU8::new(0),
             negotiated: AtomicBool::new(false),
             keyframes: track.keyframe_requests(),
+            // Video starts on the smallest layer (the first to come, and
+            // the cheapest); the subscriber's session moves it from there.
+            target: AtomicU8::new(0),
+            current: AtomicU8::new(NO_LAYER),
+            switches: AtomicU64::new(0),
             subscriber_ready,
         });
         let lifetime = Lifetime::new(track.child_token());
@@ -147,7 +182,9 @@ impl Forwarder {
             id,
             track_id: track.id.clone(),
             publisher: track.publisher.clone(),
+            stream: track.stream.clone(),
             kind: track.kind,
+            layers: track.layers().clone(),
             sender,
             relay,
             lifetime,
@@ -165,9 +202,45 @@ impl Forwarder {
         self.lifetime.is_closed()
     }
 
-    /// Asks the publisher for a keyframe (video only).
+    /// Asks the publisher for a keyframe of the layer this subscriber gets
+    /// or is about to get (video only).
     pub fn request_keyframe(&self) {
-        self.relay.request_keyframe();
+        let relay = &self.relay;
+        let layer = layer_from(relay.target.load(Ordering::Acquire))
+            .or_else(|| layer_from(relay.current.load(Ordering::Acquire)));
+        if let Some(layer) = layer {
+            relay.request_keyframe(layer);
+        }
+    }
+
+    /// Sets the layer this subscriber should get (`None`: pause its video).
+    /// A new layer is switched to on its next keyframe, asked for now.
+    /// Returns whether the choice changed.
+    pub fn set_target(&self, layer: Option<u8>) -> bool {
+        let raw = layer.unwrap_or(NO_LAYER);
+        let before = self.relay.target.swap(raw, Ordering::AcqRel);
+        if before == raw {
+            return false;
+        }
+        if let Some(layer) = layer {
+            self.relay.request_keyframe(layer);
+        }
+        true
+    }
+
+    /// The layer chosen for this subscriber (`None`: paused).
+    pub fn target(&self) -> Option<u8> {
+        layer_from(self.relay.target.load(Ordering::Acquire))
+    }
+
+    /// The layer being sent (`None`: nothing yet, or paused).
+    pub fn current(&self) -> Option<u8> {
+        layer_from(self.relay.current.load(Ordering::Acquire))
+    }
+
+    /// Layer switches made so far.
+    pub fn switches(&self) -> u64 {
+        self.relay.switches.load(Ordering::Relaxed)
     }
 
     /// Called once the subscriber's answer is applied: learns the payload
@@ -193,9 +266,9 @@ impl Forwarder {
 }
 
 impl Relay {
-    fn request_keyframe(&self) {
+    fn request_keyframe(&self, layer: u8) {
         if self.kind == RtpCodecKind::Video {
-            let _ = self.keyframes.try_send(());
+            let _ = self.keyframes.try_send(layer);
         }
     }
 
@@ -212,24 +285,49 @@ impl Relay {
         header.extensions_padding = 0;
     }
 
-    async fn forward(self: Arc<Self>, mut packets: broadcast::Receiver<rtp::Packet>, token: CancellationToken) {
+    async fn forward(self: Arc<Self>, mut packets: broadcast::Receiver<Layered>, token: CancellationToken) {
+        let vp8 =
+            self.codec.mime_type.eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8);
+        let mut switch = LayerSwitch::new(self.codec.clock_rate, vp8);
+        let mut asked: Option<Instant> = None;
         loop {
             let next = tokio::select! {
                 () = token.cancelled() => break,
                 next = packets.recv() => next,
             };
             match next {
-                Ok(mut packet) => {
+                Ok(Layered { layer, keyframe, mut packet }) => {
                     if !self.negotiated.load(Ordering::Acquire) || !self.subscriber_ready.load(Ordering::Acquire) {
                         continue;
                     }
-                    self.rewrite(&mut packet);
-                    // Fails until the sender is bound (before the answer): dropped, as on the wire.
-                    let _ = self.local.write_rtp(packet).await;
+                    let target = layer_from(self.target.load(Ordering::Acquire));
+                    let now = Instant::now();
+                    let verdict = switch.take(layer, target, keyframe, &mut packet, now);
+                    let switches = switch.switches();
+                    if self.switches.swap(switches, Ordering::AcqRel) != switches {
+                        metrics::counter!(m::LAYER_SWITCHES).increment(1);
+                    }
+                    self.current.store(switch.current().unwrap_or(NO_LAYER), Ordering::Release);
+                    match verdict {
+                        Verdict::Send => {
+                            self.rewrite(&mut packet);
+                            // Fails until the sender is bound (before the answer): dropped, as on the wire.
+                            let _ = self.local.write_rtp(packet).await;
+                        }
+                        Verdict::AwaitKeyframe => {
+                            if asked.is_none_or(|t| now.duration_since(t) >= KEYFRAME_ASK_EVERY) {
+                                asked = Some(now);
+                                self.request_keyframe(layer);
+                            }
+                        }
+                        Verdict::Drop => {}
+                    }
                 }
                 Err(RecvError::Lagged(skipped)) => {
                     tracing::debug!(forwarder = %self.id, skipped, "subscriber lagged");
-                    self.request_keyframe();
+                    if let Some(layer) = switch.current() {
+                        self.request_keyframe(layer);
+                    }
                 }
                 Err(RecvError::Closed) => break,
             }
@@ -245,7 +343,9 @@ impl Relay {
             match event {
                 Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
                     if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                        self.request_keyframe();
+                        if let Some(layer) = layer_from(self.current.load(Ordering::Acquire)) {
+                            self.request_keyframe(layer);
+                        }
                     }
                 }
                 Some(_) => {}

@@ -49,6 +49,7 @@ mod engine;
 pub mod forwarder;
 pub mod ice_servers;
 pub mod session;
+pub mod simulcast;
 pub mod speaker;
 pub mod track;
 
@@ -164,6 +165,30 @@ pub struct MediaCounts {
     pub forwarders: usize,
     /// Media tasks running.
     pub tasks: usize,
+}
+
+/// One video track's simulcast layers, for the debug view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrackLayersView {
+    /// The published track.
+    pub track: String,
+    /// Layers that sent anything (1 without simulcast).
+    pub layers_seen: usize,
+    /// Each layer now, smallest first.
+    pub layers: Vec<simulcast::LayerState>,
+}
+
+/// One video forwarder's layer, for the debug view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ForwarderLayerView {
+    /// `{track}>{subscriber}`.
+    pub forwarder: String,
+    /// The layer being sent (`None`: none yet, or paused).
+    pub layer: Option<u8>,
+    /// The layer chosen for the subscriber (`None`: paused).
+    pub target: Option<u8>,
+    /// Switches made so far.
+    pub switches: u64,
 }
 
 /// `Weak` handles of every media object ever made; counting drops the dead.
@@ -510,6 +535,37 @@ impl Sfu {
             .iter()
             .flat_map(|room| room.lock().keys().map(|s| (room.code.clone(), s.clone())).collect::<Vec<_>>())
             .collect()
+    }
+
+    /// Every live video track's layers and video forwarder's layer.
+    pub fn layers(&self) -> (Vec<TrackLayersView>, Vec<ForwarderLayerView>) {
+        let now = std::time::Instant::now();
+        let live = &self.shared.live;
+        let tracks: Vec<Arc<PublishedTrack>> =
+            live.tracks.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect();
+        let forwarders: Vec<Arc<Forwarder>> =
+            live.forwarders.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect();
+        let video = rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video;
+        let tracks = tracks
+            .iter()
+            .filter(|t| t.kind == video && !t.is_closed())
+            .map(|t| TrackLayersView {
+                track: t.id.clone(),
+                layers_seen: t.layers().seen(),
+                layers: t.layers().states(now).to_vec(),
+            })
+            .collect();
+        let forwarders = forwarders
+            .iter()
+            .filter(|f| f.kind == video && !f.is_closed())
+            .map(|f| ForwarderLayerView {
+                forwarder: f.id.clone(),
+                layer: f.current(),
+                target: f.target(),
+                switches: f.switches(),
+            })
+            .collect();
+        (tracks, forwarders)
     }
 
     /// Counts from the live objects.

@@ -3,7 +3,13 @@
 //! Its reader task polls the webrtc remote track and fans each RTP packet
 //! out on a broadcast channel, one receiver per [`super::forwarder::Forwarder`];
 //! keyframe requests from subscribers come back on a small channel and go
-//! to the publisher as PLI.
+//! to the publisher as PLI, for the layer they name.
+//!
+//! A simulcast camera is one remote track whose packets come on one SSRC
+//! per layer (`rid` q, h, f): the reader tags each packet with its layer
+//! and whether it starts a keyframe, and keeps each layer's
+//! [`LayerMeter`] (last packet, bitrate, width), which the subscribers'
+//! layer choice reads. Any other track is layer 0 alone.
 //!
 //! Before fan-out the reader applies what its publisher's
 //! [`PublisherState`] (shared by every track of the publisher, including
@@ -15,9 +21,10 @@
 //!   publisher's [`LevelMeter`] (suppressed audio is not recorded, so it
 //!   never counts for the active speaker).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use app::model::{MediaKind, ParticipantId, SessionId};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -28,12 +35,88 @@ use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::engine::parse_audio_level;
+use super::simulcast::{self, LayerState, LAYERS};
 use super::speaker::LevelMeter;
 use crate::lifetime::Lifetime;
 
 /// Packets buffered per subscriber before it lags (then it skips ahead
 /// and asks for a keyframe).
 const FANOUT_CAPACITY: usize = 512;
+
+/// A layer that sent nothing for this long is not sent now (a publisher
+/// drops its top layers when its own uplink or CPU is short).
+const LAYER_IDLE: Duration = Duration::from_millis(1_000);
+
+/// How long a layer's bitrate is measured over.
+const RATE_WINDOW: Duration = Duration::from_millis(1_000);
+
+/// One packet of a published track, as its forwarders get it.
+#[derive(Debug, Clone)]
+pub struct Layered {
+    /// The simulcast layer it belongs to (0 without simulcast).
+    pub layer: u8,
+    /// It starts a keyframe (always for audio).
+    pub keyframe: bool,
+    /// The packet as it came (the forwarder rewrites its copy).
+    pub packet: rtp::Packet,
+}
+
+/// What one layer of a track sends, written by the reader and read by the
+/// subscribers' layer choice.
+#[derive(Debug, Default)]
+pub struct LayerMeter {
+    /// Milliseconds after the track's start of the last packet (0 = none yet).
+    last_ms: AtomicU64,
+    /// Bits per second over the last complete window.
+    bitrate: AtomicU64,
+    /// Frame width of the last keyframe (0 = not known).
+    width: AtomicU16,
+}
+
+/// The layers of one track.
+#[derive(Debug)]
+pub struct TrackLayers {
+    started: Instant,
+    meters: [LayerMeter; LAYERS],
+}
+
+impl TrackLayers {
+    fn new() -> Self {
+        Self { started: Instant::now(), meters: Default::default() }
+    }
+
+    /// What each layer sends now.
+    pub fn states(&self, now: Instant) -> [LayerState; LAYERS] {
+        let at = now.saturating_duration_since(self.started).as_millis() as u64;
+        std::array::from_fn(|i| {
+            let m = &self.meters[i];
+            let last = m.last_ms.load(Ordering::Relaxed);
+            let width = m.width.load(Ordering::Relaxed);
+            LayerState {
+                active: last > 0 && at.saturating_sub(last) < LAYER_IDLE.as_millis() as u64,
+                bitrate: m.bitrate.load(Ordering::Relaxed),
+                width: (width > 0).then_some(width),
+            }
+        })
+    }
+
+    /// How many layers have sent anything at all.
+    pub fn seen(&self) -> usize {
+        self.meters.iter().filter(|m| m.last_ms.load(Ordering::Relaxed) > 0).count()
+    }
+}
+
+/// The reader's own side of a layer: its SSRC, mute shift and bitrate window.
+#[derive(Debug, Default, Clone, Copy)]
+struct LayerReading {
+    ssrc: u32,
+    /// Packets dropped while forwarding was off: later sequence numbers
+    /// are shifted down by this much.
+    dropped: u16,
+    last_packet: Option<Instant>,
+    window_start: Option<Instant>,
+    window_bytes: u64,
+}
 
 /// What every track of one publisher shares: the forwarding switches (on
 /// unless switched off, for an admin mute) and the audio levels.
@@ -108,8 +191,10 @@ pub struct PublishedTrack {
     pub codec: RTCRtpCodec,
     /// Shared with the publisher's session and its other tracks.
     publisher_state: Arc<PublisherState>,
-    packets: broadcast::Sender<rtp::Packet>,
-    keyframes: mpsc::Sender<()>,
+    /// What each simulcast layer sends.
+    layers: Arc<TrackLayers>,
+    packets: broadcast::Sender<Layered>,
+    keyframes: mpsc::Sender<u8>,
     /// Closed once by [`PublishedTrack::close`] (or its `Drop`); its token
     /// is a child of the session's, and forwarders of this track run under
     /// child tokens of it.
@@ -128,12 +213,16 @@ impl std::fmt::Debug for PublishedTrack {
 pub struct TrackReader {
     id: String,
     kind: RtpCodecKind,
+    mime: String,
     publisher_state: Arc<PublisherState>,
-    packets: broadcast::Sender<rtp::Packet>,
+    layers: Arc<TrackLayers>,
+    packets: broadcast::Sender<Layered>,
     token: CancellationToken,
     remote: Arc<dyn TrackRemote>,
-    keyframes: mpsc::Receiver<()>,
-    media_ssrc: u32,
+    keyframes: mpsc::Receiver<u8>,
+    /// The layer of each SSRC seen (a simulcast track has one per layer).
+    ssrc_layers: HashMap<u32, u8>,
+    readings: [LayerReading; LAYERS],
     /// The negotiated id of the audio level extension (audio tracks).
     audio_level_id: Option<u8>,
 }
@@ -168,7 +257,8 @@ impl PublishedTrack {
         token: CancellationToken,
     ) -> (Arc<Self>, TrackReader) {
         let (packets, _) = broadcast::channel(FANOUT_CAPACITY);
-        let (keyframes, keyframe_rx) = mpsc::channel(1);
+        let (keyframes, keyframe_rx) = mpsc::channel(LAYERS);
+        let layers = Arc::new(TrackLayers::new());
         let track = Arc::new(Self {
             id,
             publisher,
@@ -177,38 +267,49 @@ impl PublishedTrack {
             kind,
             codec,
             publisher_state,
+            layers,
             packets,
             keyframes,
             lifetime: Lifetime::new(token),
         });
         let audio_level_id = audio_level_id.filter(|_| kind == RtpCodecKind::Audio);
+        let mut readings = [LayerReading::default(); LAYERS];
+        readings[0].ssrc = media_ssrc;
         let reader = TrackReader {
             id: track.id.clone(),
             kind,
+            mime: track.codec.mime_type.clone(),
             publisher_state: track.publisher_state.clone(),
+            layers: track.layers.clone(),
             packets: track.packets.clone(),
             token: track.lifetime.token().clone(),
             remote,
             keyframes: keyframe_rx,
-            media_ssrc,
+            ssrc_layers: HashMap::new(),
+            readings,
             audio_level_id,
         };
         (track, reader)
     }
 
     /// A receiver of every packet from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<rtp::Packet> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Layered> {
         self.packets.subscribe()
     }
 
-    /// A handle to ask the publisher for a keyframe.
-    pub fn keyframe_requests(&self) -> mpsc::Sender<()> {
+    /// A handle to ask the publisher for a keyframe of a layer.
+    pub fn keyframe_requests(&self) -> mpsc::Sender<u8> {
         self.keyframes.clone()
     }
 
-    /// Asks the publisher for a keyframe (coalesced: one pending at most).
-    pub fn request_keyframe(&self) {
-        let _ = self.keyframes.try_send(());
+    /// Asks the publisher for a keyframe of `layer` (coalesced).
+    pub fn request_keyframe(&self, layer: u8) {
+        let _ = self.keyframes.try_send(layer);
+    }
+
+    /// What each simulcast layer sends.
+    pub fn layers(&self) -> &Arc<TrackLayers> {
+        &self.layers
     }
 
     /// A child token for a forwarder of this track.
@@ -246,52 +347,101 @@ impl TrackReader {
     pub async fn run(mut self) -> String {
         let token = self.token.clone();
         let kind = media_kind(self.kind);
-        // Packets dropped while forwarding was off: later sequence numbers
-        // are shifted down by this much.
-        let mut dropped = 0u16;
-        let mut last_packet: Option<Instant> = None;
         loop {
             tokio::select! {
                 () = token.cancelled() => break,
                 event = self.remote.poll() => match event {
-                    Some(TrackRemoteEvent::OnRtpPacket(mut packet)) => {
-                        // Video back after a silence (the publisher's network
-                        // dropped for a moment): every subscriber's decoder has
-                        // lost the picture, so ask for a keyframe at once
-                        // rather than waiting for each of them to ask.
-                        let now = Instant::now();
-                        if kind == MediaKind::Video && last_packet.is_some_and(|t| now.duration_since(t) > RESUME_GAP) {
-                            tracing::debug!(track = %self.id, "video resumed after a gap: asking for a keyframe");
-                            self.send_pli().await;
-                        }
-                        last_packet = Some(now);
-                        let state = &self.publisher_state;
-                        if !state.forwarding(kind) {
-                            dropped = dropped.wrapping_add(1);
-                            continue;
-                        }
-                        if let Some(id) = self.audio_level_id {
-                            let level = packet.header.get_extension(id).and_then(|p| parse_audio_level(&p));
-                            if let Some((level, _voice)) = level {
-                                state.levels().record(Instant::now(), level);
-                            }
-                        }
-                        packet.header.sequence_number = packet.header.sequence_number.wrapping_sub(dropped);
-                        // No receiver yet is fine: nobody subscribes to it.
-                        let _ = self.packets.send(packet);
+                    Some(TrackRemoteEvent::OnRtpPacket(packet)) => self.on_packet(kind, packet).await,
+                    Some(TrackRemoteEvent::OnOpen(init)) => {
+                        let layer = simulcast::layer_of_rid(init.rid.as_deref().unwrap_or_default());
+                        self.learn(init.ssrc, layer);
                     }
                     Some(TrackRemoteEvent::OnEnded) | None => break,
                     Some(_) => {}
                 },
-                Some(()) = self.keyframes.recv() => self.send_pli().await,
+                Some(layer) = self.keyframes.recv() => self.send_pli(layer).await,
             }
         }
         self.id
     }
 
-    /// Asks the publisher for a keyframe.
-    async fn send_pli(&self) {
-        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: self.media_ssrc };
+    fn learn(&mut self, ssrc: u32, layer: u8) {
+        tracing::debug!(track = %self.id, ssrc, layer, "layer heard");
+        self.ssrc_layers.insert(ssrc, layer);
+        if let Some(reading) = self.readings.get_mut(usize::from(layer)) {
+            reading.ssrc = ssrc;
+        }
+    }
+
+    /// The layer of a packet's SSRC (asked of the remote track the first
+    /// time, for a layer whose opening was not seen).
+    async fn layer_of(&mut self, ssrc: u32) -> u8 {
+        if let Some(layer) = self.ssrc_layers.get(&ssrc) {
+            return *layer;
+        }
+        let rid = self.remote.rid(ssrc).await.unwrap_or_default();
+        let layer = simulcast::layer_of_rid(&rid);
+        self.learn(ssrc, layer);
+        layer
+    }
+
+    async fn on_packet(&mut self, kind: MediaKind, mut packet: rtp::Packet) {
+        let layer = self.layer_of(packet.header.ssrc).await;
+        let i = usize::from(layer);
+        let now = Instant::now();
+        // Video back after a silence (the publisher's network dropped for a
+        // moment): every subscriber's decoder has lost the picture, so ask
+        // for a keyframe at once rather than waiting for each of them to ask.
+        let last = self.readings[i].last_packet.replace(now);
+        if kind == MediaKind::Video && last.is_some_and(|t| now.duration_since(t) > RESUME_GAP) {
+            tracing::debug!(track = %self.id, layer, "video resumed after a gap: asking for a keyframe");
+            self.send_pli(layer).await;
+        }
+        self.meter(i, &packet, now);
+        let state = &self.publisher_state;
+        let reading = &mut self.readings[i];
+        if !state.forwarding(kind) {
+            reading.dropped = reading.dropped.wrapping_add(1);
+            return;
+        }
+        if let Some(id) = self.audio_level_id {
+            let level = packet.header.get_extension(id).and_then(|p| parse_audio_level(&p));
+            if let Some((level, _voice)) = level {
+                state.levels().record(now, level);
+            }
+        }
+        packet.header.sequence_number = packet.header.sequence_number.wrapping_sub(reading.dropped);
+        let keyframe = kind == MediaKind::Audio || simulcast::is_keyframe(&self.mime, &packet.payload);
+        // No receiver yet is fine: nobody subscribes to it.
+        let _ = self.packets.send(Layered { layer, keyframe, packet });
+    }
+
+    /// Records a packet in its layer's meter: when it came, the bitrate,
+    /// and a VP8 keyframe's width.
+    fn meter(&mut self, i: usize, packet: &rtp::Packet, now: Instant) {
+        let meter = &self.layers.meters[i];
+        let since_start = now.saturating_duration_since(self.layers.started).as_millis() as u64;
+        meter.last_ms.store(since_start.max(1), Ordering::Relaxed);
+        let reading = &mut self.readings[i];
+        let start = *reading.window_start.get_or_insert(now);
+        reading.window_bytes += packet.payload.len() as u64 + 12;
+        let span = now.saturating_duration_since(start);
+        if span >= RATE_WINDOW {
+            meter.bitrate.store(reading.window_bytes * 8 * 1_000 / span.as_millis().max(1) as u64, Ordering::Relaxed);
+            reading.window_start = Some(now);
+            reading.window_bytes = 0;
+        }
+        if self.mime.eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8) {
+            if let Some(width) = simulcast::Vp8Descriptor::parse(&packet.payload).and_then(|d| d.width) {
+                meter.width.store(width, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Asks the publisher for a keyframe of one layer.
+    async fn send_pli(&self, layer: u8) {
+        let Some(reading) = self.readings.get(usize::from(layer)).filter(|r| r.ssrc != 0) else { return };
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: reading.ssrc };
         if let Err(e) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
             tracing::debug!(track = %self.id, error = %e, "PLI not sent");
         }

@@ -7,6 +7,8 @@ mod negotiation;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::media::simulcast;
+
 use super::*;
 
 /// The offer in flight.
@@ -69,7 +71,17 @@ pub(super) struct Actor {
     /// first packet came, whether the person shares now, and the published
     /// track while they do.
     screen: Screen,
+    /// The page's tile widths by stream id (device pixels; 0 = not shown).
+    views: HashMap<String, u32>,
+    /// The camera's receive-only transceiver: its offers ask for simulcast.
+    camera: Option<rtc::rtp_transceiver::RTCRtpTransceiverId>,
+    /// An answer was applied (its camera section set the track up).
+    camera_answered: bool,
 }
+
+/// How often each subscriber's video layers are chosen again (what the
+/// publishers send changes without telling).
+const CHOOSE_EVERY: Duration = Duration::from_millis(500);
 
 /// One session's screen share, received on a third receive-only (video)
 /// transceiver next to the camera's. The page sends on it only while
@@ -128,6 +140,9 @@ impl Actor {
             last_restart: None,
             free_slots: [0, 0],
             screen: Screen::default(),
+            views: HashMap::new(),
+            camera: None,
+            camera_answered: false,
         }
     }
 
@@ -151,10 +166,13 @@ impl Actor {
             while let Ok(cmd) = cmds.try_recv() {
                 self.handle(cmd).await;
             }
+            let mut choose = tokio::time::interval(CHOOSE_EVERY);
+            choose.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 self.maybe_offer().await;
                 let deadline = self.offer.as_ref().map(|o| o.deadline);
                 tokio::select! {
+                    _ = choose.tick() => self.choose_layers(),
                     () = token.cancelled() => break,
                     Some(cmd) = cmds.recv() => {
                         self.handle(cmd).await;
@@ -203,8 +221,10 @@ impl Actor {
             let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendrecv, ..Default::default() };
             let transceiver = pc.add_transceiver_from_track(placeholder, Some(init)).await?;
             transceiver.set_direction(RTCRtpTransceiverDirection::Recvonly).await?;
-            if what == "screen" {
-                self.screen.transceiver = Some(transceiver.id());
+            match what {
+                "screen" => self.screen.transceiver = Some(transceiver.id()),
+                "video" => self.camera = Some(transceiver.id()),
+                _ => {}
             }
         }
         self.add_resource(ResourceKind::PeerConnection, self.id.to_string()).await;
@@ -247,6 +267,10 @@ impl Actor {
             Command::RestartIce => self.on_restart_request(),
             Command::Candidate(c) => self.on_candidate(c).await,
             Command::Screen(on) => self.set_screen(on).await,
+            Command::Views(views) => {
+                self.views = views;
+                self.choose_layers();
+            }
             Command::Subscribe(track) => self.subscribe(track).await,
             Command::Unsubscribe(track_id) => self.unsubscribe(&track_id).await,
         }
@@ -274,6 +298,22 @@ impl Actor {
             }
             Err(e) => {
                 tracing::warn!(room = %self.code, session = %self.id, track = %track.id, error = %e, "forwarder not added");
+            }
+        }
+    }
+
+    /// Chooses each video forwarder's layer from what its publisher sends
+    /// and the width the page shows it at.
+    fn choose_layers(&self) {
+        let now = std::time::Instant::now();
+        for forwarder in self.forwarders.values().filter(|f| f.kind == RtpCodecKind::Video) {
+            let layers = forwarder.layers.states(now);
+            let view = self.views.get(&forwarder.stream).copied();
+            let target = simulcast::choose(&layers, view, None, forwarder.target());
+            if forwarder.set_target(target) {
+                tracing::debug!(
+                    room = %self.code, session = %self.id, forwarder = %forwarder.id, ?target, ?view, "layer chosen"
+                );
             }
         }
     }

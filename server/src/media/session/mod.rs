@@ -64,6 +64,9 @@ enum Command {
     /// The person started (`true`) or stopped sharing their screen: its
     /// track is published to the room, or withdrawn and released.
     Screen(bool),
+    /// The widths (device pixels) the page shows each stream's video at;
+    /// 0 for one not shown.
+    Views(HashMap<String, u32>),
 }
 
 /// What the connection's callbacks and this session's readers report.
@@ -199,6 +202,12 @@ impl MediaSession {
         self.send(Command::Screen(on));
     }
 
+    /// The page's tile widths, by stream id (device pixels; 0 = not shown):
+    /// each video forwarder is sent the layer that fits its tile.
+    pub fn set_views(&self, views: HashMap<String, u32>) {
+        self.send(Command::Views(views));
+    }
+
     pub(crate) fn subscribe(&self, track: Arc<PublishedTrack>) {
         self.send(Command::Subscribe(track));
     }
@@ -243,7 +252,9 @@ impl MediaSession {
         tracing::info!(room = %self.room, session = %self.id, kind = kind.as_str(), on, "forwarding switched");
         if on && !was && kind == MediaKind::Video {
             for track in self.published().iter().filter(|t| media_kind(t.kind) == MediaKind::Video) {
-                track.request_keyframe();
+                for layer in 0..super::simulcast::LAYERS as u8 {
+                    track.request_keyframe(layer);
+                }
             }
         }
     }

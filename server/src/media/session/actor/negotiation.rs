@@ -68,7 +68,13 @@ impl Actor {
             let options = restart.then_some(RTCOfferOptions { ice_restart: true });
             let offer = pc.create_offer(options).await?;
             pc.set_local_description(offer).await?;
-            let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+            let mut sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+            // The browser is asked for its camera in layers; the engine
+            // takes only its own offer as the local description, and what
+            // it receives follows the answer's rids either way.
+            if let Some(mid) = self.camera_mid(&pc).await {
+                sdp = simulcast::offer_simulcast(&sdp, &mid);
+            }
             Ok::<_, MediaError>(self.shared.config.announce.sdp(&sdp))
         }
         .await;
@@ -87,6 +93,17 @@ impl Actor {
                 self.offer = Some(InFlight { deadline, sdp: String::new(), covers: Vec::new() });
             }
         }
+    }
+
+    /// The camera transceiver's mid (known once it was first offered).
+    async fn camera_mid(&self, pc: &Arc<dyn PeerConnection>) -> Option<String> {
+        let camera = self.camera?;
+        for t in pc.get_transceivers().await {
+            if t.id() == camera {
+                return t.mid().await.ok().flatten();
+            }
+        }
+        None
     }
 
     async fn rollback(&mut self) {
@@ -115,6 +132,12 @@ impl Actor {
             tracing::warn!(session = %self.id, "answer without an offer in flight; ignored");
             return;
         };
+        // After the first, an answer must not make the engine forget the
+        // camera's layers (see `simulcast::keep_layers`).
+        let sdp = match (self.camera_answered, self.camera_mid(&pc).await) {
+            (true, Some(mid)) => simulcast::keep_layers(&sdp, &mid),
+            _ => sdp,
+        };
         let applied = match RTCSessionDescription::answer(sdp) {
             Ok(desc) => pc.set_remote_description(desc).await,
             Err(e) => Err(e),
@@ -125,6 +148,7 @@ impl Actor {
             self.dirty = true;
             return;
         }
+        self.camera_answered = true;
         // New forwarders now have a negotiated sender: learn the payload
         // type and ask their publishers for a keyframe.
         for forwarder in offer.covers.iter().filter_map(|id| self.forwarders.get(id)) {
