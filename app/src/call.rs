@@ -127,6 +127,8 @@ pub struct CallStore {
     pub chat_open: RwSignal<bool>,
     /// Messages from others that arrived while the chat panel was closed.
     pub unread: RwSignal<usize>,
+    /// Streams whose video the server paused for our connection's sake.
+    pub paused_video: RwSignal<Vec<String>>,
     /// The page's tasks for this call (joining, actions, the camera): aborted
     /// with the component that made the store.
     pub tasks: crate::tasks::Tasks,
@@ -166,6 +168,7 @@ impl CallStore {
             chat: RwSignal::new(Vec::new()),
             chat_open: RwSignal::new(false),
             unread: RwSignal::new(0),
+            paused_video: RwSignal::new(Vec::new()),
             tasks: crate::tasks::Tasks::new(),
             #[cfg(feature = "hydrate")]
             streams: RwSignal::new_local(std::collections::HashMap::new()),
@@ -304,6 +307,9 @@ impl CallStore {
                     let _ = self.rejoin.try_set(true);
                 }
             }
+            ServerMsg::VideoPaused { streams } => {
+                let _ = self.paused_video.try_set(streams);
+            }
             // Media negotiation belongs to the peer connection, not the store.
             ServerMsg::Pong | ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. } => {}
         }
@@ -324,6 +330,7 @@ impl CallStore {
         let _ = self.chat.try_set(Vec::new());
         let _ = self.chat_open.try_set(false);
         let _ = self.unread.try_set(0);
+        let _ = self.paused_video.try_set(Vec::new());
         #[cfg(feature = "hydrate")]
         {
             let _ = self.streams.try_set(std::collections::HashMap::new());

@@ -143,6 +143,13 @@ pub enum ServerMsg {
         /// The candidate.
         candidate: IceCandidate,
     },
+    /// The streams whose video is paused for this page because its
+    /// connection cannot carry even their smallest layer (audio goes on);
+    /// sent when the list changes, empty once everything fits again.
+    VideoPaused {
+        /// Stream ids (a participant's, or its screen share's).
+        streams: Vec<String>,
+    },
 }
 
 /// Browser → server.

@@ -234,7 +234,7 @@ impl RtcClient {
         publish: bool,
     ) -> Result<Self, MediaError> {
         let (events_tx, events) = mpsc::unbounded_channel();
-        let pc = build_peer_connection(ice, &PortCursor::default(), Arc::new(Events(events_tx))).await?;
+        let pc = build_peer_connection(ice, &PortCursor::default(), Arc::new(Events(events_tx)), None).await?;
         let audio_ssrc = rand::random::<u32>();
         let video_ssrc = rand::random::<u32>();
         let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2, audio_ssrc);

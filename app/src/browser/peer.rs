@@ -25,7 +25,7 @@ use crate::signal::{ClientMsg, IceCandidate, ServerMsg, TileView};
 /// `a=simulcast:recv q;h;f`): quarter, half and full size, each capped.
 const LAYER_SCALE: [f64; 3] = [4.0, 2.0, 1.0];
 /// Bits per second of each layer at most.
-const LAYER_MAX_BITRATE: [u32; 3] = [120_000, 350_000, 1_000_000];
+const LAYER_MAX_BITRATE: [u32; 3] = [80_000, 350_000, 1_000_000];
 
 /// One m-line of an SDP: its mid, media kind and direction.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,8 +27,11 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, Registry};
 
+use rtc::interceptor::{CongestionControlBuilder, TwccSenderBuilder};
+
 use crate::config::PortRange;
 
+use super::estimate::{Downlink, Estimator};
 use super::MediaError;
 
 /// Payload types of the codecs we offer; the server is always the offerer,
@@ -155,20 +158,24 @@ impl PortCursor {
     }
 }
 
-/// Builds one peer connection bound to the configured addresses.
+/// Builds one peer connection bound to the configured addresses. With a
+/// `downlink`, what it sends is numbered for transport-wide feedback and
+/// the far end's feedback drives [`Estimator`], which publishes there how
+/// much the far end can take.
 pub async fn build_peer_connection(
     ice: &IceSettings,
     ports: &PortCursor,
     handler: Arc<dyn PeerConnectionEventHandler>,
+    downlink: Option<Downlink>,
 ) -> Result<Arc<dyn PeerConnection>, MediaError> {
     let Some(range) = ice.ports else {
-        return build_on(ice, 0, handler).await;
+        return build_on(ice, 0, handler, downlink).await;
     };
     // A port probed free may be taken before we bind it: try a few.
     let mut last = MediaError::NoPort(format!("{}-{}", range.min, range.max));
     for _ in 0..3 {
         let Some(port) = ports.pick(&ice.addrs, range) else { break };
-        match build_on(ice, port, handler.clone()).await {
+        match build_on(ice, port, handler.clone(), downlink.clone()).await {
             Ok(pc) => return Ok(pc),
             Err(e) => last = e,
         }
@@ -180,11 +187,21 @@ async fn build_on(
     ice: &IceSettings,
     port: u16,
     handler: Arc<dyn PeerConnectionEventHandler>,
+    downlink: Option<Downlink>,
 ) -> Result<Arc<dyn PeerConnection>, MediaError> {
     let addrs: Vec<SocketAddr> = ice.addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
     let mut engine = media_engine()?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?
+    let mut registry = register_default_interceptors(Registry::new(), &mut engine)?
         .with(Slot::from(14_000), KeyframeRequests::default());
+    if let Some(downlink) = downlink {
+        // The defaults already offer the transport-wide sequence extension
+        // and feedback (for what we receive); this numbers what we send and
+        // reads the feedback about it. No pacer: the layer choice keeps
+        // what we send under the estimate.
+        registry = registry
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(Slot::CongestionControl, CongestionControlBuilder::new(Estimator::new(downlink)).build());
+    }
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)

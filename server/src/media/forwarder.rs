@@ -33,6 +33,7 @@ use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::engine::is_keyframe_request;
+use super::estimate::Downlink;
 use super::simulcast::{LayerSwitch, Verdict};
 use super::track::{Layered, PublishedTrack, TrackLayers};
 use super::MediaError;
@@ -70,6 +71,8 @@ pub struct Forwarder {
     pub kind: RtpCodecKind,
     /// The published track's layers, for choosing one.
     pub layers: Arc<TrackLayers>,
+    /// The subscriber connection's estimate (shown beside the layer).
+    pub downlink: Downlink,
     /// The subscriber connection's sender, for `remove_track`.
     pub sender: Arc<dyn RtpSender>,
     /// What the loops use.
@@ -132,6 +135,7 @@ impl Forwarder {
         track: &PublishedTrack,
         subscriber: &ParticipantId,
         subscriber_ready: Arc<AtomicBool>,
+        downlink: Downlink,
         reuse_slot: bool,
     ) -> Result<(Arc<Self>, ForwarderTasks), MediaError> {
         let ssrc = rand::random::<u32>();
@@ -185,6 +189,7 @@ impl Forwarder {
             stream: track.stream.clone(),
             kind: track.kind,
             layers: track.layers().clone(),
+            downlink,
             sender,
             relay,
             lifetime,

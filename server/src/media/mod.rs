@@ -46,6 +46,7 @@
 pub mod announce;
 pub mod candidates;
 mod engine;
+pub mod estimate;
 pub mod forwarder;
 pub mod ice_servers;
 pub mod session;
@@ -189,6 +190,8 @@ pub struct ForwarderLayerView {
     pub target: Option<u8>,
     /// Switches made so far.
     pub switches: u64,
+    /// The subscriber connection's downlink estimate, bits per second (0: none yet).
+    pub estimate_bps: u64,
 }
 
 /// `Weak` handles of every media object ever made; counting drops the dead.
@@ -563,6 +566,7 @@ impl Sfu {
                 layer: f.current(),
                 target: f.target(),
                 switches: f.switches(),
+                estimate_bps: f.downlink.get(),
             })
             .collect();
         (tracks, forwarders)

@@ -47,6 +47,10 @@ const FANOUT_CAPACITY: usize = 512;
 /// drops its top layers when its own uplink or CPU is short).
 const LAYER_IDLE: Duration = Duration::from_millis(1_000);
 
+/// A layer sending less than this fraction (1/TRICKLE) of the one below is
+/// not counted as sent.
+const TRICKLE: u64 = 10;
+
 /// How long a layer's bitrate is measured over.
 const RATE_WINDOW: Duration = Duration::from_millis(1_000);
 
@@ -88,15 +92,20 @@ impl TrackLayers {
     /// What each layer sends now.
     pub fn states(&self, now: Instant) -> [LayerState; LAYERS] {
         let at = now.saturating_duration_since(self.started).as_millis() as u64;
+        let mut below: Option<u64> = None;
         std::array::from_fn(|i| {
             let m = &self.meters[i];
             let last = m.last_ms.load(Ordering::Relaxed);
             let width = m.width.load(Ordering::Relaxed);
-            LayerState {
-                active: last > 0 && at.saturating_sub(last) < LAYER_IDLE.as_millis() as u64,
-                bitrate: m.bitrate.load(Ordering::Relaxed),
-                width: (width > 0).then_some(width),
+            let bitrate = m.bitrate.load(Ordering::Relaxed);
+            let heard = last > 0 && at.saturating_sub(last) < LAYER_IDLE.as_millis() as u64;
+            // A layer the publisher all but stopped (a browser short of CPU
+            // sends its top layer at a trickle) is no layer to switch to.
+            let trickle = below.is_some_and(|b| bitrate > 0 && bitrate * TRICKLE < b);
+            if heard {
+                below = Some(bitrate);
             }
+            LayerState { active: heard && !trickle, bitrate, width: (width > 0).then_some(width) }
         })
     }
 
@@ -445,5 +454,33 @@ impl TrackReader {
         if let Err(e) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
             tracing::debug!(track = %self.id, error = %e, "PLI not sent");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heard(layers: &TrackLayers, i: usize, ago_ms: u64, bitrate: u64, now: Instant) {
+        let at = now.saturating_duration_since(layers.started).as_millis() as u64;
+        layers.meters[i].last_ms.store(at.saturating_sub(ago_ms).max(1), Ordering::Relaxed);
+        layers.meters[i].bitrate.store(bitrate, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_layer_is_sent_when_heard_lately_and_more_than_a_trickle() {
+        let layers = TrackLayers::new();
+        let now = layers.started + Duration::from_secs(10);
+        assert!(layers.states(now).iter().all(|l| !l.active), "nothing heard yet");
+        heard(&layers, 0, 100, 60_000, now);
+        heard(&layers, 1, 100, 200_000, now);
+        heard(&layers, 2, 100, 9_000, now);
+        let active: Vec<bool> = layers.states(now).iter().map(|l| l.active).collect();
+        assert_eq!(active, [true, true, false], "the top layer is down to a trickle");
+        heard(&layers, 2, 100, 450_000, now);
+        heard(&layers, 1, 3_000, 200_000, now);
+        let active: Vec<bool> = layers.states(now).iter().map(|l| l.active).collect();
+        assert_eq!(active, [true, false, true], "the middle one went quiet");
+        assert_eq!(layers.seen(), 3);
     }
 }

@@ -21,6 +21,8 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layou
     let audio_off = move || current.with(|p| p.as_ref().is_some_and(|p| p.audio_muted));
     let audio_locked = move || current.with(|p| p.as_ref().is_some_and(|p| p.audio_locked));
     let video_off = move || current.with(|p| p.as_ref().is_some_and(|p| p.video_muted));
+    let paused_id = participant.id.to_string();
+    let paused = Memo::new(move |_| store.paused_video.with(|s| s.contains(&paused_id)));
     let speaking_id = participant.id.clone();
     let speaking = Memo::new(move |_| store.speaker.with(|s| s.as_ref() == Some(&speaking_id)));
     let hand_id = participant.id.clone();
@@ -62,6 +64,7 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layou
             data-state=presence
             data-speaking=move || speaking.get().to_string()
             data-hand=move || hand.get().is_some().to_string()
+            data-video=move || if paused.get() { "paused" } else { "playing" }
         >
             <video node_ref=video autoplay=true playsinline=true muted=me aria-label=format!("Video of {name}")></video>
             <span class="avatar" aria-hidden="true"><span>{initial}</span></span>
@@ -70,6 +73,11 @@ pub(super) fn Tile(participant: ParticipantView, store: CallStore, layout: Layou
                 {move || audio_off().then(|| view! { <span class="badge" title="Microphone off">" · muted"</span> })}
             </span>
             {move || hand.get().map(|n| view! { <span class="hand-badge" title="Hand raised">{format!("Hand {n}")}</span> })}
+            {move || paused.get().then(|| view! {
+                <span class="video-paused" data-testid="video-paused" role="status">
+                    "Video paused: your connection is too slow for it"
+                </span>
+            })}
             <button
                 class="small secondary tile-pin"
                 data-testid="pin"

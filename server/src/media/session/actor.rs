@@ -77,7 +77,15 @@ pub(super) struct Actor {
     camera: Option<rtc::rtp_transceiver::RTCRtpTransceiverId>,
     /// An answer was applied (its camera section set the track up).
     camera_answered: bool,
+    /// How much this session's connection can take (bits per second).
+    downlink: Downlink,
+    /// The streams whose video is paused for this connection (told to the page).
+    paused: Vec<String>,
 }
+
+/// Bits per second kept for each forwarded audio track before video is
+/// given the rest of the estimate (Opus in a meeting: 30–50 kbit/s).
+const AUDIO_RESERVE_BPS: u64 = 40_000;
 
 /// How often each subscriber's video layers are chosen again (what the
 /// publishers send changes without telling).
@@ -143,6 +151,8 @@ impl Actor {
             views: HashMap::new(),
             camera: None,
             camera_answered: false,
+            downlink: Downlink::default(),
+            paused: Vec::new(),
         }
     }
 
@@ -194,7 +204,9 @@ impl Actor {
 
     async fn start(&mut self, events_tx: mpsc::UnboundedSender<PcEvent>) -> Result<(), MediaError> {
         let handler = Arc::new(Events(events_tx.clone()));
-        let pc = build_peer_connection(&self.shared.config.ice, &self.shared.ports, handler).await?;
+        let pc =
+            build_peer_connection(&self.shared.config.ice, &self.shared.ports, handler, Some(self.downlink.clone()))
+                .await?;
         self.shared.live.peer_connection(&pc);
         self.pc = Some(pc.clone());
         self.events = Some(events_tx);
@@ -262,6 +274,9 @@ impl Actor {
                 if let Some(sdp) = self.offer.as_ref().map(|o| o.sdp.clone()) {
                     self.send_browser(ServerMsg::Offer { sdp });
                 }
+                if !self.paused.is_empty() {
+                    self.send_browser(ServerMsg::VideoPaused { streams: self.paused.clone() });
+                }
             }
             Command::Answer(sdp) => self.on_answer(sdp).await,
             Command::RestartIce => self.on_restart_request(),
@@ -282,7 +297,9 @@ impl Actor {
         }
         let Some(pc) = self.pc.clone() else { return };
         let reuse = self.free_slots[slot(track.kind)] > 0;
-        match Forwarder::start(&pc, &track, &self.participant, self.connected.clone(), reuse).await {
+        match Forwarder::start(&pc, &track, &self.participant, self.connected.clone(), self.downlink.clone(), reuse)
+            .await
+        {
             Ok((forwarder, tasks)) => {
                 if reuse {
                     self.free_slots[slot(track.kind)] -= 1;
@@ -302,19 +319,51 @@ impl Actor {
         }
     }
 
-    /// Chooses each video forwarder's layer from what its publisher sends
-    /// and the width the page shows it at.
-    fn choose_layers(&self) {
+    /// Chooses each video forwarder's layer from what its publisher sends,
+    /// the width the page shows it at and this connection's estimate:
+    /// audio is set aside first, then the largest tiles are served first.
+    /// A track without layers is never held back (there is nothing smaller
+    /// to send). The page is told which videos are paused.
+    fn choose_layers(&mut self) {
         let now = std::time::Instant::now();
-        for forwarder in self.forwarders.values().filter(|f| f.kind == RtpCodecKind::Video) {
+        let estimate = self.downlink.get();
+        // Audio that is sent now (a muted microphone sends nothing).
+        let audio = self
+            .forwarders
+            .values()
+            .filter(|f| f.kind == RtpCodecKind::Audio && f.layers.states(now)[0].active)
+            .count() as u64;
+        let mut budget = (estimate > 0).then(|| estimate.saturating_sub(audio * AUDIO_RESERVE_BPS));
+        let mut video: Vec<(&Arc<Forwarder>, Option<u32>)> = self
+            .forwarders
+            .values()
+            .filter(|f| f.kind == RtpCodecKind::Video)
+            .map(|f| (f, self.views.get(&f.stream).copied()))
+            .collect();
+        video.sort_by_key(|(f, view)| (std::cmp::Reverse(view.unwrap_or(u32::MAX)), f.id.clone()));
+        let mut paused = Vec::new();
+        for (forwarder, view) in video {
             let layers = forwarder.layers.states(now);
-            let view = self.views.get(&forwarder.stream).copied();
-            let target = simulcast::choose(&layers, view, None, forwarder.target());
+            let layered = forwarder.layers.seen() > 1;
+            let target = simulcast::choose(&layers, view, budget.filter(|_| layered), forwarder.target());
+            if let (Some(left), Some(layer)) = (budget.as_mut(), target) {
+                *left = left.saturating_sub(layers[usize::from(layer)].bitrate);
+            }
+            if target.is_none() && view != Some(0) {
+                paused.push(forwarder.stream.clone());
+            }
             if forwarder.set_target(target) {
                 tracing::debug!(
-                    room = %self.code, session = %self.id, forwarder = %forwarder.id, ?target, ?view, "layer chosen"
+                    room = %self.code, session = %self.id, forwarder = %forwarder.id, ?target, ?view, estimate,
+                    "layer chosen"
                 );
             }
+        }
+        paused.sort();
+        if paused != self.paused {
+            tracing::info!(room = %self.code, session = %self.id, ?paused, estimate, "paused videos changed");
+            self.paused = paused.clone();
+            self.send_browser(ServerMsg::VideoPaused { streams: paused });
         }
     }
 
