@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The p50/p95 table of a browser benchmark's `BENCH {"metric": …, "ms": …}`
-lines (end2end/bench/*.bench.ts), printed, and with --write put into
+lines (end2end/bench/*.bench.ts; `"value": …, "unit": …` instead of `"ms"`
+for figures of other units), and its `NOTE {"text": …}` lines below it, printed, and with --write put into
 BENCHMARKS.md under HEADING: between the section's generated-part markers
 when it has them (the text around them is kept), else as the whole section.
 
@@ -27,11 +28,17 @@ args = [a for a in args if a != "--write"]
 out, heading, intro = args
 
 runs = {}
+units = {}
+notes = []
 for line in open(out):
     m = re.search(r"BENCH (\{.*\})", line)
     if m:
         r = json.loads(m.group(1))
-        runs.setdefault(r["metric"], []).append(r["ms"])
+        runs.setdefault(r["metric"], []).append(r["ms"] if "ms" in r else r["value"])
+        units[r["metric"]] = "ms" if "ms" in r else r.get("unit", "")
+    m = re.search(r"NOTE (\{.*\})", line)
+    if m:
+        notes.append(json.loads(m.group(1))["text"])
 
 
 def pct(v, p):
@@ -39,10 +46,21 @@ def pct(v, p):
     return v[min(len(v) - 1, int(round(p * (len(v) - 1))))]
 
 
-rows = ["| measure | runs | p50 ms | p95 ms |", "|---|---|---|---|"]
-for metric, v in runs.items():
-    rows.append(f"| {metric} | {len(v)} | {statistics.median(v):.0f} | {pct(v, 0.95)} |")
+def fmt(x):
+    return f"{x:.0f}" if abs(x) >= 100 or float(x).is_integer() else f"{x:.2f}"
+
+
+if all(u == "ms" for u in units.values()):
+    rows = ["| measure | runs | p50 ms | p95 ms |", "|---|---|---|---|"]
+    for metric, v in runs.items():
+        rows.append(f"| {metric} | {len(v)} | {statistics.median(v):.0f} | {pct(v, 0.95)} |")
+else:
+    rows = ["| measure | runs | p50 | p95 | unit |", "|---|---|---|---|---|"]
+    for metric, v in runs.items():
+        rows.append(f"| {metric} | {len(v)} | {fmt(statistics.median(v))} | {fmt(pct(v, 0.95))} | {units[metric]} |")
 table = "\n".join(rows)
+if notes:
+    table += "\n\n" + "\n".join(f"- {n}" for n in notes)
 extra = ""
 if ratio and ratio[0] in runs and ratio[1] in runs:
     r = statistics.median(runs[ratio[0]]) / statistics.median(runs[ratio[1]])

@@ -275,3 +275,22 @@ export function moveNetnsAddress(moved: boolean): void {
   quiet(() => ip(['neigh', 'del', MOVED_IP, 'dev', HOST_IF]));
   quiet(() => ip(['route', 'del', `${MOVED_IP}/32`]));
 }
+
+/**
+ * Limits what reaches the namespace (its browser's downlink) to `kbit`
+ * kbit/s with a token bucket on the host side of the veth (`tc tbf`, a
+ * 400 ms queue, as a slow access link); `null` lifts the limit.
+ */
+export function shapeDownlink(kbit: number | null): void {
+  try {
+    execFileSync('tc', ['qdisc', 'del', 'dev', HOST_IF, 'root'], { stdio: 'ignore' });
+  } catch {
+    // No limit was set.
+  }
+  if (kbit === null) return;
+  execFileSync(
+    'tc',
+    ['qdisc', 'add', 'dev', HOST_IF, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '8kb', 'latency', '400ms'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+}

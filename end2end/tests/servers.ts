@@ -27,6 +27,8 @@ const strip = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, '');
 
 export interface Spawned {
   port: number;
+  /** The process id (for benchmarks reading its CPU time). */
+  pid: number | undefined;
   /** Everything it printed so far, colours removed. */
   log(): string;
   stop(): Promise<void>;
@@ -38,6 +40,7 @@ function spawned(proc: ChildProcess, port: number, dir: string | undefined): Spa
   proc.stderr?.on('data', (d) => (out += String(d)));
   return {
     port,
+    pid: proc.pid,
     log: () => strip(out),
     stop: async () => {
       if (proc.exitCode === null && proc.signalCode === null) {

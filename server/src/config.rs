@@ -47,6 +47,16 @@ pub struct Config {
     )]
     pub debug_api: bool,
 
+    /// Ask browsers for their camera in three simulcast layers, so that
+    /// each subscriber gets the one that fits its tile and downlink; off,
+    /// the camera is one full-size layer.
+    #[arg(
+        long = "simulcast", env = "CLEANROOM_SIMULCAST", action = ArgAction::Set,
+        value_parser = BoolishValueParser::new(), default_value = "true",
+        num_args = 0..=1, default_missing_value = "true"
+    )]
+    pub simulcast: bool,
+
     /// Media (ICE) addresses to bind and announce, comma-separated.
     #[arg(long = "ice-addrs", env = "CLEANROOM_ICE_ADDRS", value_delimiter = ',', default_value = "127.0.0.1")]
     pub ice_addrs: Vec<IpAddr>,
@@ -397,6 +407,7 @@ mod tests {
         assert_eq!(c.suspect_ms, 3000);
         assert_eq!(c.remove_ms, 10000);
         assert!(!c.debug_api);
+        assert!(c.simulcast);
         assert_eq!(c.ice_addrs, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(c.store_prefix, "cleanroom");
         assert_eq!(c.public_url_or_derived(), "http://127.0.0.1:3000");
@@ -469,7 +480,7 @@ mod tests {
         assert!(c.debug_api);
         assert_eq!(c.ice_addrs.len(), 2);
         assert_eq!(c.ice_ports.unwrap().range(), 40000..=40010);
-        let c = parse(&["--debug-api=0"]).unwrap();
-        assert!(!c.debug_api);
+        let c = parse(&["--debug-api=0", "--simulcast=off"]).unwrap();
+        assert!(!c.debug_api && !c.simulcast);
     }
 }

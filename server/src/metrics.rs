@@ -40,6 +40,8 @@ pub const ICE_RESTARTS: &str = "cleanroom_ice_restarts_total";
 pub const LAYER_SWITCHES: &str = "cleanroom_layer_switches_total";
 /// Video forwarders paused now (their subscriber is sent no layer).
 pub const FORWARDERS_PAUSED: &str = "cleanroom_forwarders_paused";
+/// Probes of a subscriber's downlink (padding sent to see whether a larger layer fits).
+pub const PROBES: &str = "cleanroom_downlink_probes_total";
 
 /// Chat messages delivered.
 pub const CHAT_MESSAGES: &str = "cleanroom_chat_messages_total";
@@ -89,6 +91,7 @@ fn describe() {
     process().describe();
     describe_counter!(LAYER_SWITCHES, "Simulcast layer switches made by forwarders.");
     describe_gauge!(FORWARDERS_PAUSED, "Video forwarders whose subscriber is sent no layer now.");
+    describe_counter!(PROBES, "Probes of a subscriber's downlink before a larger layer is sent.");
     describe_counter!(CHAT_MESSAGES, "Chat messages delivered to their rooms.");
     describe_counter!(ICE_RESTARTS, "ICE restarts browsers asked for (network changed or media path failed).");
     describe_counter!(REMOTE_CANDIDATES, "Remote ICE candidates from browsers, by verdict.");

@@ -2,17 +2,22 @@
 //! estimated from the transport-wide feedback (TWCC) its browser returns for
 //! what the SFU sends, and read by the subscriber's layer choice.
 //!
-//! The delay signal (arrival groups, trend, overuse) and the loss half are
-//! the engine's GCC parts; the rate control is ours, because a meeting SFU
+//! The delay signal (arrival groups, trend, overuse) and the loss average
+//! are the engine's GCC parts (heavy loss counts as over-use); the rate
+//! control is ours, because a meeting SFU
 //! needs two things a plain GCC does not give: no probing that stalls the
 //! video of someone on a weak link, and a quick return once it recovers.
 //! Over-use backs off to 85 % of what arrived and marks that rate as the
-//! link's ceiling. While the ceiling is remembered the target creeps back
-//! up to it and no further (every step above it would mean a larger layer,
-//! whose keyframe alone stalls a weak link); the memory is 5 s, doubled up
-//! to 40 s each time a probe above it fails at about the same rate. Past
-//! it the target grows by 50 % a second, bounded by four times what is
-//! actually delivered (an idle link does not promise what it never carried).
+//! link's ceiling. Under a ceiling the target creeps back up to it and no
+//! further: every step above it would mean a larger layer, whose keyframe
+//! alone stalls a weak link. The ceiling rises to what arrives when that is
+//! well above it without over-use, which is what a probe is for: the
+//! subscriber's session sends padding beside its video
+//! ([`super::forwarder::Forwarder::probe`]) when a larger layer is wanted
+//! and does not fit, and stops it as soon as the estimate falls. Before the
+//! first over-use the target grows by 50 % a second, bounded by four times
+//! what is actually delivered (an idle link does not promise what it never
+//! carried).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,12 +38,13 @@ const DECREASE: f64 = 0.85;
 const GROWTH: f64 = 1.5;
 /// Growth per second near one (bits per second).
 const CREEP_BPS: f64 = 60_000.0;
-/// How long a ceiling is remembered after the over-use that found it, at
-/// first and at most.
-const CEILING_MEMORY: Duration = Duration::from_secs(5);
-const CEILING_MEMORY_MAX: Duration = Duration::from_secs(40);
-/// An over-use within this share of the last ceiling finds the same one.
-const SAME_CEILING: f64 = 0.3;
+/// A ceiling rises only while no more than this share of packets is lost
+/// (on average)...
+const CLEAN_LOSS: f64 = 0.01;
+/// Loss over this share of packets (on average) counts as over-use.
+const HEAVY_LOSS: f64 = 0.1;
+/// ...when this many times its rate arrives without over-use.
+const LIFT: f64 = 1.25;
 /// The first second of over-use is one episode of congestion...
 const EPISODE: Duration = Duration::from_millis(1_000);
 /// ...which backs off from no less than this share of its first measure.
@@ -52,9 +58,6 @@ const HEADROOM: f64 = 4.0;
 #[derive(Debug, Clone, Copy)]
 struct Ceiling {
     rate: f64,
-    /// The last over-use at it.
-    at: Instant,
-    memory: Duration,
     /// When its episode began.
     start: Instant,
 }
@@ -63,7 +66,7 @@ struct Ceiling {
 #[derive(Debug, Clone)]
 pub struct RateControl {
     target: f64,
-    /// The rate that last caused an over-use, when, and for how long it is remembered.
+    /// The rate that last caused an over-use, and when.
     ceiling: Option<Ceiling>,
     last_change: Option<Instant>,
 }
@@ -79,8 +82,10 @@ impl RateControl {
         self.target
     }
 
-    /// Folds in the delay signal and the rate arriving at the far end.
-    pub fn update(&mut self, now: Instant, usage: Usage, received: Option<f64>) -> f64 {
+    /// Folds in the delay signal and the rate arriving at the far end;
+    /// `clean`: nothing was lost lately (a probe that loses packets shows
+    /// no room, whatever arrived).
+    pub fn update(&mut self, now: Instant, usage: Usage, received: Option<f64>, clean: bool) -> f64 {
         match usage {
             Usage::Over => {
                 let Some(received) = received else { return self.target };
@@ -94,15 +99,9 @@ impl RateControl {
                 let episode = self.ceiling.filter(|c| now.saturating_duration_since(c.start) < EPISODE);
                 let base = episode.map_or(received, |c| received.max(c.rate * EPISODE_FLOOR));
                 self.target = (base * DECREASE).clamp(MIN_BPS, MAX_BPS).min(self.target);
-                self.ceiling = Some(match (episode, self.ceiling) {
-                    (Some(c), _) => Ceiling { at: now, ..c },
-                    // The same ceiling found again (a probe above it
-                    // failed): remember it longer.
-                    (None, Some(c)) if (received - c.rate).abs() <= c.rate * SAME_CEILING => {
-                        Ceiling { rate: received, at: now, memory: (c.memory * 2).min(CEILING_MEMORY_MAX), start: now }
-                    }
-                    (None, _) => Ceiling { rate: received, at: now, memory: CEILING_MEMORY, start: now },
-                });
+                if episode.is_none() {
+                    self.ceiling = Some(Ceiling { rate: received, start: now });
+                }
                 self.last_change = Some(now);
             }
             Usage::Under => {}
@@ -112,8 +111,16 @@ impl RateControl {
                 }
                 let dt =
                     self.last_change.map_or(INTERVAL, |t| now.saturating_duration_since(t)).min(Duration::from_secs(1));
-                let remembered = self.ceiling.filter(|c| now.saturating_duration_since(c.at) < c.memory);
-                let grown = match remembered {
+                // Well more arrived than the ceiling without over-use (a
+                // probe, or the link got better): the link carries that
+                // much, which is the new ceiling.
+                if let (Some(c), Some(r), true) = (self.ceiling.as_mut(), received, clean) {
+                    if r >= c.rate * LIFT {
+                        c.rate = r;
+                        self.target = self.target.max(r);
+                    }
+                }
+                let grown = match self.ceiling {
                     Some(c) => (self.target + CREEP_BPS * dt.as_secs_f64()).min(c.rate.max(self.target)),
                     None => self.target * GROWTH.powf(dt.as_secs_f64()),
                 };
@@ -136,6 +143,8 @@ pub struct Estimator {
     control: RateControl,
     loss: LossController,
     out: Downlink,
+    /// The estimate last logged (a change by a fifth is logged).
+    logged: f64,
 }
 
 impl std::fmt::Debug for Estimator {
@@ -155,6 +164,7 @@ impl Estimator {
             control: RateControl::new(INITIAL_BPS),
             loss: LossController::new(INITIAL_BPS, MIN_BPS, MAX_BPS),
             out,
+            logged: INITIAL_BPS,
         }
     }
 }
@@ -174,14 +184,86 @@ impl BandwidthEstimator for Estimator {
             }
         }
         let received = self.received.rate_bits_per_second(now);
-        let delay = self.control.update(now, usage, received);
         let lost = reports.iter().filter(|r| !r.arrived).count();
-        let loss = self.loss.update(now, lost, reports.len());
-        self.out.set(delay.min(loss));
+        self.loss.update(now, lost, reports.len());
+        let average_loss = self.loss.average_loss().unwrap_or(0.0);
+        // Heavy loss is over-use too (a short queue overflows before its
+        // delay shows much): the same back-off to what arrives, and the
+        // same ceiling. What arrives while a queue overflows is what the
+        // link carries; the engine's loss-based rate alone would fall with
+        // every packet lost to a moment's burst, and then climb back into
+        // the next one.
+        if lost > 0 && average_loss > HEAVY_LOSS {
+            usage = Usage::Over;
+        }
+        let clean = lost == 0 && average_loss < CLEAN_LOSS;
+        let estimate = self.control.update(now, usage, received, clean);
+        if (estimate - self.logged).abs() > self.logged * 0.2 {
+            self.logged = estimate;
+            tracing::debug!(
+                estimate,
+                ?received,
+                ?usage,
+                lost,
+                reports = reports.len(),
+                average_loss,
+                "downlink estimate moved"
+            );
+        }
+        self.out.set(estimate);
     }
 
     fn target_bitrate(&self) -> f64 {
         self.out.get() as f64
+    }
+}
+
+/// When a subscriber's session probes its downlink: only while it holds a
+/// wanted layer back, first 2 s after that began (an over-use that just
+/// lowered the estimate has settled), then 4 s later, then every 5 s. A
+/// probe that fails costs a moment's extra delay; a limit that lifted is
+/// found within 5 s. After a probe that raised the estimate (by a fifth)
+/// the next comes 1 s later, for the next layer up.
+#[derive(Debug, Clone)]
+pub struct ProbeSchedule {
+    next: Option<Instant>,
+    interval: Duration,
+    /// The estimate when the last probe began.
+    probed_at: Option<u64>,
+}
+
+const PROBE_FIRST: Duration = Duration::from_secs(2);
+const PROBE_AFTER_GAIN: Duration = Duration::from_secs(1);
+const PROBE_EVERY_MAX: Duration = Duration::from_secs(5);
+const PROBE_GAIN: f64 = 1.2;
+
+impl Default for ProbeSchedule {
+    fn default() -> Self {
+        Self { next: None, interval: PROBE_FIRST, probed_at: None }
+    }
+}
+
+impl ProbeSchedule {
+    /// Whether to probe now, given whether the downlink holds a layer back
+    /// and its estimate.
+    pub fn due(&mut self, now: Instant, limited: bool, estimate: u64) -> bool {
+        if !limited {
+            *self = Self::default();
+            return false;
+        }
+        if self.probed_at.is_some_and(|e| estimate as f64 >= e as f64 * PROBE_GAIN) {
+            self.interval = PROBE_AFTER_GAIN;
+            self.next = Some(now + PROBE_AFTER_GAIN);
+            self.probed_at = None;
+        }
+        let next = *self.next.get_or_insert(now + self.interval);
+        if now < next {
+            return false;
+        }
+        self.interval = (self.interval * 2).min(PROBE_EVERY_MAX);
+        self.next = Some(now + self.interval);
+        self.probed_at = Some(estimate);
+        true
     }
 }
 
@@ -210,37 +292,62 @@ mod tests {
     fn run(c: &mut RateControl, at: &mut Instant, secs: f64, usage: Usage, received: f64) -> f64 {
         for _ in 0..(secs * 10.0) as usize {
             *at += Duration::from_millis(100);
-            c.update(*at, usage, Some(received));
+            c.update(*at, usage, Some(received), true);
         }
         c.target()
     }
 
     #[test]
-    fn over_use_backs_off_to_what_arrives_and_stays_under_the_ceiling_while_remembered() {
+    fn over_use_sets_a_ceiling_that_only_a_delivered_probe_raises() {
         let mut at = Instant::now();
         let mut c = RateControl::new(INITIAL_BPS);
         // A 300 kbit/s link: the queue grows, the target follows what arrives.
         let squeezed = run(&mut c, &mut at, 0.8, Usage::Over, 300_000.0);
         assert!((200_000.0..=260_000.0).contains(&squeezed), "{squeezed}");
-        // Steady under the limit: it creeps back to the ceiling, not past it
-        // (no larger layer is tried while the ceiling is remembered).
-        let steady = run(&mut c, &mut at, 4.0, Usage::Normal, 150_000.0);
+        // Steady under the limit: it creeps back to the ceiling and stays
+        // there, however long (no larger layer is tried on a guess).
+        let steady = run(&mut c, &mut at, 60.0, Usage::Normal, 150_000.0);
         assert_eq!(steady, 300_000.0);
-        // Forgotten after 5 s: it grows again; a probe failing at the same
-        // rate makes it remembered twice as long.
-        let probing = run(&mut c, &mut at, 3.0, Usage::Normal, 150_000.0);
-        assert!(probing > 400_000.0, "{probing}");
+        // A probe the link cannot carry: what arrives is capped at the
+        // link, below what lifts the ceiling, and its over-use finds the
+        // same ceiling again.
+        assert_eq!(run(&mut c, &mut at, 0.3, Usage::Normal, 310_000.0), 300_000.0);
         run(&mut c, &mut at, 0.3, Usage::Over, 310_000.0);
         let held = run(&mut c, &mut at, 9.0, Usage::Normal, 150_000.0);
-        assert!(held <= 310_000.0, "{held}: still remembered after 9 s");
-        // The limit lifted: once forgotten it carries a 1 Mbit/s layer with
-        // its 25 % margin within a few seconds (what arrives grows as
-        // layers are switched up).
-        let mut recovered = held;
-        for (secs, delivered) in [(1.5, 150_000.0), (2.0, 300_000.0), (3.0, 500_000.0)] {
-            recovered = run(&mut c, &mut at, secs, Usage::Normal, delivered);
-        }
-        assert!(recovered >= 1_250_000.0, "{recovered}");
+        assert_eq!(held, 310_000.0);
+        // Traffic a little above the ceiling does not move it...
+        assert_eq!(run(&mut c, &mut at, 2.0, Usage::Normal, 360_000.0), 310_000.0);
+        // Nor does a probe that loses packets, whatever arrived.
+        let mut lossy = c.clone();
+        lossy.update(at + Duration::from_millis(300), Usage::Normal, Some(500_000.0), false);
+        assert_eq!(lossy.target(), 310_000.0);
+        // ...but the limit lifted, a probe delivers half a megabit without
+        // over-use: that is the new ceiling, and the target at once; it
+        // stays there until a probe shows more.
+        let lifted = run(&mut c, &mut at, 0.2, Usage::Normal, 500_000.0);
+        assert_eq!(lifted, 500_000.0);
+        assert_eq!(run(&mut c, &mut at, 10.0, Usage::Normal, 400_000.0), 500_000.0);
+        let more = run(&mut c, &mut at, 0.2, Usage::Normal, 1_300_000.0);
+        assert_eq!(more, 1_300_000.0);
+    }
+
+    #[test]
+    fn probes_go_only_while_a_layer_is_held_back_and_ever_less_often() {
+        let start = Instant::now();
+        let mut schedule = ProbeSchedule::default();
+        let probes = |schedule: &mut ProbeSchedule, from: u64, to: u64, limited: bool, estimate: u64| {
+            (from..to)
+                .filter(|ms| ms % 100 == 0)
+                .filter(|ms| schedule.due(start + Duration::from_millis(*ms), limited, estimate))
+                .collect::<Vec<u64>>()
+        };
+        assert!(probes(&mut schedule, 0, 10_000, false, 300_000).is_empty());
+        assert_eq!(probes(&mut schedule, 10_000, 30_000, true, 300_000), [12_000, 16_000, 21_000, 26_000]);
+        // Fitting again (the probe showed room): the next limit starts over.
+        assert!(probes(&mut schedule, 30_000, 31_000, false, 300_000).is_empty());
+        assert_eq!(probes(&mut schedule, 31_000, 36_000, true, 300_000), [33_000]);
+        // A probe that raised the estimate: the next one follows a second later.
+        assert_eq!(probes(&mut schedule, 36_000, 40_000, true, 500_000), [37_000, 39_000]);
     }
 
     #[test]

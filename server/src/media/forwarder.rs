@@ -14,18 +14,24 @@
 //! (asked for at once, and again while it does not come) and rewrites
 //! sequence numbers, timestamps and VP8 picture ids so that the subscriber
 //! decodes one stream.
+//!
+//! While its session probes the subscriber's downlink
+//! ([`Forwarder::probe`]) a video forwarder also sends padding between
+//! frames, numbered into the same stream, until the probe's time is up or
+//! the estimate falls (the link is full).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use app::model::ParticipantId;
+use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -43,6 +49,25 @@ use crate::metrics as m;
 /// How often a forwarder waiting to switch layers asks again for the
 /// keyframe it waits for.
 const KEYFRAME_ASK_EVERY: Duration = Duration::from_millis(500);
+
+/// How often a probing forwarder sends what padding it owes.
+const PAD_EVERY: Duration = Duration::from_millis(20);
+/// A probe stops when the estimate falls under this share of where it began
+/// (the link is full).
+const PROBE_STOP: f64 = 0.9;
+
+/// A probe packet's filling (the engine's own RTP padding is at most 4
+/// bytes, and it sends no header extension the subscriber did not
+/// negotiate): the string extensions (MID, RID, repaired RID) as 255 zero
+/// bytes each, which a browser reads as absent (a valid one never starts
+/// with a zero byte), so that it numbers the packet in its transport-wide
+/// feedback and then drops it as padding. About 800 bytes a packet.
+const STUFFING_URIS: [&str; 3] = [
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+];
+static STUFFING: [u8; 255] = [0; 255];
 
 /// No layer (paused), in the forwarder's atomics.
 const NO_LAYER: u8 = u8::MAX;
@@ -111,6 +136,35 @@ struct Relay {
     /// The subscriber's connection is up (DTLS done): before that, packets
     /// would only be refused by the SRTP layer.
     subscriber_ready: Arc<AtomicBool>,
+    /// The probe asked for last (read by the packet loop).
+    probe: watch::Sender<Option<Probe>>,
+    /// The subscriber connection's estimate: a probe stops when it falls.
+    downlink: Downlink,
+    /// Padding packets sent.
+    padded: AtomicU64,
+    /// The subscriber leg's ids of [`STUFFING_URIS`] (none: no probes).
+    stuffing: std::sync::Mutex<Vec<u8>>,
+}
+
+/// Extra bits per second to send as padding, until when.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    until: Instant,
+    bps: u64,
+}
+
+/// A probe under way in the packet loop.
+#[derive(Debug, Clone, Copy)]
+struct Probing {
+    probe: Probe,
+    /// The estimate when it began.
+    floor: u64,
+    /// Bits owed, and when they were last counted.
+    owed: f64,
+    at: Instant,
+    /// Padding packets sent, and ticks that found the stream mid-frame.
+    sent: u32,
+    mid_frame: u32,
 }
 
 /// The forwarder's two loops, for the owner to spawn under its tracker.
@@ -176,6 +230,10 @@ impl Forwarder {
             current: AtomicU8::new(NO_LAYER),
             switches: AtomicU64::new(0),
             subscriber_ready,
+            probe: watch::Sender::new(None),
+            downlink: downlink.clone(),
+            padded: AtomicU64::new(0),
+            stuffing: std::sync::Mutex::new(Vec::new()),
         });
         let lifetime = Lifetime::new(track.child_token());
         let tasks = ForwarderTasks {
@@ -243,6 +301,20 @@ impl Forwarder {
         layer_from(self.relay.current.load(Ordering::Acquire))
     }
 
+    /// Sends `bps` more to the subscriber as padding for `time`, or until
+    /// its downlink estimate falls: a probe of whether a larger layer would
+    /// fit. Video only; a new probe replaces the last.
+    pub fn probe(&self, bps: u64, time: Duration) {
+        if self.kind == RtpCodecKind::Video {
+            self.relay.probe.send_replace(Some(Probe { until: Instant::now() + time, bps }));
+        }
+    }
+
+    /// Padding packets sent so far.
+    pub fn padded(&self) -> u64 {
+        self.relay.padded.load(Ordering::Relaxed)
+    }
+
     /// Layer switches made so far.
     pub fn switches(&self) -> u64 {
         self.relay.switches.load(Ordering::Relaxed)
@@ -265,6 +337,14 @@ impl Forwarder {
             if let Some(codec) = matching.or(any_of_kind) {
                 relay.payload_type.store(codec.payload_type, Ordering::Release);
             }
+            let ids: Vec<u8> = params
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .filter(|e| STUFFING_URIS.contains(&e.uri.as_str()))
+                .filter_map(|e| u8::try_from(e.id).ok())
+                .collect();
+            *relay.stuffing.lock().unwrap_or_else(|e| e.into_inner()) = ids;
         }
         !relay.negotiated.swap(true, Ordering::AcqRel)
     }
@@ -295,9 +375,23 @@ impl Relay {
             self.codec.mime_type.eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8);
         let mut switch = LayerSwitch::new(self.codec.clock_rate, vp8);
         let mut asked: Option<Instant> = None;
+        let mut probes = self.probe.subscribe();
+        let mut probing: Option<Probing> = None;
+        let mut pad = tokio::time::interval(PAD_EVERY);
+        pad.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let next = tokio::select! {
                 () = token.cancelled() => break,
+                Ok(()) = probes.changed() => {
+                    let now = Instant::now();
+                    probing = (*probes.borrow_and_update())
+                        .map(|probe| Probing { probe, floor: self.downlink.get(), owed: 0.0, at: now, sent: 0, mid_frame: 0 });
+                    continue;
+                }
+                _ = pad.tick(), if probing.is_some() => {
+                    self.pad(&mut switch, &mut probing).await;
+                    continue;
+                }
                 next = packets.recv() => next,
             };
             match next {
@@ -339,6 +433,49 @@ impl Relay {
         }
     }
 
+    /// Sends the padding a probe owes by now, where the stream allows it
+    /// (between frames); ends the probe when its time is up or the
+    /// estimate fell well below where it began.
+    async fn pad(&self, switch: &mut LayerSwitch, probing: &mut Option<Probing>) {
+        let Some(p) = probing.as_mut() else { return };
+        let now = Instant::now();
+        let estimate = self.downlink.get();
+        if now >= p.probe.until || (estimate as f64) < p.floor as f64 * PROBE_STOP {
+            tracing::debug!(
+                forwarder = %self.id, sent = p.sent, mid_frame = p.mid_frame, from = p.floor, estimate,
+                timed_out = now >= p.probe.until, "probe ended"
+            );
+            *probing = None;
+            return;
+        }
+        let pt = self.payload_type.load(Ordering::Acquire);
+        let stuffing = self.stuffing.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if pt == 0
+            || stuffing.is_empty()
+            || !self.negotiated.load(Ordering::Acquire)
+            || !self.subscriber_ready.load(Ordering::Acquire)
+        {
+            return;
+        }
+        // What is owed since the last tick (no more than a few ticks'
+        // worth piles up while the stream is in a frame).
+        let due = p.probe.bps as f64 * now.saturating_duration_since(p.at).as_secs_f64();
+        p.owed = (p.owed + due).min(p.probe.bps as f64 * PAD_EVERY.as_secs_f64() * 4.0);
+        p.at = now;
+        while p.owed > 0.0 {
+            let Some((seq, ts)) = switch.pad() else {
+                p.mid_frame += 1;
+                break;
+            };
+            p.sent += 1;
+            let packet = padding(self.ssrc, pt, seq, ts, &stuffing);
+            p.owed -= (rtc::shared::marshal::MarshalSize::marshal_size(&packet) * 8) as f64;
+            if self.local.write_rtp(packet).await.is_ok() {
+                self.padded.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     async fn relay_feedback(self: Arc<Self>, token: CancellationToken) {
         loop {
             let event = tokio::select! {
@@ -366,8 +503,55 @@ impl Relay {
     }
 }
 
+/// A padding-only packet in a forwarder's stream, filled under the
+/// extension ids `stuffing` (at most 255 bytes each).
+fn padding(ssrc: u32, payload_type: u8, sequence_number: u16, timestamp: u32, stuffing: &[u8]) -> rtp::Packet {
+    let mut header = rtp::header::Header {
+        version: 2,
+        padding: true,
+        payload_type,
+        sequence_number,
+        timestamp,
+        ssrc,
+        extension: true,
+        extension_profile: rtp::header::EXTENSION_PROFILE_TWO_BYTE,
+        ..Default::default()
+    };
+    for &id in stuffing {
+        // Cannot fail for ids from 1 (two-byte form, at most 255 bytes each).
+        let _ = header.set_extension(id, Bytes::from_static(&STUFFING));
+    }
+    rtp::Packet { header, payload: Bytes::new() }
+}
+
 impl Drop for Forwarder {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rtc::shared::marshal::{Marshal, Unmarshal};
+
+    use super::*;
+
+    #[test]
+    fn a_probe_packet_is_padding_that_feedback_can_number() {
+        let mut packet = padding(7, 96, 1_000, 90_000, &[1, 10, 11]);
+        // The transport-wide sequence number goes in beside the filling,
+        // as the engine's interceptor puts it.
+        packet.header.set_extension(3, Bytes::from_static(&[0x12, 0x34])).expect("room for feedback's number");
+        let wire = packet.marshal().expect("marshalled");
+        assert!((780..800).contains(&wire.len()), "{}", wire.len());
+        let back = rtp::Packet::unmarshal(&mut &wire[..]).expect("parsed");
+        assert!(back.header.padding && back.payload.is_empty(), "padding only: nothing to decode");
+        assert_eq!((back.header.ssrc, back.header.payload_type, back.header.sequence_number), (7, 96, 1_000));
+        assert_eq!(back.header.get_extension(3).as_deref(), Some(&[0x12, 0x34][..]));
+        assert!(back.header.extensions.iter().all(|e| e.id == 3 || [1, 10, 11].contains(&e.id)));
+        // Each filling reads as no such extension: it starts with a zero byte.
+        assert!([1, 10, 11]
+            .iter()
+            .all(|id| back.header.get_extension(*id).is_some_and(|e| e.len() == 255 && e[0] == 0)));
     }
 }

@@ -105,6 +105,8 @@ pub struct MediaConfig {
     pub offer_timeout: Duration,
     /// How long a close waits for a session's tasks.
     pub close_timeout: Duration,
+    /// Browsers are asked for their camera in layers.
+    pub simulcast: bool,
 }
 
 impl MediaConfig {
@@ -125,6 +127,7 @@ impl MediaConfig {
             announce: announce::Announce::new(&c.ice_addrs, &c.ice_public_addrs),
             offer_timeout: Duration::from_millis(c.offer_timeout_ms),
             close_timeout: Duration::from_secs(5),
+            simulcast: c.simulcast,
         }
     }
 }
@@ -192,6 +195,8 @@ pub struct ForwarderLayerView {
     pub switches: u64,
     /// The subscriber connection's downlink estimate, bits per second (0: none yet).
     pub estimate_bps: u64,
+    /// Padding packets sent while probing that downlink.
+    pub padding_packets: u64,
 }
 
 /// `Weak` handles of every media object ever made; counting drops the dead.
@@ -567,6 +572,7 @@ impl Sfu {
                 target: f.target(),
                 switches: f.switches(),
                 estimate_bps: f.downlink.get(),
+                padding_packets: f.padded(),
             })
             .collect();
         (tracks, forwarders)

@@ -232,6 +232,8 @@ struct Sent {
     ts: u32,
     picture_id: Option<u16>,
     tl0: Option<u8>,
+    /// It ended a frame (the next packet may begin one).
+    marker: bool,
     at: Instant,
 }
 
@@ -359,7 +361,7 @@ impl LayerSwitch {
         let header = &mut packet.header;
         header.sequence_number = header.sequence_number.wrapping_add(self.seq_offset);
         header.timestamp = header.timestamp.wrapping_add(self.ts_offset);
-        let (seq, ts) = (header.sequence_number, header.timestamp);
+        let (seq, ts, marker) = (header.sequence_number, header.timestamp, header.marker);
         let mut picture_id = None;
         let mut tl0 = None;
         if self.vp8 {
@@ -401,9 +403,24 @@ impl LayerSwitch {
                 ts,
                 picture_id: picture_id.or(last.and_then(|l| l.picture_id)),
                 tl0: tl0.or(last.and_then(|l| l.tl0)),
+                marker,
                 at: now,
             });
         }
+    }
+
+    /// Takes the sequence number (and timestamp) for a padding packet sent
+    /// next, moving what follows one place on: between two frames, or
+    /// while paused; `None` in the middle of a frame or before anything
+    /// was sent.
+    pub fn pad(&mut self) -> Option<(u16, u32)> {
+        let last = self.last.as_mut()?;
+        if self.current.is_some() && !last.marker {
+            return None;
+        }
+        last.seq = last.seq.wrapping_add(1);
+        self.seq_offset = self.seq_offset.wrapping_add(1);
+        Some((last.seq, last.ts))
     }
 }
 
@@ -420,7 +437,7 @@ pub struct LayerState {
 
 /// How much more than a layer's bitrate the estimate must be to move up
 /// to it (down moves happen as soon as it no longer fits).
-const UP_MARGIN: f64 = 1.25;
+pub const UP_MARGIN: f64 = 1.25;
 
 /// The layer one subscriber should get of one publisher's video, or `None`
 /// (paused).
@@ -566,7 +583,10 @@ mod tests {
             let out = (0..3)
                 .map(|i| {
                     self.seq[layer] = self.seq[layer].wrapping_add(1);
-                    vp8(self.seq[layer], self.ts[layer], self.picture_id[layer], self.tl0[layer], i == 0, key, 160)
+                    let mut p =
+                        vp8(self.seq[layer], self.ts[layer], self.picture_id[layer], self.tl0[layer], i == 0, key, 160);
+                    p.header.marker = i == 2;
+                    p
                 })
                 .collect();
             self.ts[layer] = self.ts[layer].wrapping_add(3000);
@@ -640,6 +660,44 @@ mod tests {
         // What was sent of each layer: the wanted ones only.
         let layers_sent: std::collections::BTreeSet<usize> = sent.iter().map(|(l, _)| *l).collect();
         assert_eq!(layers_sent, [0, 1, 2].into());
+    }
+
+    #[test]
+    fn padding_goes_between_frames_and_numbers_stay_continuous() {
+        let mut publisher =
+            Publisher { seq: [65_530, 0, 0], ts: [0; LAYERS], picture_id: [0; LAYERS], tl0: [0; LAYERS] };
+        let mut switch = LayerSwitch::new(90_000, true);
+        let now = Instant::now();
+        assert_eq!(switch.pad(), None, "nothing to continue from yet");
+        // (sequence number, is padding) as the subscriber receives them.
+        let mut wire: Vec<(u16, bool)> = Vec::new();
+        let mut refused = 0;
+        for frame in 0..12 {
+            // Paused for frames 6 to 8: padding still goes (a probe while
+            // paused); the resume waits for a keyframe.
+            let target = if (6..9).contains(&frame) { None } else { Some(0) };
+            for mut packet in publisher.frame(0, frame % 3 == 0) {
+                let keyframe = is_keyframe("video/VP8", &packet.payload);
+                if switch.take(0, target, keyframe, &mut packet, now) == Verdict::Send {
+                    wire.push((packet.header.sequence_number, false));
+                }
+                // Padding asked for after every packet: it is given only
+                // after a frame's last one.
+                match switch.pad() {
+                    Some((seq, _)) => wire.push((seq, true)),
+                    None => refused += 1,
+                }
+            }
+        }
+        assert_eq!(refused, 6 * 2 + 3 * 2, "mid-frame, in the frames sent");
+        for pair in wire.windows(2) {
+            assert_eq!(pair[1].0, pair[0].0.wrapping_add(1), "{wire:?}");
+        }
+        assert_eq!(
+            wire.iter().filter(|(_, pad)| *pad).count(),
+            6 + 9 + 3,
+            "a frame's end each, and every packet paused"
+        );
     }
 
     #[test]

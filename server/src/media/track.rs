@@ -406,7 +406,7 @@ impl TrackReader {
             tracing::debug!(track = %self.id, layer, "video resumed after a gap: asking for a keyframe");
             self.send_pli(layer).await;
         }
-        self.meter(i, &packet, now);
+        self.meter(i, &packet, now, last);
         let state = &self.publisher_state;
         let reading = &mut self.readings[i];
         if !state.forwarding(kind) {
@@ -426,12 +426,18 @@ impl TrackReader {
     }
 
     /// Records a packet in its layer's meter: when it came, the bitrate,
-    /// and a VP8 keyframe's width.
-    fn meter(&mut self, i: usize, packet: &rtp::Packet, now: Instant) {
+    /// and a VP8 keyframe's width. After a silence (`last`: the packet
+    /// before) the window starts again and the bitrate it had is kept
+    /// meanwhile: a layer resumed is not measured over the time it was off.
+    fn meter(&mut self, i: usize, packet: &rtp::Packet, now: Instant, last: Option<Instant>) {
         let meter = &self.layers.meters[i];
         let since_start = now.saturating_duration_since(self.layers.started).as_millis() as u64;
         meter.last_ms.store(since_start.max(1), Ordering::Relaxed);
         let reading = &mut self.readings[i];
+        if last.is_some_and(|t| now.saturating_duration_since(t) >= LAYER_IDLE) {
+            reading.window_start = None;
+            reading.window_bytes = 0;
+        }
         let start = *reading.window_start.get_or_insert(now);
         reading.window_bytes += packet.payload.len() as u64 + 12;
         let span = now.saturating_duration_since(start);

@@ -81,15 +81,29 @@ pub(super) struct Actor {
     downlink: Downlink,
     /// The streams whose video is paused for this connection (told to the page).
     paused: Vec<String>,
+    /// When to probe the downlink next, while it holds a layer back.
+    probes: ProbeSchedule,
 }
 
 /// Bits per second kept for each forwarded audio track before video is
 /// given the rest of the estimate (Opus in a meeting: 30–50 kbit/s).
 const AUDIO_RESERVE_BPS: u64 = 40_000;
 
+/// The most a probe may add when the estimate is lower than this.
+const PROBE_MIN_BPS: u64 = 40_000;
+
+/// A probe brings what arrives to at least this many times the estimate
+/// (over the estimator's bar for raising its ceiling, 1.25).
+const PROBE_OVER: f64 = 1.35;
+
 /// How often each subscriber's video layers are chosen again (what the
 /// publishers send changes without telling).
 const CHOOSE_EVERY: Duration = Duration::from_millis(500);
+
+/// How long a probe sends its padding (unless the estimate falls first):
+/// longer than the estimator's 500 ms measure of what arrives, so that
+/// when the link carries it the measure is the probe's.
+const PROBE_FOR: Duration = Duration::from_millis(600);
 
 /// One session's screen share, received on a third receive-only (video)
 /// transceiver next to the camera's. The page sends on it only while
@@ -153,6 +167,7 @@ impl Actor {
             camera_answered: false,
             downlink: Downlink::default(),
             paused: Vec::new(),
+            probes: ProbeSchedule::default(),
         }
     }
 
@@ -342,12 +357,34 @@ impl Actor {
             .collect();
         video.sort_by_key(|(f, view)| (std::cmp::Reverse(view.unwrap_or(u32::MAX)), f.id.clone()));
         let mut paused = Vec::new();
+        // The largest tile the downlink holds back, and what its next
+        // layer up would take more.
+        let mut held_back: Option<(&Arc<Forwarder>, u64)> = None;
+        let mut sending_video = 0u64;
         for (forwarder, view) in video {
             let layers = forwarder.layers.states(now);
             let layered = forwarder.layers.seen() > 1;
             let target = simulcast::choose(&layers, view, budget.filter(|_| layered), forwarder.target());
+            if layered && budget.is_some() && held_back.is_none() {
+                let wanted = simulcast::choose(&layers, view, None, forwarder.target());
+                let next = layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, l)| l.active && target.is_none_or(|t| *i > usize::from(t)))
+                    .find(|(i, _)| wanted.is_some_and(|w| *i <= usize::from(w)));
+                if let Some((_, next)) = next {
+                    let sent = target.map_or(0, |t| layers[usize::from(t)].bitrate);
+                    // What the next layer needs to be chosen, and a tenth
+                    // more (the estimate is what arrives, all of it)...
+                    let more = (next.bitrate as f64 * simulcast::UP_MARGIN * 1.1) as u64;
+                    held_back = Some((forwarder, more.saturating_sub(sent)));
+                }
+            }
             if let (Some(left), Some(layer)) = (budget.as_mut(), target) {
                 *left = left.saturating_sub(layers[usize::from(layer)].bitrate);
+            }
+            if let Some(layer) = target {
+                sending_video += layers[usize::from(layer)].bitrate;
             }
             if target.is_none() && view != Some(0) {
                 paused.push(forwarder.stream.clone());
@@ -357,6 +394,22 @@ impl Actor {
                     room = %self.code, session = %self.id, forwarder = %forwarder.id, ?target, ?view, estimate,
                     "layer chosen"
                 );
+            }
+        }
+        if self.probes.due(now, held_back.is_some(), estimate) {
+            if let Some((forwarder, more)) = held_back {
+                // ...and at least enough that all that arrives is well over
+                // the estimate (what raises its ceiling).
+                let sending = audio * AUDIO_RESERVE_BPS + sending_video;
+                let over = (estimate as f64 * PROBE_OVER) as u64;
+                // No more than doubles what the estimate says (on a link
+                // that is as narrow as it says, a probe only queues for a
+                // moment, and loses nothing), so from far down it climbs
+                // in steps, a second apart while each finds room.
+                let bps = more.max(over.saturating_sub(sending)).min(estimate.max(PROBE_MIN_BPS));
+                tracing::debug!(room = %self.code, session = %self.id, forwarder = %forwarder.id, bps, estimate, "probing");
+                metrics::counter!(crate::metrics::PROBES).increment(1);
+                forwarder.probe(bps, PROBE_FOR);
             }
         }
         paused.sort();

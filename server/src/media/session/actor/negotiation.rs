@@ -72,7 +72,7 @@ impl Actor {
             // The browser is asked for its camera in layers; the engine
             // takes only its own offer as the local description, and what
             // it receives follows the answer's rids either way.
-            if let Some(mid) = self.camera_mid(&pc).await {
+            if let Some(mid) = self.camera_mid(&pc).await.filter(|_| self.shared.config.simulcast) {
                 sdp = simulcast::offer_simulcast(&sdp, &mid);
             }
             Ok::<_, MediaError>(self.shared.config.announce.sdp(&sdp))
