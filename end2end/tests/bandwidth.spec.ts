@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type { Page } from '@playwright/test';
-import { createRoom, expect, join, mediaFlowing, open, recordMedia, test, tile } from './helpers';
+import { createRoom, expect, join, mediaFlowing, open, receivedVideo, recordMedia, test, tile } from './helpers';
 import { launchInNetns, NETNS_HOST_IP, requireNetns, shapeDownlink } from './netns';
 import { startCleanroom, type Spawned } from './servers';
 
@@ -39,22 +39,6 @@ async function sentLayers(page: Page) {
       .map((s) => ({ rid: String(s.rid), width: Number(s.frameWidth ?? 0), bytes: Number(s.bytesSent ?? 0) }))
       .sort((a, b) => a.width - b.width);
   });
-}
-
-/** What the page receives of `participant`'s camera: frame width and frames decoded. */
-async function received(page: Page, participant: string) {
-  return page.evaluate(async (id) => {
-    const video = document.querySelector<HTMLVideoElement>(
-      `[data-testid="participant-tile"][data-participant-id="${id}"] video`,
-    );
-    const track = (video?.srcObject as MediaStream | null)?.getVideoTracks()[0];
-    const pcs = (window as unknown as { __media: { pcs: RTCPeerConnection[] } }).__media.pcs;
-    const pc = pcs[pcs.length - 1];
-    if (!track || !pc) return { width: 0, frames: 0 };
-    const stats = [...(await pc.getStats()).values()] as Record<string, unknown>[];
-    const inbound = stats.find((s) => s.type === 'inbound-rtp' && s.trackIdentifier === track.id);
-    return { width: Number(inbound?.frameWidth ?? 0), frames: Number(inbound?.framesDecoded ?? 0) };
-  }, participant);
 }
 
 /** Audio packets the page received, all tracks together. */
@@ -139,7 +123,7 @@ test('the camera is sent in three layers and each subscriber gets the one its ti
     const width = async (rid: string) => (await sentLayers(ada)).find((l) => l.rid === rid)?.width ?? -1;
     // Bob receives the layer the server says it sends him, at its width.
     const receivesLayer = async (rid: string) => {
-      const got = await received(bob, a.participant_id);
+      const got = await receivedVideo(bob, a.participant_id);
       return got.width > 0 && got.width === (await width(rid));
     };
 
@@ -163,7 +147,7 @@ test('the camera is sent in three layers and each subscriber gets the one its ti
     await expect.poll(tileWidth).toBeLessThanOrEqual(240);
     await expect.poll(async () => (await forwarder())?.layer, { timeout: 15_000 }).toBe(0);
     await expect.poll(() => receivesLayer('q'), { timeout: 15_000 }).toBe(true);
-    expect((await received(bob, a.participant_id)).width).toBeLessThanOrEqual(320);
+    expect((await receivedVideo(bob, a.participant_id)).width).toBeLessThanOrEqual(320);
     await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
 
     // Large again: back on the full layer, still one decoding stream.
@@ -243,7 +227,7 @@ test('a subscriber on a weak downlink gets a small layer, or audio alone, and th
     console.log(`before 300 kbit/s: ${JSON.stringify((await camera())?.layers)}`);
     shapeDownlink(300);
     await expect.poll(async () => (await to(b))?.layer, { timeout: 30_000 }).toBe(0);
-    await expect.poll(async () => (await received(bob, a.participant_id)).width, { timeout: 15_000 }).toBeLessThanOrEqual(320);
+    await expect.poll(async () => (await receivedVideo(bob, a.participant_id)).width, { timeout: 15_000 }).toBeLessThanOrEqual(320);
     // Settled on it (the moment the link narrowed lost what was in flight,
     // and the picture came back with a keyframe), the video does not
     // freeze: over 6 s, long enough to hold one of the server's probes of
@@ -265,7 +249,7 @@ test('a subscriber on a weak downlink gets a small layer, or audio alone, and th
     }[] = [];
     const begin = Date.now();
     for (let i = 0; i <= 24; i++) {
-      const [got, f, t] = await Promise.all([received(bob, a.participant_id), to(b), camera()]);
+      const [got, f, t] = await Promise.all([receivedVideo(bob, a.participant_id), to(b), camera()]);
       const sent = t?.layers.map((l) => (l.active ? Math.round(l.bitrate / 1000) : 'off')).join('/');
       samples.push({ ms: Date.now() - begin, ...got, layer: f?.layer, target: f?.target, estimate: f?.estimate_bps, padding: f?.padding_packets, sent });
       await new Promise((r) => setTimeout(r, 250));

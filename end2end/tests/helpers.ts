@@ -177,3 +177,23 @@ export async function mediaFlowing(page: Page, participantId: string): Promise<{
     return { frames: video.getVideoPlaybackQuality().totalVideoFrames > before, audio };
   }, participantId);
 }
+
+/**
+ * What the page receives of a participant's camera, from its connection's
+ * `inbound-rtp` stats: frames decoded, freezes (Chromium's own count) and
+ * the frame width now (all 0 before the video is there).
+ */
+export async function receivedVideo(page: Page, participantId: string) {
+  return page.evaluate(async (id) => {
+    const video = document.querySelector<HTMLVideoElement>(
+      `[data-testid="participant-tile"][data-participant-id="${id}"] video`,
+    );
+    const track = (video?.srcObject as MediaStream | null)?.getVideoTracks()[0];
+    const pcs = (window as unknown as { __media: { pcs: RTCPeerConnection[] } }).__media.pcs;
+    const pc = pcs[pcs.length - 1];
+    if (!track || !pc) return { frames: 0, freezes: 0, width: 0 };
+    const stats = [...(await pc.getStats()).values()] as Record<string, unknown>[];
+    const s = stats.find((x) => x.type === 'inbound-rtp' && x.trackIdentifier === track.id);
+    return { frames: Number(s?.framesDecoded ?? 0), freezes: Number(s?.freezeCount ?? 0), width: Number(s?.frameWidth ?? 0) };
+  }, participantId);
+}
