@@ -172,7 +172,7 @@ test('the camera is sent in three layers and each subscriber gets the one its ti
 test('a subscriber on a weak downlink gets a small layer, or audio alone, and the others keep the full one', async ({
   browser,
 }) => {
-  test.setTimeout(180_000);
+  test.setTimeout(300_000);
   requireNetns();
   server = await startCleanroom({
     CLEANROOM_ICE_ADDRS: `127.0.0.1,${NETNS_HOST_IP}`,
@@ -263,15 +263,16 @@ test('a subscriber on a weak downlink gets a small layer, or audio alone, and th
     expect(await audioReceived(bob)).toBeGreaterThan(audio + 150);
     await expect.poll(() => onTop(c), { timeout: 15_000 }).toBe(true);
 
-    // The limit lifted: back on the largest layer.
+    // The limit lifted: back on the largest layer (how soon is a benchmark
+    // figure, BENCHMARKS.md "Bandwidth"; here only that it gets there).
     shapeDownlink(null);
-    await expect.poll(() => onTop(b), { timeout: 30_000 }).toBe(true);
+    await expect.poll(() => onTop(b), { timeout: 60_000 }).toBe(true);
     await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
 
     // 60 kbit/s: no layer fits, Bob's video from Ada pauses (and his tile
     // says so); his audio continues.
     shapeDownlink(60);
-    await expect.poll(async () => (await to(b))?.target, { timeout: 30_000 }).toBe(null);
+    await expect.poll(async () => (await to(b))?.target, { timeout: 60_000 }).toBe(null);
     // (Told over the same narrow link, on a socket that loses packets
     // while the link fills: allow for TCP's retransmission.)
     await expect(tile(bob, a.participant_id)).toHaveAttribute('data-video', 'paused', { timeout: 20_000 });
@@ -282,7 +283,7 @@ test('a subscriber on a weak downlink gets a small layer, or audio alone, and th
 
     // Lifted again: the video resumes and the tile says so.
     shapeDownlink(null);
-    await expect(tile(bob, a.participant_id)).toHaveAttribute('data-video', 'playing', { timeout: 30_000 });
+    await expect(tile(bob, a.participant_id)).toHaveAttribute('data-video', 'playing', { timeout: 60_000 });
     await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
   } finally {
     shapeDownlink(null);
