@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 
 use crate::model::{
-    ChatMessage, JoinOutcome, LeaveReason, ParticipantId, ParticipantState, ParticipantView, Role, SessionId,
+    ChatMessage, JoinOutcome, LeaveReason, MediaKind, ParticipantId, ParticipantState, ParticipantView, Role, SessionId,
 };
 use crate::signal::ServerMsg;
 
@@ -119,6 +119,11 @@ pub struct CallStore {
     pub audio_muted: RwSignal<bool>,
     /// Our own camera is off.
     pub video_muted: RwSignal<bool>,
+    /// Those two flags on their way to the server.
+    pub mutes: StoredValue<MuteSync>,
+    /// How many host mutes of ours the roster last told (see
+    /// [`ParticipantView::host_mutes`]).
+    pub host_mutes: StoredValue<u32>,
     /// Short notices (joins, leaves, a new host), oldest first.
     pub toasts: RwSignal<Vec<Toast>>,
     /// The room's chat as this page heard it, oldest first, each once.
@@ -143,6 +148,71 @@ pub struct CallStore {
     pub screen: RwSignal<Option<web_sys::MediaStream>, LocalStorage>,
 }
 
+/// Our own mute flags on their way to the server: one request per kind at
+/// a time, each carrying the newest state when it leaves, so that quick
+/// presses never land out of order and the server ends where the buttons do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MuteSync {
+    audio: Sending,
+    video: Sending,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sending {
+    /// What the server holds, as far as we know (`None`: not known).
+    told: Option<bool>,
+    /// A request is on its way (its sender sends again if the flag moved).
+    busy: bool,
+}
+
+impl Default for Sending {
+    /// A new session starts unmuted on the server.
+    fn default() -> Self {
+        Self { told: Some(false), busy: false }
+    }
+}
+
+impl MuteSync {
+    fn slot(&mut self, kind: MediaKind) -> &mut Sending {
+        match kind {
+            MediaKind::Audio => &mut self.audio,
+            MediaKind::Video => &mut self.video,
+        }
+    }
+
+    /// Makes the caller the sender for `kind`; `false` when one runs
+    /// already (it picks up the newest state when its request returns).
+    pub fn claim(&mut self, kind: MediaKind) -> bool {
+        !std::mem::replace(&mut self.slot(kind).busy, true)
+    }
+
+    /// The state the sender sends next, given the one wanted now; `None`
+    /// when the server holds it already, and the sender stops.
+    pub fn next(&mut self, kind: MediaKind, wanted: bool) -> Option<bool> {
+        let slot = self.slot(kind);
+        if slot.told == Some(wanted) {
+            slot.busy = false;
+            return None;
+        }
+        Some(wanted)
+    }
+
+    /// The server took `muted`.
+    pub fn told(&mut self, kind: MediaKind, muted: bool) {
+        self.slot(kind).told = Some(muted);
+    }
+
+    /// What the server holds is no longer known (someone else changed it).
+    pub fn forget(&mut self, kind: MediaKind) {
+        self.slot(kind).told = None;
+    }
+
+    /// A request failed: the sender stops, and the next change sends again.
+    pub fn failed(&mut self, kind: MediaKind) {
+        *self.slot(kind) = Sending { told: None, busy: false };
+    }
+}
+
 impl Default for CallStore {
     fn default() -> Self {
         Self::new()
@@ -164,6 +234,8 @@ impl CallStore {
             pending: RwSignal::new(Vec::new()),
             audio_muted: RwSignal::new(false),
             video_muted: RwSignal::new(false),
+            mutes: StoredValue::new(MuteSync::default()),
+            host_mutes: StoredValue::new(0),
             toasts: RwSignal::new(Vec::new()),
             chat: RwSignal::new(Vec::new()),
             chat_open: RwSignal::new(false),
@@ -183,6 +255,9 @@ impl CallStore {
     pub fn enter(&self, outcome: JoinOutcome) {
         self.notice.set(None);
         self.lost.set(false);
+        // A new session: the server holds it unmuted, never muted by a host.
+        self.mutes.set_value(MuteSync::default());
+        self.host_mutes.set_value(0);
         self.participants.set(outcome.roster);
         self.connection.set(ConnectionState::Connecting);
         self.me.set(Some(Me {
@@ -214,7 +289,14 @@ impl CallStore {
             if me.state == ParticipantState::Pending {
                 self.toast("You were let in.");
             }
-            if view.audio_muted && self.audio_muted.try_get_untracked() == Some(false) {
+            // Only a new host mute turns the microphone off: a roster that
+            // says "muted" may be older than our own unmute.
+            let new_mute =
+                self.host_mutes.try_update_value(|n| std::mem::replace(n, view.host_mutes) != view.host_mutes);
+            if new_mute == Some(true) && view.audio_muted && self.audio_muted.try_get_untracked() == Some(false) {
+                // What the server holds now is the host's doing, whatever we
+                // last told it: the next request goes out whatever it says.
+                let _ = self.mutes.try_update_value(|m| m.forget(MediaKind::Audio));
                 let _ = self.audio_muted.try_set(true);
                 self.toast(if view.audio_locked {
                     "The host muted your microphone. Raise your hand to ask to speak."
@@ -326,6 +408,8 @@ impl CallStore {
         let _ = self.pending.try_set(Vec::new());
         let _ = self.audio_muted.try_set(false);
         let _ = self.video_muted.try_set(false);
+        let _ = self.mutes.try_set_value(MuteSync::default());
+        let _ = self.host_mutes.try_set_value(0);
         let _ = self.toasts.try_set(Vec::new());
         let _ = self.chat.try_set(Vec::new());
         let _ = self.chat_open.try_set(false);
@@ -336,6 +420,14 @@ impl CallStore {
             let _ = self.streams.try_set(std::collections::HashMap::new());
             let _ = self.local.try_set(None);
             let _ = self.screen.try_set(None);
+        }
+    }
+
+    /// Our own flag for the microphone or the camera.
+    pub fn muted(&self, kind: MediaKind) -> RwSignal<bool> {
+        match kind {
+            MediaKind::Audio => self.audio_muted,
+            MediaKind::Video => self.video_muted,
         }
     }
 
@@ -372,6 +464,7 @@ mod tests {
             audio_muted: false,
             video_muted: false,
             audio_locked: false,
+            host_mutes: 0,
             screen: false,
         }
     }
@@ -409,7 +502,7 @@ mod tests {
 
         // An admin mute turns our microphone off; joins, leaves and a new host are told.
         let mut muted = person("me", Role::Member);
-        muted.audio_muted = true;
+        (muted.audio_muted, muted.host_mutes) = (true, 1);
         store.apply(roster(vec![person("ada", Role::Admin), muted.clone(), person("bob", Role::Member)]));
         assert!(store.audio_muted.get_untracked());
         assert_eq!(texts(&store), ["You were let in.", "The host muted your microphone.", "BOB joined"]);
@@ -426,7 +519,7 @@ mod tests {
         let store = entered(ParticipantState::Active, vec![person("ada", Role::Admin), person("me", Role::Member)]);
         assert!(!store.audio_locked());
         let mut locked = person("me", Role::Member);
-        (locked.audio_muted, locked.audio_locked) = (true, true);
+        (locked.audio_muted, locked.audio_locked, locked.host_mutes) = (true, true, 1);
         store.apply(roster(vec![person("ada", Role::Admin), locked.clone()]));
         assert!(store.audio_muted.get_untracked() && store.audio_locked());
         assert_eq!(texts(&store), ["The host muted your microphone. Raise your hand to ask to speak."]);
@@ -435,6 +528,62 @@ mod tests {
         store.apply(roster(vec![person("ada", Role::Admin), locked]));
         assert!(store.audio_muted.get_untracked() && !store.audio_locked());
         assert_eq!(texts(&store).last().map(String::as_str), Some("The host lets you unmute again."));
+    }
+
+    #[test]
+    fn only_a_new_host_mute_turns_the_microphone_off() {
+        let owner = Owner::new();
+        owner.set();
+        let store = entered(ParticipantState::Active, vec![person("ada", Role::Admin), person("me", Role::Member)]);
+        // We muted and unmuted quickly: the roster of the mute comes after.
+        let mut echo = person("me", Role::Member);
+        echo.audio_muted = true;
+        store.apply(roster(vec![person("ada", Role::Admin), echo.clone()]));
+        assert!(!store.audio_muted.get_untracked(), "our own mute's echo is not the host's");
+        assert!(texts(&store).is_empty());
+
+        // The host mutes us: off, told, and the server's state is the host's now.
+        store.mutes.update_value(|m| m.told(MediaKind::Audio, false));
+        echo.host_mutes = 1;
+        store.apply(roster(vec![person("ada", Role::Admin), echo.clone()]));
+        assert!(store.audio_muted.get_untracked());
+        assert_eq!(texts(&store), ["The host muted your microphone."]);
+        let mut sync = store.mutes.get_value();
+        assert_eq!(sync.next(MediaKind::Audio, true), Some(true), "the host's mute is sent as ours too");
+
+        // We unmute; a roster from before that (same count) changes nothing.
+        store.audio_muted.set(false);
+        store.apply(roster(vec![person("ada", Role::Admin), echo.clone()]));
+        assert!(!store.audio_muted.get_untracked());
+        // A host mute overtaken by our own unmute: counted, not applied.
+        (echo.audio_muted, echo.host_mutes) = (false, 2);
+        store.apply(roster(vec![person("ada", Role::Admin), echo]));
+        assert!(!store.audio_muted.get_untracked());
+        assert_eq!(texts(&store).len(), 1);
+    }
+
+    #[test]
+    fn mute_requests_go_one_at_a_time_with_the_newest_state() {
+        use MediaKind::{Audio, Video};
+        let mut sync = MuteSync::default();
+        // Nothing to send while the server has what the button shows.
+        assert!(sync.claim(Audio));
+        assert_eq!(sync.next(Audio, false), None);
+        // Mute: one sender; a second press meanwhile does not start another.
+        assert!(sync.claim(Audio));
+        assert_eq!(sync.next(Audio, true), Some(true));
+        assert!(!sync.claim(Audio), "one request at a time");
+        assert!(sync.claim(Video), "each kind has its own sender");
+        // Back on before the mute returned: the sender sends that next, then stops.
+        sync.told(Audio, true);
+        assert_eq!(sync.next(Audio, false), Some(false));
+        sync.told(Audio, false);
+        assert_eq!(sync.next(Audio, false), None);
+        assert!(sync.claim(Audio), "stopped: the next change starts a sender");
+        // A failed request leaves the server's state unknown: sent again.
+        sync.failed(Audio);
+        assert!(sync.claim(Audio));
+        assert_eq!(sync.next(Audio, false), Some(false));
     }
 
     fn said(id: &str, from: &str, at: i64) -> ChatMessage {

@@ -448,6 +448,12 @@ pub struct ParticipantView {
     /// Muted by the host in a room where only the host lets them unmute.
     #[serde(default)]
     pub audio_locked: bool,
+    /// How many times a host has muted them. A page tells a host's mute of
+    /// its own microphone by this count going up, not by `audio_muted`
+    /// alone: a roster sent before the person's own unmute landed says
+    /// "muted" too.
+    #[serde(default)]
+    pub host_mutes: u32,
     /// Sharing their screen now (its stream is `{id}.screen`).
     #[serde(default)]
     pub screen: bool,

@@ -52,6 +52,7 @@ async fn plant(server: &TestServer, room: &RoomCode, node: &str, store: bool, ro
         audio_muted: false,
         video_muted: false,
         audio_locked: false,
+        host_mutes: 0,
         screen: false,
     };
     let rooms = &server.state.rooms;

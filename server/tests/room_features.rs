@@ -239,11 +239,26 @@ async fn admin_controls_are_the_admins_alone() {
     let bob_form = [("participant_id", bob.id.as_str())];
     ada.guest.act("mute-participant", &ada.session, &bob_form).await.unwrap();
     roster_until(&mut bob.socket, "Bob muted, free to unmute", |p, _, _| {
-        p.iter().any(|v| v.id == bob.id && v.audio_muted && !v.audio_locked)
+        p.iter().any(|v| v.id == bob.id && v.audio_muted && !v.audio_locked && v.host_mutes == 1)
     })
     .await;
     bob.guest.act("mute", &bob.session, &[("kind", "audio"), ("muted", "false")]).await.unwrap();
     roster_until(&mut ada.socket, "Bob unmuted", |p, _, _| p.iter().any(|v| v.id == bob.id && !v.audio_muted)).await;
+    // Bob's own mute is not counted as the host's (his page tells the two
+    // apart by the count); a host's mute of someone already muted is.
+    bob.guest.act("mute", &bob.session, &[("kind", "audio"), ("muted", "true")]).await.unwrap();
+    roster_until(&mut ada.socket, "Bob muted himself", |p, _, _| {
+        p.iter().any(|v| v.id == bob.id && v.audio_muted && v.host_mutes == 1)
+    })
+    .await;
+    ada.guest.act("mute-participant", &ada.session, &bob_form).await.unwrap();
+    roster_until(&mut bob.socket, "Bob muted by the host again", |p, _, _| {
+        p.iter().any(|v| v.id == bob.id && v.audio_muted && v.host_mutes == 2)
+    })
+    .await;
+    bob.guest.act("mute", &bob.session, &[("kind", "audio"), ("muted", "false")]).await.unwrap();
+    roster_until(&mut ada.socket, "Bob unmuted again", |p, _, _| p.iter().any(|v| v.id == bob.id && !v.audio_muted))
+        .await;
     // Own camera off and on: peers see it.
     bob.guest.act("mute", &bob.session, &[("kind", "video"), ("muted", "true")]).await.unwrap();
     roster_until(&mut cy.socket, "Bob's camera off", |p, _, _| p.iter().any(|v| v.id == bob.id && v.video_muted)).await;

@@ -51,6 +51,7 @@ fn member(session: &str, user: &str, joined_at_ms: i64) -> MemberEntry {
         audio_muted: false,
         video_muted: false,
         audio_locked: false,
+        host_mutes: 0,
         screen: false,
     }
 }

@@ -108,10 +108,12 @@ impl Rooms {
             RoomAction::MuteParticipant { participant } => {
                 let target = self.find(&room, &participant, false).await?;
                 let lock = self.db.room(room.as_str()).await?.is_some_and(|r| r.host_unmutes);
+                // Counted even when already muted: the page learns of a
+                // host's mute by the count, whatever else it last heard.
                 self.set_flag(&room, &target.session, &|e| {
-                    let changed = !e.audio_muted || e.audio_locked != lock;
                     (e.audio_muted, e.audio_locked) = (true, lock);
-                    changed
+                    e.host_mutes = e.host_mutes.wrapping_add(1);
+                    true
                 })
                 .await?;
                 self.set_forwarding(&room, &target.session, MediaKind::Audio, false);

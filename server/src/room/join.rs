@@ -121,6 +121,7 @@ impl Rooms {
             audio_muted: false,
             video_muted: false,
             audio_locked: false,
+            host_mutes: 0,
             screen: false,
         };
 

@@ -112,6 +112,9 @@ pub struct MemberEntry {
     /// Muted by the admin in a room where only the admin lets them unmute.
     #[serde(default)]
     pub audio_locked: bool,
+    /// How many times an admin has muted them (see [`ParticipantView::host_mutes`]).
+    #[serde(default)]
+    pub host_mutes: u32,
     /// Sharing their screen now.
     #[serde(default)]
     pub screen: bool,
@@ -130,6 +133,7 @@ impl MemberEntry {
             audio_muted: self.audio_muted,
             video_muted: self.video_muted,
             audio_locked: self.audio_locked,
+            host_mutes: self.host_mutes,
             screen: self.screen,
         }
     }

@@ -163,25 +163,10 @@ fn InCall(
             store.toast("The host muted you. Raise your hand to ask to speak.");
             return;
         }
+        // The server follows (`follow_mutes`).
         store.audio_muted.set(muted);
-        if let Some(session) = my_session(store) {
-            run_action(store, async move {
-                let result = set_muted(session, "audio".into(), muted).await;
-                if result == Err(AppError::MutedByHost) {
-                    // The host's mute came first: the microphone stays off.
-                    let _ = store.audio_muted.try_set(true);
-                }
-                result
-            });
-        }
     };
-    let toggle_video = move || {
-        let muted = !store.video_muted.get_untracked();
-        store.video_muted.set(muted);
-        if let Some(session) = my_session(store) {
-            run_action(store, set_muted(session, "video".into(), muted));
-        }
-    };
+    let toggle_video = move || store.video_muted.update(|muted| *muted = !*muted);
     let toggle_hand = move |_| {
         let up = !hand_up();
         if let Some(session) = my_session(store) {

@@ -24,7 +24,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 
 use crate::api::{
     admit, allow_unmute, end_meeting, get_room_page, join_room, kick, leave_room, make_admin, mute_participant,
-    set_hand, set_muted, stop_screen,
+    set_hand, stop_screen,
 };
 use crate::call::CallStore;
 use crate::error::AppError;
@@ -134,6 +134,8 @@ fn Room(data: RoomPageData) -> impl IntoView {
         }
     });
 
+    #[cfg(feature = "hydrate")]
+    follow_mutes(store);
     // Our microphone and camera follow the mute buttons (and an admin's mute).
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
@@ -301,14 +303,11 @@ fn Room(data: RoomPageData) -> impl IntoView {
                                 store.toast(problem.message());
                             }
                             // A missing device is shown to everyone as turned off.
-                            let session_id = session.to_string();
                             if !has_audio {
                                 store.audio_muted.set(true);
-                                run_action(store, set_muted(session_id.clone(), "audio".into(), true));
                             }
                             if !has_video {
                                 store.video_muted.set(true);
-                                run_action(store, set_muted(session_id, "video".into(), true));
                             }
                         } else if let Some(stream) = local {
                             // Left while the browser was asking for the camera.
@@ -521,9 +520,6 @@ fn recover_lost_devices(store: CallStore, call: StoredValue<Option<crate::browse
                 Err(_) => {
                     store.toast("Your microphone was disconnected and no other is available; it is off.");
                     let _ = store.audio_muted.try_set(true);
-                    if let Some(session) = my_session(store) {
-                        run_action(store, set_muted(session, "audio".into(), true));
-                    }
                 }
             }
         });
@@ -544,13 +540,61 @@ fn recover_lost_devices(store: CallStore, call: StoredValue<Option<crate::browse
                 Err(_) => {
                     store.toast("Your camera was disconnected and no other is available; it is off.");
                     let _ = store.video_muted.try_set(true);
-                    if let Some(session) = my_session(store) {
-                        run_action(store, set_muted(session, "video".into(), true));
-                    }
                 }
             }
         });
     }
+}
+
+/// The server's mute flags follow ours (through [`crate::call::MuteSync`]):
+/// whoever changes a flag (a button, a shortcut, a lost device, a host's
+/// mute) only sets it.
+#[cfg(feature = "hydrate")]
+fn follow_mutes(store: CallStore) {
+    use crate::model::MediaKind;
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        Effect::new(move |_| {
+            store.muted(kind).track();
+            store.me.track();
+            send_mutes(store, kind);
+        });
+    }
+}
+
+/// Sends the flag of `kind` until the server holds what it says now, one
+/// request at a time; a no-op while a request is on its way (that sender
+/// sends the newest state next).
+#[cfg(feature = "hydrate")]
+fn send_mutes(store: CallStore, kind: crate::model::MediaKind) {
+    let Some(session) = my_session(store) else { return };
+    if store.mutes.try_update_value(|m| m.claim(kind)) != Some(true) {
+        return;
+    }
+    let flag = store.muted(kind);
+    store.tasks.spawn(async move {
+        loop {
+            let Some(wanted) = flag.try_get_untracked() else { return };
+            let Some(Some(muted)) = store.mutes.try_update_value(|m| m.next(kind, wanted)) else { return };
+            let result = crate::api::set_muted(session.clone(), kind.as_str().to_owned(), muted).await;
+            if my_session(store).as_deref() != Some(session.as_str()) {
+                return; // that session ended meanwhile; the store is a new one's
+            }
+            match result {
+                Ok(()) => store.mutes.update_value(|m| m.told(kind, muted)),
+                Err(AppError::MutedByHost) => {
+                    // The host's mute came first: the microphone stays off.
+                    store.mutes.update_value(|m| m.told(kind, true));
+                    let _ = flag.try_set(true);
+                    store.toast(AppError::MutedByHost.to_string());
+                }
+                Err(e) => {
+                    store.mutes.update_value(|m| m.failed(kind));
+                    store.toast(e.to_string());
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Runs a room action for our session; a refusal becomes a notice.
