@@ -5,6 +5,8 @@
 # and to playing video once the limit is lifted; and the server's CPU with
 # simulcast against one layer. Medians over BENCH_RUNS (3) runs, written to
 # the "## Bandwidth" section of BENCHMARKS.md (--no-write: print only).
+# BENCH_CPU=0 skips the CPU part; BENCH_LOG=<RUST_LOG filter> keeps each
+# weak-link run's server log in end2end/test-results/bandwidth-run-<n>.log.
 # Needs root (the test namespace, tc) and a built server and site
 # (`cargo leptos build`; CLEANROOM_BIN defaults to its debug binary).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

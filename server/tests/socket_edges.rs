@@ -166,3 +166,31 @@ async fn a_connection_uses_only_so_many_of_the_candidates_a_page_names() {
     guest.vanish().await;
     server.stop().await;
 }
+
+/// Waits for the next `video-paused` message on `socket`; other messages pass.
+async fn paused_told(socket: &mut common::Socket) -> Vec<String> {
+    loop {
+        match socket.next(WAIT).await {
+            Seen::Msg(app::signal::ServerMsg::VideoPaused { streams }) => return streams,
+            Seen::Msg(_) => {}
+            Seen::Closed(code) => panic!("the socket closed before it was told which videos are paused: {code:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reconnected_socket_is_told_which_videos_are_paused() {
+    // A page that gave up on a socket loses what was sent to it last; the
+    // next socket of the session is told the state again, even when nothing is paused
+    // (the last change may have been the video resuming).
+    let server = TestServer::sqlite_with(&[]).await;
+    let ada = server.guest();
+    let room = ada.create_room("Ada", false).await.unwrap();
+    let a = ada.join(&room, "Ada").await.unwrap();
+    let mut first = ada.socket(&room, &a.session_id).await;
+    first.roster_of(1, WAIT).await;
+    let mut second = ada.socket(&room, &a.session_id).await;
+    assert_eq!(paused_told(&mut second).await, Vec::<String>::new());
+    assert_eq!(close_code_of(&mut first).await, Some(close_code::REPLACED));
+    server.stop().await;
+}

@@ -184,6 +184,9 @@ impl BandwidthEstimator for Estimator {
             }
         }
         let received = self.received.rate_bits_per_second(now);
+        if let Some(r) = received {
+            self.out.set_received(r);
+        }
         let lost = reports.iter().filter(|r| !r.arrived).count();
         self.loss.update(now, lost, reports.len());
         let average_loss = self.loss.average_loss().unwrap_or(0.0);
@@ -236,6 +239,10 @@ const PROBE_FIRST: Duration = Duration::from_secs(2);
 const PROBE_AFTER_GAIN: Duration = Duration::from_secs(1);
 const PROBE_EVERY_MAX: Duration = Duration::from_secs(5);
 const PROBE_GAIN: f64 = 1.2;
+/// A call this much before a probe is due counts as on time (the session
+/// asks every half second, and one a moment early would otherwise wait
+/// for the next).
+const PROBE_SLACK: Duration = Duration::from_millis(50);
 
 impl Default for ProbeSchedule {
     fn default() -> Self {
@@ -257,7 +264,7 @@ impl ProbeSchedule {
             self.probed_at = None;
         }
         let next = *self.next.get_or_insert(now + self.interval);
-        if now < next {
+        if now + PROBE_SLACK < next {
             return false;
         }
         self.interval = (self.interval * 2).min(PROBE_EVERY_MAX);
@@ -267,19 +274,36 @@ impl ProbeSchedule {
     }
 }
 
-/// The latest downlink estimate of one connection, shared between its
-/// interceptor (writer) and its session (reader).
+/// The latest downlink estimate of one connection, and what its feedback
+/// says arrives, shared between its interceptor (writer) and its session
+/// (reader).
 #[derive(Debug, Clone, Default)]
-pub struct Downlink(Arc<AtomicU64>);
+pub struct Downlink(Arc<DownlinkState>);
+
+#[derive(Debug, Default)]
+struct DownlinkState {
+    estimate: AtomicU64,
+    received: AtomicU64,
+}
 
 impl Downlink {
     fn set(&self, bps: f64) {
-        self.0.store(bps.max(0.0) as u64, Ordering::Relaxed);
+        self.0.estimate.store(bps.max(0.0) as u64, Ordering::Relaxed);
+    }
+
+    fn set_received(&self, bps: f64) {
+        self.0.received.store(bps.max(0.0) as u64, Ordering::Relaxed);
     }
 
     /// Bits per second; 0 before any estimate.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.estimate.load(Ordering::Relaxed)
+    }
+
+    /// Bits per second the far end received lately, everything sent on
+    /// the connection counted (what a probe adds to); 0 before it is known.
+    pub fn received(&self) -> u64 {
+        self.0.received.load(Ordering::Relaxed)
     }
 }
 
@@ -348,6 +372,12 @@ mod tests {
         assert_eq!(probes(&mut schedule, 31_000, 36_000, true, 300_000), [33_000]);
         // A probe that raised the estimate: the next one follows a second later.
         assert_eq!(probes(&mut schedule, 36_000, 40_000, true, 500_000), [37_000, 39_000]);
+        // Asked a moment before it is due (the session's ticks drift), a
+        // probe goes then, not a tick later.
+        let mut schedule = ProbeSchedule::default();
+        assert!(!schedule.due(start, true, 300_000));
+        assert!(!schedule.due(start + Duration::from_millis(1_900), true, 300_000));
+        assert!(schedule.due(start + Duration::from_millis(1_999), true, 300_000));
     }
 
     #[test]

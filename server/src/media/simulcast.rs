@@ -439,6 +439,29 @@ pub struct LayerState {
 /// to it (down moves happen as soon as it no longer fits).
 pub const UP_MARGIN: f64 = 1.25;
 
+/// A layer is counted as taking at least this much more than the active
+/// layer below it: one that has just started (or restarted) is still
+/// ramping up, and for a moment its measured bitrate says it fits where
+/// it will not.
+pub const ABOVE_BELOW: f64 = 1.5;
+
+/// What each layer is counted as taking: its bitrate, and never less than
+/// [`ABOVE_BELOW`] times what the active layer below it is counted as.
+pub fn costs(layers: &[LayerState]) -> Vec<u64> {
+    let mut below = 0u64;
+    layers
+        .iter()
+        .map(|l| {
+            if !l.active {
+                return l.bitrate;
+            }
+            let cost = l.bitrate.max((below as f64 * ABOVE_BELOW) as u64);
+            below = cost;
+            cost
+        })
+        .collect()
+}
+
 /// The layer one subscriber should get of one publisher's video, or `None`
 /// (paused).
 /// - `view_width`: the width in device pixels the page shows the tile at
@@ -466,11 +489,13 @@ pub fn choose(layers: &[LayerState], view_width: Option<u32>, budget: Option<u64
         None => active.last().map(|(i, _)| *i).unwrap_or(lowest),
     };
     let Some(budget) = budget else { return Some(cap) };
-    let fits = |i: u8, l: &LayerState| {
-        let needed = if current.is_some_and(|c| i > c) { l.bitrate as f64 * UP_MARGIN } else { l.bitrate as f64 };
+    let costs = costs(layers);
+    let fits = |i: u8| {
+        let cost = costs[usize::from(i)] as f64;
+        let needed = if current.is_some_and(|c| i > c) { cost * UP_MARGIN } else { cost };
         needed <= budget as f64
     };
-    active.iter().rev().filter(|(i, _)| *i <= cap).find(|(i, l)| fits(*i, l)).map(|(i, _)| *i)
+    active.iter().rev().filter(|(i, _)| *i <= cap).find(|(i, _)| fits(*i)).map(|(i, _)| *i)
 }
 
 #[cfg(test)]
@@ -779,6 +804,16 @@ mod tests {
         assert_eq!(choose(&no_top, None, None, Some(2)), Some(1));
         assert_eq!(choose(&no_top, Some(1000), None, None), Some(1));
         // One layer only (no simulcast): that one, whatever the tile.
+        // A layer that has just started counts as more than the one below
+        // it, whatever its first figures say (here 161 kbit/s measured,
+        // counted as 1.5 × 278).
+        let ramping = layers([72_000, 278_000, 161_000], [240, 480, 960], [true; 3]);
+        assert_eq!(costs(&ramping), vec![72_000, 278_000, 417_000]);
+        assert_eq!(choose(&ramping, None, Some(349_000), Some(0)), Some(1));
+        assert_eq!(choose(&ramping, None, Some(560_000), Some(1)), Some(2));
+        // The floor is taken from the active layer below, not an idle one.
+        let gap = layers([150_000, 500_000, 200_000], [320, 640, 1280], [true, false, true]);
+        assert_eq!(costs(&gap), vec![150_000, 500_000, 225_000]);
         let single = vec![LayerState { active: true, bitrate: 0, width: None }];
         assert_eq!(choose(&single, Some(100), Some(50_000), None), Some(0));
         assert_eq!(choose(&[], Some(100), None, Some(1)), Some(1));

@@ -289,9 +289,10 @@ impl Actor {
                 if let Some(sdp) = self.offer.as_ref().map(|o| o.sdp.clone()) {
                     self.send_browser(ServerMsg::Offer { sdp });
                 }
-                if !self.paused.is_empty() {
-                    self.send_browser(ServerMsg::VideoPaused { streams: self.paused.clone() });
-                }
+                // Always, even when nothing is paused: a change sent just
+                // before the page gave up on its last socket was lost with
+                // it, and the page still shows what that socket told it.
+                self.send_browser(ServerMsg::VideoPaused { streams: self.paused.clone() });
             }
             Command::Answer(sdp) => self.on_answer(sdp).await,
             Command::RestartIce => self.on_restart_request(),
@@ -363,6 +364,7 @@ impl Actor {
         let mut sending_video = 0u64;
         for (forwarder, view) in video {
             let layers = forwarder.layers.states(now);
+            let costs = simulcast::costs(&layers);
             let layered = forwarder.layers.seen() > 1;
             let target = simulcast::choose(&layers, view, budget.filter(|_| layered), forwarder.target());
             if layered && budget.is_some() && held_back.is_none() {
@@ -372,16 +374,16 @@ impl Actor {
                     .enumerate()
                     .filter(|(i, l)| l.active && target.is_none_or(|t| *i > usize::from(t)))
                     .find(|(i, _)| wanted.is_some_and(|w| *i <= usize::from(w)));
-                if let Some((_, next)) = next {
+                if let Some((next, _)) = next {
                     let sent = target.map_or(0, |t| layers[usize::from(t)].bitrate);
                     // What the next layer needs to be chosen, and a tenth
                     // more (the estimate is what arrives, all of it)...
-                    let more = (next.bitrate as f64 * simulcast::UP_MARGIN * 1.1) as u64;
+                    let more = (costs[next] as f64 * simulcast::UP_MARGIN * 1.1) as u64;
                     held_back = Some((forwarder, more.saturating_sub(sent)));
                 }
             }
             if let (Some(left), Some(layer)) = (budget.as_mut(), target) {
-                *left = left.saturating_sub(layers[usize::from(layer)].bitrate);
+                *left = left.saturating_sub(costs[usize::from(layer)]);
             }
             if let Some(layer) = target {
                 sending_video += layers[usize::from(layer)].bitrate;
@@ -400,14 +402,23 @@ impl Actor {
             if let Some((forwarder, more)) = held_back {
                 // ...and at least enough that all that arrives is well over
                 // the estimate (what raises its ceiling).
-                let sending = audio * AUDIO_RESERVE_BPS + sending_video;
+                // What is sent now: the layers' bitrates and the audio
+                // reserve, or what the feedback says arrives when that is
+                // less (the reserve is a bound, and a probe that falls
+                // short of the bar shows no room where there is some).
+                let assumed = audio * AUDIO_RESERVE_BPS + sending_video;
+                let received = self.downlink.received();
+                let sending = if received > 0 { assumed.min(received) } else { assumed };
                 let over = (estimate as f64 * PROBE_OVER) as u64;
                 // No more than doubles what the estimate says (on a link
                 // that is as narrow as it says, a probe only queues for a
                 // moment, and loses nothing), so from far down it climbs
                 // in steps, a second apart while each finds room.
                 let bps = more.max(over.saturating_sub(sending)).min(estimate.max(PROBE_MIN_BPS));
-                tracing::debug!(room = %self.code, session = %self.id, forwarder = %forwarder.id, bps, estimate, "probing");
+                tracing::debug!(
+                    room = %self.code, session = %self.id, forwarder = %forwarder.id, bps, estimate, assumed, received,
+                    "probing"
+                );
                 metrics::counter!(crate::metrics::PROBES).increment(1);
                 forwarder.probe(bps, PROBE_FOR);
             }
