@@ -181,8 +181,8 @@ async fn paused_told(socket: &mut common::Socket) -> Vec<String> {
 #[tokio::test]
 async fn a_reconnected_socket_is_told_which_videos_are_paused() {
     // A page that gave up on a socket loses what was sent to it last; the
-    // next socket of the session is told the state again, even when nothing is paused
-    // (the last change may have been the video resuming).
+    // session's next socket is told the state again, even when nothing is
+    // paused (the last change may have been the video resuming).
     let server = TestServer::sqlite_with(&[]).await;
     let ada = server.guest();
     let room = ada.create_room("Ada", false).await.unwrap();

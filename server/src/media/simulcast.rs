@@ -803,7 +803,6 @@ mod tests {
         let no_top = layers([150_000, 500_000, 1_500_000], [320, 640, 1280], [true, true, false]);
         assert_eq!(choose(&no_top, None, None, Some(2)), Some(1));
         assert_eq!(choose(&no_top, Some(1000), None, None), Some(1));
-        // One layer only (no simulcast): that one, whatever the tile.
         // A layer that has just started counts as more than the one below
         // it, whatever its first figures say (here 161 kbit/s measured,
         // counted as 1.5 × 278).
@@ -814,6 +813,7 @@ mod tests {
         // The floor is taken from the active layer below, not an idle one.
         let gap = layers([150_000, 500_000, 200_000], [320, 640, 1280], [true, false, true]);
         assert_eq!(costs(&gap), vec![150_000, 500_000, 225_000]);
+        // One layer only (no simulcast): that one, whatever the tile.
         let single = vec![LayerState { active: true, bitrate: 0, width: None }];
         assert_eq!(choose(&single, Some(100), Some(50_000), None), Some(0));
         assert_eq!(choose(&[], Some(100), None, Some(1)), Some(1));
