@@ -83,6 +83,26 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// How often the browser pings; the server answers each ping with a pong.
 pub const HEARTBEAT_INTERVAL_MS: u32 = 1_000;
 
+/// Silence after which the page treats its socket as dead (the server's
+/// default suspect time)...
+pub const DEAD_AFTER_MS: f64 = 3_000.0;
+/// ...unless the media transport still receives (within
+/// [`TRANSPORT_FRESH_MS`]): the server is alive and the link is only slow
+/// (a weak downlink full of audio queues the socket's bytes), and a new
+/// socket would cross the same link, later. Such a socket is kept up to
+/// this long.
+pub const SLOW_SOCKET_MS: f64 = 30_000.0;
+/// How recently the transport must have received for a quiet socket to be
+/// kept.
+pub const TRANSPORT_FRESH_MS: f64 = 1_500.0;
+
+/// Whether the page gives up a socket that has been quiet for `quiet_ms`,
+/// when the media transport last received `transport_quiet_ms` ago.
+pub fn socket_lost(quiet_ms: f64, transport_quiet_ms: f64) -> bool {
+    let carried = transport_quiet_ms < TRANSPORT_FRESH_MS;
+    quiet_ms > DEAD_AFTER_MS && !(carried && quiet_ms < SLOW_SOCKET_MS)
+}
+
 /// Server → browser.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -236,6 +256,19 @@ mod tests {
 
     fn candidate(line: &str) -> IceCandidate {
         IceCandidate { candidate: line.into(), sdp_mid: None, sdp_m_line_index: None, username_fragment: None }
+    }
+
+    #[test]
+    fn a_quiet_socket_is_kept_only_while_media_arrives() {
+        // Heard recently: kept.
+        assert!(!socket_lost(DEAD_AFTER_MS, f64::INFINITY));
+        // Quiet, nothing on the transport either: lost.
+        assert!(socket_lost(DEAD_AFTER_MS + 1.0, f64::INFINITY));
+        assert!(socket_lost(DEAD_AFTER_MS + 1.0, TRANSPORT_FRESH_MS));
+        // Quiet while media arrives: kept, up to the slow-socket limit.
+        assert!(!socket_lost(DEAD_AFTER_MS + 1.0, 0.0));
+        assert!(!socket_lost(SLOW_SOCKET_MS - 1.0, TRANSPORT_FRESH_MS - 1.0));
+        assert!(socket_lost(SLOW_SOCKET_MS, 0.0));
     }
 
     #[test]

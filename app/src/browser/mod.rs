@@ -23,17 +23,16 @@ use leptos::prelude::{Set, WithUntracked};
 
 use crate::call::{CallStore, ConnectionState};
 use crate::model::{LeaveReason, RoomCode, SessionId};
-use crate::signal::{close_code, ClientMsg, ServerMsg, HEARTBEAT_INTERVAL_MS};
+use crate::signal::{close_code, socket_lost, ClientMsg, ServerMsg, DEAD_AFTER_MS, HEARTBEAT_INTERVAL_MS};
 
 fn window() -> Result<web_sys::Window, JsValue> {
     web_sys::window().ok_or_else(|| JsValue::from_str("no window"))
 }
 
-/// Silence after which the page treats its socket as dead (the server's
-/// default suspect time), and how long it keeps trying to resume the same
-/// session before it joins again instead (the server's default removal
-/// time; the room page's rejoin gives up after its own tries).
-const DEAD_AFTER_MS: f64 = 3_000.0;
+/// How long the page keeps trying to resume the same session before it
+/// joins again instead (the server's default removal time; the room page's
+/// rejoin gives up after its own tries). When a quiet socket counts as
+/// dead: [`crate::signal::socket_lost`].
 const GIVE_UP_AFTER_MS: f64 = 10_000.0;
 /// The watchdog's period.
 const TICK_MS: i32 = 250;
@@ -210,7 +209,16 @@ impl Link {
                         let _ = ws.send_with_str(&ping);
                     }
                 }
-                if now - self.last_heard.get() > DEAD_AFTER_MS {
+                // Past half the dead time, every tick reads whether the media
+                // transport still receives (two close readings tell).
+                let quiet = now - self.last_heard.get();
+                if quiet > DEAD_AFTER_MS / 2.0 {
+                    if let Some(peer) = &self.peer {
+                        peer.read_transport();
+                    }
+                }
+                let transport_quiet = self.peer.as_ref().map_or(f64::INFINITY, |peer| now - peer.transport_heard());
+                if socket_lost(quiet, transport_quiet) {
                     self.lose();
                 } else if let Some(peer) = &self.peer {
                     peer.restart_if_down();

@@ -90,6 +90,27 @@ fn configuration(servers: &[crate::model::IceServer]) -> Result<RtcConfiguration
 /// restart (an offer and its answer take well under this).
 const RESTART_EVERY_MS: f64 = 3_000.0;
 
+/// Two readings of the transport's received bytes further apart than this
+/// do not tell when the bytes arrived, so a change between them is not
+/// counted as traffic heard now.
+const READINGS_APART_MS: f64 = 1_000.0;
+
+/// The sum of `bytesReceived` over the `transport` entries of a
+/// `getStats()` report (one transport: everything is bundled).
+fn transport_bytes(report: &JsValue) -> f64 {
+    let values = js_sys::Reflect::get(report, &"values".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .and_then(|f| f.call0(report).ok());
+    let Some(Ok(Some(entries))) = values.map(|v| js_sys::try_iter(&v)) else { return 0.0 };
+    let field = |stat: &JsValue, name: &str| js_sys::Reflect::get(stat, &name.into()).ok();
+    entries
+        .flatten()
+        .filter(|stat| field(stat, "type").and_then(|t| t.as_string()).as_deref() == Some("transport"))
+        .filter_map(|stat| field(&stat, "bytesReceived").and_then(|b| b.as_f64()))
+        .sum()
+}
+
 /// The peer connection and what it needs to answer offers.
 pub struct Peer {
     pc: RtcPeerConnection,
@@ -113,6 +134,11 @@ pub struct Peer {
     views: RefCell<Vec<TileView>>,
     /// Mids whose sender's simulcast layers were configured.
     layered: RefCell<HashSet<String>>,
+    /// The transport's received bytes at the last reading, when that was
+    /// (ms since epoch), and when a reading last found them grown.
+    transport: Cell<(f64, f64)>,
+    transport_heard: Cell<f64>,
+    reading: Cell<bool>,
     _on_track: Closure<dyn FnMut(RtcTrackEvent)>,
     _on_ice: Closure<dyn FnMut(RtcPeerConnectionIceEvent)>,
     _on_state: Closure<dyn FnMut(Event)>,
@@ -177,6 +203,9 @@ impl Peer {
             restart_asked: Cell::new(0.0),
             views: RefCell::new(Vec::new()),
             layered: RefCell::new(HashSet::new()),
+            transport: Cell::new((0.0, 0.0)),
+            transport_heard: Cell::new(0.0),
+            reading: Cell::new(false),
             _on_track: on_track,
             _on_ice: on_ice,
             _on_state: on_state,
@@ -206,6 +235,35 @@ impl Peer {
         self.restart_asked.set(now);
         leptos::logging::log!("media path {state}: asking for an ICE restart");
         send(&self.ws, &ClientMsg::RestartIce);
+    }
+
+    /// Reads the connection's statistics once (unless a reading is under
+    /// way) to learn whether the server's packets still arrive; see
+    /// [`Self::transport_heard`]. Called by the connection's watchdog while
+    /// the socket is quiet.
+    pub fn read_transport(self: &Rc<Self>) {
+        if self.closed.get() || self.reading.replace(true) {
+            return;
+        }
+        let this = self.clone();
+        leptos::task::spawn_local(async move {
+            if let Ok(report) = JsFuture::from(this.pc.get_stats()).await {
+                let bytes = transport_bytes(&report);
+                let now = js_sys::Date::now();
+                let (before, read_at) = this.transport.replace((bytes, now));
+                if bytes != before && now - read_at <= READINGS_APART_MS {
+                    this.transport_heard.set(now);
+                }
+            }
+            this.reading.set(false);
+        });
+    }
+
+    /// When two close readings last found that the transport received
+    /// something (ms since epoch; 0 if never): the server and the path to
+    /// it are alive even if the socket is quiet.
+    pub fn transport_heard(&self) -> f64 {
+        self.transport_heard.get()
     }
 
     /// Queues an offer or candidate; they are applied one at a time, in order.
