@@ -393,7 +393,10 @@ impl CallStore {
                 let _ = self.paused_video.try_set(streams);
             }
             // Media negotiation belongs to the peer connection, not the store.
-            ServerMsg::Pong | ServerMsg::Offer { .. } | ServerMsg::IceCandidate { .. } => {}
+            ServerMsg::Pong
+            | ServerMsg::Offer { .. }
+            | ServerMsg::IceCandidate { .. }
+            | ServerMsg::CameraLayers { .. } => {}
         }
     }
 

@@ -170,6 +170,13 @@ pub enum ServerMsg {
         /// Stream ids (a participant's, or its screen share's).
         streams: Vec<String>,
     },
+    /// How many of its camera's simulcast layers, smallest first, the page
+    /// is to send: the others no subscriber's tile wants. Sent when that
+    /// changes (all three at first).
+    CameraLayers {
+        /// 1 to 3.
+        send: u8,
+    },
 }
 
 /// Browser → server.

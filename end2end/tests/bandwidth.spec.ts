@@ -41,6 +41,15 @@ async function sentLayers(page: Page) {
   });
 }
 
+/** Which of the page's camera layers (smallest first) its sender has on. */
+async function layersOn(page: Page) {
+  return page.evaluate(() => {
+    const pcs = (window as unknown as { __media: { pcs: RTCPeerConnection[] } }).__media.pcs;
+    const sender = pcs[pcs.length - 1]?.getSenders().find((s) => s.getParameters().encodings.length === 3);
+    return sender ? sender.getParameters().encodings.map((e) => e.active) : [];
+  });
+}
+
 /** Audio packets the page received, all tracks together. */
 async function audioReceived(page: Page) {
   return page.evaluate(async () => {
@@ -150,8 +159,23 @@ test('the camera is sent in three layers and each subscriber gets the one its ti
     expect((await receivedVideo(bob, a.participant_id)).width).toBeLessThanOrEqual(320);
     await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
 
-    // Large again: back on the full layer, still one decoding stream.
+    // Nobody's tile wants more than the smallest layer: a few seconds on,
+    // Ada's browser is told to stop the other two, and the SFU hears only
+    // that one (her uplink carries only what someone receives). Her
+    // smallest layer goes on while the others send nothing more.
+    await expect.poll(() => layersOn(ada), { timeout: 20_000 }).toEqual([true, false, false]);
+    await expect.poll(async () => (await camera())?.layers.map((l) => l.active), { timeout: 10_000 }).toEqual([true, false, false]);
+    const bytes = async () => Object.fromEntries((await sentLayers(ada)).map((l) => [l.rid, l.bytes]));
+    const held = await bytes();
+    await expect.poll(async () => (await bytes()).q, { timeout: 10_000 }).toBeGreaterThan(held.q + 20_000);
+    const later = await bytes();
+    expect([later.h, later.f], 'bytes sent on the held layers').toEqual([held.h, held.f]);
+    await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
+
+    // Large again: Ada sends every layer again at once, and Bob is back on
+    // the full layer, still one decoding stream.
     await bob.setViewportSize({ width: 1280, height: 720 });
+    await expect.poll(() => layersOn(ada), { timeout: 10_000 }).toEqual([true, true, true]);
     await expect.poll(async () => (await forwarder())?.layer, { timeout: 15_000 }).toBe(2);
     await expect.poll(() => receivesLayer('f'), { timeout: 15_000 }).toBe(true);
     await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });

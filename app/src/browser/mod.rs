@@ -112,6 +112,11 @@ impl Link {
                         peer.handle(msg);
                     }
                 }
+                Ok(ServerMsg::CameraLayers { send }) => {
+                    if let Some(peer) = &link.peer {
+                        peer.send_layers(send);
+                    }
+                }
                 Ok(msg) => {
                     link.store.apply(msg);
                     peer::Peer::prune(link.store);

@@ -27,6 +27,24 @@ const LAYER_SCALE: [f64; 3] = [4.0, 2.0, 1.0];
 /// Bits per second of each layer at most.
 const LAYER_MAX_BITRATE: [u32; 3] = [80_000, 350_000, 1_000_000];
 
+/// Changes each of a simulcast sender's encodings with `change` (index,
+/// encoding) and applies them. `Ok(false)`: not a sender with our layers.
+async fn set_layers(t: &RtcRtpTransceiver, change: impl Fn(usize, &JsValue)) -> Result<bool, JsValue> {
+    let sender = t.sender();
+    let get: js_sys::Function = js_sys::Reflect::get(&sender, &"getParameters".into())?.dyn_into()?;
+    let params = get.call0(&sender)?;
+    let encodings: js_sys::Array = js_sys::Reflect::get(&params, &"encodings".into())?.dyn_into()?;
+    if encodings.length() != LAYER_SCALE.len() as u32 {
+        return Ok(false);
+    }
+    for (i, encoding) in encodings.iter().enumerate() {
+        change(i, &encoding);
+    }
+    let set: js_sys::Function = js_sys::Reflect::get(&sender, &"setParameters".into())?.dyn_into()?;
+    JsFuture::from(js_sys::Promise::from(set.call1(&sender, &params)?)).await?;
+    Ok(true)
+}
+
 /// One m-line of an SDP: its mid, media kind and direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MLine {
@@ -134,6 +152,10 @@ pub struct Peer {
     views: RefCell<Vec<TileView>>,
     /// Mids whose sender's simulcast layers were configured.
     layered: RefCell<HashSet<String>>,
+    /// How many of the camera's layers the server wants sent (smallest
+    /// first), and whether that is being applied.
+    camera_layers: Cell<u8>,
+    applying_layers: Cell<bool>,
     /// The transport's received bytes at the last reading, when that was
     /// (ms since epoch), and when a reading last found them grown.
     transport: Cell<(f64, f64)>,
@@ -203,6 +225,8 @@ impl Peer {
             restart_asked: Cell::new(0.0),
             views: RefCell::new(Vec::new()),
             layered: RefCell::new(HashSet::new()),
+            camera_layers: Cell::new(LAYER_SCALE.len() as u8),
+            applying_layers: Cell::new(false),
             transport: Cell::new((0.0, 0.0)),
             transport_heard: Cell::new(0.0),
             reading: Cell::new(false),
@@ -327,25 +351,56 @@ impl Peer {
             if self.layered.borrow().contains(&mid) {
                 continue;
             }
-            let sender = t.sender();
-            let Ok(get) = js_sys::Reflect::get(&sender, &"getParameters".into()) else { continue };
-            let Ok(params) = get.unchecked_ref::<js_sys::Function>().call0(&sender) else { continue };
-            let Ok(encodings) = js_sys::Reflect::get(&params, &"encodings".into()) else { continue };
-            let encodings: js_sys::Array = encodings.unchecked_into();
-            if encodings.length() != LAYER_SCALE.len() as u32 {
-                continue;
-            }
-            for (i, encoding) in encodings.iter().enumerate() {
-                let _ = js_sys::Reflect::set(&encoding, &"scaleResolutionDownBy".into(), &LAYER_SCALE[i].into());
-                let _ = js_sys::Reflect::set(&encoding, &"maxBitrate".into(), &LAYER_MAX_BITRATE[i].into());
-            }
-            let Ok(set) = js_sys::Reflect::get(&sender, &"setParameters".into()) else { continue };
-            let Ok(done) = set.unchecked_ref::<js_sys::Function>().call1(&sender, &params) else { continue };
-            match JsFuture::from(js_sys::Promise::from(done)).await {
-                Ok(_) => {
+            let send = usize::from(self.camera_layers.get());
+            let set = set_layers(&t, |i, encoding| {
+                let _ = js_sys::Reflect::set(encoding, &"scaleResolutionDownBy".into(), &LAYER_SCALE[i].into());
+                let _ = js_sys::Reflect::set(encoding, &"maxBitrate".into(), &LAYER_MAX_BITRATE[i].into());
+                let _ = js_sys::Reflect::set(encoding, &"active".into(), &(i < send).into());
+            });
+            match set.await {
+                Ok(true) => {
                     self.layered.borrow_mut().insert(mid);
                 }
+                Ok(false) => {}
                 Err(e) => leptos::logging::warn!("simulcast layers not set: {e:?}"),
+            }
+        }
+    }
+
+    /// Sends the camera's smallest `send` layers and stops the others
+    /// (no subscriber's tile wants them), as the server asks. Applied one
+    /// change at a time, the newest last.
+    pub fn send_layers(self: &Rc<Self>, send: u8) {
+        self.camera_layers.set(send.clamp(1, LAYER_SCALE.len() as u8));
+        if self.closed.get() || self.applying_layers.replace(true) {
+            return;
+        }
+        let this = self.clone();
+        leptos::task::spawn_local(async move {
+            loop {
+                let send = this.camera_layers.get();
+                this.apply_layers(send).await;
+                if this.closed.get() || this.camera_layers.get() == send {
+                    break;
+                }
+            }
+            this.applying_layers.set(false);
+        });
+    }
+
+    /// Sets `active` on the configured camera sender's encodings.
+    async fn apply_layers(&self, send: u8) {
+        for item in self.pc.get_transceivers().iter() {
+            let t: RtcRtpTransceiver = item.unchecked_into();
+            // Not configured yet: its configuration applies the count.
+            if !t.mid().is_some_and(|mid| self.layered.borrow().contains(&mid)) {
+                continue;
+            }
+            let set = set_layers(&t, |i, encoding| {
+                let _ = js_sys::Reflect::set(encoding, &"active".into(), &(i < usize::from(send)).into());
+            });
+            if let Err(e) = set.await {
+                leptos::logging::warn!("camera layers not changed: {e:?}");
             }
         }
     }

@@ -41,7 +41,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::engine::is_keyframe_request;
 use super::estimate::Downlink;
 use super::simulcast::{LayerSwitch, Verdict};
-use super::track::{Layered, PublishedTrack, TrackLayers};
+use super::track::{Layered, PublishedTrack, TrackLayers, Want};
 use super::MediaError;
 use crate::lifetime::Lifetime;
 use crate::metrics as m;
@@ -96,6 +96,8 @@ pub struct Forwarder {
     pub kind: RtpCodecKind,
     /// The published track's layers, for choosing one.
     pub layers: Arc<TrackLayers>,
+    /// This subscriber's say in which of them the publisher sends.
+    want: Want,
     /// The subscriber connection's estimate (shown beside the layer).
     pub downlink: Downlink,
     /// The subscriber connection's sender, for `remove_track`.
@@ -247,6 +249,7 @@ impl Forwarder {
             stream: track.stream.clone(),
             kind: track.kind,
             layers: track.layers().clone(),
+            want: Want::new(track.layers().clone()),
             downlink,
             sender,
             relay,
@@ -255,9 +258,21 @@ impl Forwarder {
         Ok((forwarder, tasks))
     }
 
-    /// Stops both loops. Returns `true` for the one call that closed it.
+    /// Stops both loops and takes back its say in the layers sent. Returns
+    /// `true` for the one call that closed it.
     pub fn close(&self) -> bool {
+        self.want.release();
         self.lifetime.close(())
+    }
+
+    /// The largest layer this subscriber's tile wants (`None`: none), for
+    /// the publisher's choice of layers to send; see [`Want`].
+    pub fn set_want(&self, layer: Option<u8>) {
+        if self.is_closed() {
+            self.want.release();
+        } else {
+            self.want.set(layer);
+        }
     }
 
     /// [`Forwarder::close`] was called, or the published track closed.

@@ -14,7 +14,7 @@
 //!   now, the size the page shows the tile at and the subscriber's
 //!   bandwidth, or none (video paused) when even the lowest does not fit.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rtc::rtp;
@@ -498,6 +498,72 @@ pub fn choose(layers: &[LayerState], view_width: Option<u32>, budget: Option<u64
     active.iter().rev().filter(|(i, _)| *i <= cap).find(|(i, _)| fits(*i)).map(|(i, _)| *i)
 }
 
+/// The largest layer a tile `view_width` wide could use, whatever the
+/// publisher sends now: the smallest layer whose last known width covers
+/// the tile, else the top one (`None`: a tile not shown wants none). What
+/// no subscriber's tile wants, the publisher holds back ([`LayerHold`]).
+pub fn wanted(layers: &[LayerState], view_width: Option<u32>) -> Option<u8> {
+    let top = layers.len().saturating_sub(1) as u8;
+    match view_width {
+        Some(0) => None,
+        None => Some(top),
+        Some(w) => {
+            Some(layers.iter().position(|l| l.width.is_some_and(|lw| u32::from(lw) >= w)).map_or(top, |i| i as u8))
+        }
+    }
+}
+
+/// How long fewer layers must be enough before the publisher is told to
+/// send fewer (starting a layer again costs a keyframe on every layer:
+/// Chrome's simulcast encoder starts them together).
+pub const HOLD_AFTER: Duration = Duration::from_secs(5);
+
+/// How many of its camera's layers a publisher is told to send: as many as
+/// the largest wanted layer needs (at least the smallest, which a new or a
+/// weak subscriber starts on), more at once, fewer once that has held for
+/// [`HOLD_AFTER`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerHold {
+    sending: u8,
+    fewer_since: Option<Instant>,
+}
+
+impl Default for LayerHold {
+    /// The browser starts with every layer on.
+    fn default() -> Self {
+        Self { sending: LAYERS as u8, fewer_since: None }
+    }
+}
+
+impl LayerHold {
+    /// The layers the publisher is told to send now.
+    pub fn sending(&self) -> u8 {
+        self.sending
+    }
+
+    /// Takes the largest layer any subscriber wants (`None`: none wants
+    /// video) at `now`; returns the new count when the publisher is to be
+    /// told one.
+    pub fn update(&mut self, wanted: Option<u8>, now: Instant) -> Option<u8> {
+        let needed = wanted.map_or(1, |w| w.saturating_add(1)).clamp(1, LAYERS as u8);
+        if needed >= self.sending {
+            self.fewer_since = None;
+            if needed == self.sending {
+                return None;
+            }
+            self.sending = needed;
+            return Some(needed);
+        }
+        let since = *self.fewer_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < HOLD_AFTER {
+            return None;
+        }
+        self.fewer_since = None;
+        self.sending = needed;
+        Some(needed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -520,6 +586,48 @@ mod tests {
             header: rtp::header::Header { sequence_number: seq, timestamp: ts, ..Default::default() },
             payload: Bytes::from(payload),
         }
+    }
+
+    #[test]
+    fn a_tile_wants_the_smallest_layer_that_covers_it_sent_or_not() {
+        let held = |width: u16| LayerState { active: false, bitrate: 0, width: Some(width) };
+        let layers = [
+            LayerState { active: true, bitrate: 80_000, width: Some(240) },
+            held(480),
+            LayerState { active: false, bitrate: 0, width: None },
+        ];
+        assert_eq!(wanted(&layers, Some(0)), None, "not shown");
+        assert_eq!(wanted(&layers, None), Some(2), "size not told: the top");
+        assert_eq!(wanted(&layers, Some(200)), Some(0));
+        assert_eq!(wanted(&layers, Some(240)), Some(0));
+        assert_eq!(wanted(&layers, Some(300)), Some(1), "held, but a tile this size wants it");
+        assert_eq!(wanted(&layers, Some(900)), Some(2), "wider than any known: the top");
+    }
+
+    #[test]
+    fn a_publisher_sends_more_layers_at_once_and_fewer_after_a_while() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut hold = LayerHold::default();
+        assert_eq!(hold.sending(), 3);
+        assert_eq!(hold.update(Some(2), at(0)), None, "all wanted: as it is");
+        // Only thumbnails: fewer, once that has lasted.
+        assert_eq!(hold.update(Some(0), at(500)), None);
+        assert_eq!(hold.update(Some(0), at(500 + 4_900)), None);
+        assert_eq!(hold.update(Some(0), at(500 + 5_000)), Some(1));
+        assert_eq!(hold.update(Some(0), at(6_000)), None);
+        // A large tile again: at once.
+        assert_eq!(hold.update(Some(2), at(6_500)), Some(3));
+        // A moment of fewer does not count; the wait starts again.
+        assert_eq!(hold.update(Some(1), at(7_000)), None);
+        assert_eq!(hold.update(Some(2), at(8_000)), None);
+        assert_eq!(hold.update(Some(1), at(9_000)), None);
+        assert_eq!(hold.update(Some(1), at(13_900)), None);
+        assert_eq!(hold.update(Some(1), at(14_000)), Some(2));
+        // Nobody wants video: the smallest layer stays.
+        assert_eq!(hold.update(None, at(15_000)), None);
+        assert_eq!(hold.update(None, at(20_000)), Some(1));
+        assert_eq!(hold.sending(), 1);
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //!   never counts for the active speaker).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,11 +82,30 @@ pub struct LayerMeter {
 pub struct TrackLayers {
     started: Instant,
     meters: [LayerMeter; LAYERS],
+    /// How many subscribers' tiles want each layer as their largest
+    /// ([`Want`]).
+    wants: [AtomicU32; LAYERS],
 }
 
 impl TrackLayers {
     fn new() -> Self {
-        Self { started: Instant::now(), meters: Default::default() }
+        Self { started: Instant::now(), meters: Default::default(), wants: Default::default() }
+    }
+
+    /// The largest layer some subscriber's tile wants (`None`: no
+    /// subscriber wants this video).
+    pub fn wanted(&self) -> Option<u8> {
+        (0..LAYERS).rev().find(|&i| self.wants[i].load(Ordering::Acquire) > 0).map(|i| i as u8)
+    }
+
+    fn count_want(&self, raw: u8, more: bool) {
+        if let Some(count) = self.wants.get(usize::from(raw)) {
+            if more {
+                count.fetch_add(1, Ordering::AcqRel);
+            } else {
+                count.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 
     /// What each layer sends now.
@@ -112,6 +131,59 @@ impl TrackLayers {
     /// How many layers have sent anything at all.
     pub fn seen(&self) -> usize {
         self.meters.iter().filter(|m| m.last_ms.load(Ordering::Relaxed) > 0).count()
+    }
+}
+
+/// One subscriber's say in which layers of a track are sent: the largest
+/// its tile wants, counted in the track's [`TrackLayers`] until changed,
+/// and taken back once, by [`Want::release`] or on drop.
+#[derive(Debug)]
+pub struct Want {
+    layers: Arc<TrackLayers>,
+    /// The layer counted, or [`Want::NONE`] or [`Want::RELEASED`].
+    at: AtomicU8,
+}
+
+impl Want {
+    const NONE: u8 = u8::MAX;
+    const RELEASED: u8 = u8::MAX - 1;
+
+    /// A say that wants nothing yet.
+    pub fn new(layers: Arc<TrackLayers>) -> Self {
+        Self { layers, at: AtomicU8::new(Self::NONE) }
+    }
+
+    /// Wants `layer` as the largest now (`None`: none). Returns whether it
+    /// changed; after [`Want::release`] nothing does.
+    pub fn set(&self, layer: Option<u8>) -> bool {
+        let new = layer.map_or(Self::NONE, |l| l.min(LAYERS as u8 - 1));
+        let mut old = self.at.load(Ordering::Acquire);
+        loop {
+            if old == Self::RELEASED || old == new {
+                return false;
+            }
+            match self.at.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) => old = now,
+            }
+        }
+        self.layers.count_want(new, true);
+        self.layers.count_want(old, false);
+        true
+    }
+
+    /// Takes the say back (the subscriber's forwarder closed). Idempotent.
+    pub fn release(&self) {
+        let old = self.at.swap(Self::RELEASED, Ordering::AcqRel);
+        if old != Self::RELEASED {
+            self.layers.count_want(old, false);
+        }
+    }
+}
+
+impl Drop for Want {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -471,6 +543,26 @@ mod tests {
         let at = now.saturating_duration_since(layers.started).as_millis() as u64;
         layers.meters[i].last_ms.store(at.saturating_sub(ago_ms).max(1), Ordering::Relaxed);
         layers.meters[i].bitrate.store(bitrate, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn each_subscriber_wants_one_layer_and_takes_it_back_once() {
+        let layers = Arc::new(TrackLayers::new());
+        let (ada, bob) = (Want::new(layers.clone()), Want::new(layers.clone()));
+        assert_eq!(layers.wanted(), None, "a say starts with nothing");
+        assert!(ada.set(Some(0)) && bob.set(Some(2)));
+        assert!(!bob.set(Some(2)), "unchanged");
+        assert_eq!(layers.wanted(), Some(2));
+        assert!(bob.set(Some(1)));
+        assert_eq!(layers.wanted(), Some(1), "moved, not added");
+        bob.release();
+        bob.release();
+        assert!(!bob.set(Some(2)), "released for good");
+        assert_eq!(layers.wanted(), Some(0));
+        assert_eq!(layers.wants.iter().map(|w| w.load(Ordering::Relaxed)).sum::<u32>(), 1);
+        drop(ada);
+        assert_eq!(layers.wanted(), None);
+        assert!(layers.wants.iter().all(|w| w.load(Ordering::Relaxed) == 0), "nothing left counted");
     }
 
     #[test]

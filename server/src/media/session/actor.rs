@@ -83,6 +83,8 @@ pub(super) struct Actor {
     paused: Vec<String>,
     /// When to probe the downlink next, while it holds a layer back.
     probes: ProbeSchedule,
+    /// How many of its camera's layers the page is told to send.
+    layer_hold: simulcast::LayerHold,
 }
 
 /// Bits per second kept for each forwarded audio track before video is
@@ -168,6 +170,7 @@ impl Actor {
             downlink: Downlink::default(),
             paused: Vec::new(),
             probes: ProbeSchedule::default(),
+            layer_hold: simulcast::LayerHold::default(),
         }
     }
 
@@ -197,7 +200,10 @@ impl Actor {
                 self.maybe_offer().await;
                 let deadline = self.offer.as_ref().map(|o| o.deadline);
                 tokio::select! {
-                    _ = choose.tick() => self.choose_layers(),
+                    _ = choose.tick() => {
+                        self.choose_layers();
+                        self.hold_layers();
+                    }
                     () = token.cancelled() => break,
                     Some(cmd) = cmds.recv() => {
                         self.handle(cmd).await;
@@ -293,6 +299,9 @@ impl Actor {
                 // before the page gave up on its last socket was lost with
                 // it, and the page still shows what that socket told it.
                 self.send_browser(ServerMsg::VideoPaused { streams: self.paused.clone() });
+                if self.layer_hold.sending() < simulcast::LAYERS as u8 {
+                    self.send_browser(ServerMsg::CameraLayers { send: self.layer_hold.sending() });
+                }
             }
             Command::Answer(sdp) => self.on_answer(sdp).await,
             Command::RestartIce => self.on_restart_request(),
@@ -340,6 +349,25 @@ impl Actor {
     /// audio is set aside first, then the largest tiles are served first.
     /// A track without layers is never held back (there is nothing smaller
     /// to send). The page is told which videos are paused.
+    /// Tells the page how many of its camera's layers to send: up to the
+    /// largest some subscriber's tile wants (a thumbnail everywhere: the
+    /// smallest only), so that what nobody receives costs the person's
+    /// uplink nothing. Every tick, with [`Self::choose_layers`].
+    fn hold_layers(&mut self) {
+        let Some(session) = self.session.upgrade() else { return };
+        let stream = self.participant.to_string();
+        let wanted = session
+            .published_lock()
+            .iter()
+            .find(|t| t.kind == RtpCodecKind::Video && t.stream == stream && !t.is_closed() && t.layers().seen() > 1)
+            .map(|t| t.layers().wanted());
+        let Some(wanted) = wanted else { return };
+        if let Some(send) = self.layer_hold.update(wanted, std::time::Instant::now()) {
+            tracing::info!(room = %self.code, session = %self.id, send, ?wanted, "camera layers to send");
+            self.send_browser(ServerMsg::CameraLayers { send });
+        }
+    }
+
     fn choose_layers(&mut self) {
         let now = std::time::Instant::now();
         let estimate = self.downlink.get();
@@ -366,6 +394,7 @@ impl Actor {
             let layers = forwarder.layers.states(now);
             let costs = simulcast::costs(&layers);
             let layered = forwarder.layers.seen() > 1;
+            forwarder.set_want(simulcast::wanted(&layers, view));
             let target = simulcast::choose(&layers, view, budget.filter(|_| layered), forwarder.target());
             if layered && budget.is_some() && held_back.is_none() {
                 let wanted = simulcast::choose(&layers, view, None, forwarder.target());
