@@ -168,18 +168,22 @@ async fn a_connection_uses_only_so_many_of_the_candidates_a_page_names() {
 }
 
 /// Waits for the next `video-paused` message on `socket`; other messages pass.
-async fn paused_told(socket: &mut common::Socket) -> Vec<String> {
+/// The first message `pick` takes (`what` names it in a failure).
+async fn told<T>(socket: &mut common::Socket, what: &str, pick: impl Fn(app::signal::ServerMsg) -> Option<T>) -> T {
     loop {
         match socket.next(WAIT).await {
-            Seen::Msg(app::signal::ServerMsg::VideoPaused { streams }) => return streams,
-            Seen::Msg(_) => {}
-            Seen::Closed(code) => panic!("the socket closed before it was told which videos are paused: {code:?}"),
+            Seen::Msg(msg) => {
+                if let Some(found) = pick(msg) {
+                    return found;
+                }
+            }
+            Seen::Closed(code) => panic!("the socket closed before it was told {what}: {code:?}"),
         }
     }
 }
 
 #[tokio::test]
-async fn a_reconnected_socket_is_told_which_videos_are_paused() {
+async fn a_reconnected_socket_is_told_which_videos_are_paused_and_which_layers_to_send() {
     // A page that gave up on a socket loses what was sent to it last; the
     // session's next socket is told the state again, even when nothing is
     // paused (the last change may have been the video resuming).
@@ -190,7 +194,17 @@ async fn a_reconnected_socket_is_told_which_videos_are_paused() {
     let mut first = ada.socket(&room, &a.session_id).await;
     first.roster_of(1, WAIT).await;
     let mut second = ada.socket(&room, &a.session_id).await;
-    assert_eq!(paused_told(&mut second).await, Vec::<String>::new());
+    let paused = told(&mut second, "which videos are paused", |m| match m {
+        app::signal::ServerMsg::VideoPaused { streams } => Some(streams),
+        _ => None,
+    });
+    assert_eq!(paused.await, Vec::<String>::new());
+    // And how many camera layers to send (all, until a hold was told).
+    let layers = told(&mut second, "how many camera layers to send", |m| match m {
+        app::signal::ServerMsg::CameraLayers { send } => Some(send),
+        _ => None,
+    });
+    assert_eq!(layers.await, 3);
     assert_eq!(close_code_of(&mut first).await, Some(close_code::REPLACED));
     server.stop().await;
 }

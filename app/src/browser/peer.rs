@@ -371,7 +371,11 @@ impl Peer {
     /// (no subscriber's tile wants them), as the server asks. Applied one
     /// change at a time, the newest last.
     pub fn send_layers(self: &Rc<Self>, send: u8) {
-        self.camera_layers.set(send.clamp(1, LAYER_SCALE.len() as u8));
+        let send = send.clamp(1, LAYER_SCALE.len() as u8);
+        // The same again (a re-attached socket is told it): nothing to do.
+        if self.camera_layers.replace(send) == send {
+            return;
+        }
         if self.closed.get() || self.applying_layers.replace(true) {
             return;
         }

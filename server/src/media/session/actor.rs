@@ -299,9 +299,7 @@ impl Actor {
                 // before the page gave up on its last socket was lost with
                 // it, and the page still shows what that socket told it.
                 self.send_browser(ServerMsg::VideoPaused { streams: self.paused.clone() });
-                if self.layer_hold.sending() < simulcast::LAYERS as u8 {
-                    self.send_browser(ServerMsg::CameraLayers { send: self.layer_hold.sending() });
-                }
+                self.send_browser(ServerMsg::CameraLayers { send: self.layer_hold.sending() });
             }
             Command::Answer(sdp) => self.on_answer(sdp).await,
             Command::RestartIce => self.on_restart_request(),
@@ -344,11 +342,6 @@ impl Actor {
         }
     }
 
-    /// Chooses each video forwarder's layer from what its publisher sends,
-    /// the width the page shows it at and this connection's estimate:
-    /// audio is set aside first, then the largest tiles are served first.
-    /// A track without layers is never held back (there is nothing smaller
-    /// to send). The page is told which videos are paused.
     /// Tells the page how many of its camera's layers to send: up to the
     /// largest some subscriber's tile wants (a thumbnail everywhere: the
     /// smallest only), so that what nobody receives costs the person's
@@ -368,6 +361,13 @@ impl Actor {
         }
     }
 
+    /// Chooses each video forwarder's layer from what its publisher sends,
+    /// the width the page shows it at and this connection's estimate:
+    /// audio is set aside first, then the largest tiles are served first.
+    /// A track without layers is never held back (there is nothing smaller
+    /// to send). The page is told which videos are paused.
+    /// Each forwarder also says which layer its tile could use, for
+    /// [`Self::hold_layers`] of the publisher's session.
     fn choose_layers(&mut self) {
         let now = std::time::Instant::now();
         let estimate = self.downlink.get();
