@@ -796,6 +796,68 @@ mod tests {
     }
 
     #[test]
+    fn h264_switches_keep_one_continuous_stream_and_leave_the_payload_alone() {
+        // Numbering near each field's wrap, so the offsets wrap too.
+        let mut seq: [u16; LAYERS] = [65_530, 7, 40_000];
+        let mut ts: [u32; LAYERS] = [u32::MAX - 5_000, 10, 3_000_000_000];
+        let mut switch = LayerSwitch::new(90_000, false);
+        let start = Instant::now();
+        let mut sent: Vec<(usize, rtp::Packet)> = Vec::new();
+        let target = |frame: usize| match frame {
+            0..8 => Some(0),
+            8..20 => Some(2),
+            20..30 => Some(1),
+            _ => Some(0),
+        };
+        for frame in 0..40 {
+            let now = start + Duration::from_millis(33 * frame as u64);
+            for layer in 0..LAYERS {
+                // Each layer has a keyframe every 8 frames, at its own phase.
+                let key = (frame + layer * 3) % 8 == 0;
+                for i in 0..3u8 {
+                    seq[layer] = seq[layer].wrapping_add(1);
+                    // Three FU-A fragments of one IDR (5) or non-IDR (1)
+                    // slice, the first with the start bit; the last two
+                    // bytes name the layer and the fragment.
+                    let fu = if i == 0 { 0x80 } else { 0 } | if key { 5 } else { 1 };
+                    let header = rtp::header::Header {
+                        sequence_number: seq[layer],
+                        timestamp: ts[layer],
+                        marker: i == 2,
+                        ..Default::default()
+                    };
+                    let mut packet = rtp::Packet { header, payload: Bytes::from(vec![0x7c, fu, layer as u8, i]) };
+                    let keyframe = is_keyframe("video/H264", &packet.payload);
+                    if let Verdict::Send = switch.take(layer as u8, target(frame), keyframe, &mut packet, now) {
+                        sent.push((layer, packet));
+                    }
+                }
+                ts[layer] = ts[layer].wrapping_add(3000);
+            }
+        }
+        assert_eq!(switch.switches(), 3, "to 2, to 1, back to 0");
+        // Every sequence number once, in order; one timestamp per frame,
+        // moving forward.
+        for pair in sent.windows(2) {
+            let ((_, a), (_, b)) = (&pair[0], &pair[1]);
+            assert_eq!(b.header.sequence_number, a.header.sequence_number.wrapping_add(1));
+            let step = b.header.timestamp.wrapping_sub(a.header.timestamp);
+            assert!(step < 90_000 * 2, "timestamps move forward: {step}");
+            if b.payload[1] & 0x80 != 0 {
+                assert!(step > 0, "a new frame has a later timestamp");
+            } else {
+                assert_eq!(step, 0, "one frame, one timestamp");
+            }
+        }
+        // Each switch begins on the first fragment of a keyframe of the
+        // layer switched to; no payload is rewritten.
+        let switches: Vec<&rtp::Packet> = sent.windows(2).filter(|w| w[0].0 != w[1].0).map(|w| &w[1].1).collect();
+        assert_eq!(switches.len(), 3);
+        assert!(switches.iter().all(|p| p.payload[1] == 0x85));
+        assert!(sent.iter().all(|(layer, p)| p.payload[0] == 0x7c && usize::from(p.payload[2]) == *layer));
+    }
+
+    #[test]
     fn padding_goes_between_frames_and_numbers_stay_continuous() {
         let mut publisher =
             Publisher { seq: [65_530, 0, 0], ts: [0; LAYERS], picture_id: [0; LAYERS], tl0: [0; LAYERS] };
