@@ -348,7 +348,9 @@ impl Actor {
     /// uplink nothing. Every tick, with [`Self::choose_layers`].
     fn hold_layers(&mut self) {
         let Some(session) = self.session.upgrade() else { return };
-        let stream = self.participant.to_string();
+        // The camera: the layered video under the participant's own stream
+        // (a screen share's is another).
+        let stream = self.participant.as_str();
         let wanted = session
             .published_lock()
             .iter()
