@@ -27,16 +27,22 @@ test.afterEach(async ({}, info) => {
   server = undefined;
 });
 
-/** The page's outbound camera layers: rid, frame width, bytes sent. */
+/** The page's outbound camera layers: rid, frame width, bytes sent, codec. */
 async function sentLayers(page: Page) {
   return page.evaluate(async () => {
     const pcs = (window as unknown as { __media: { pcs: RTCPeerConnection[] } }).__media.pcs;
     const pc = pcs[pcs.length - 1];
     if (!pc) return [];
     const stats = [...(await pc.getStats()).values()] as Record<string, unknown>[];
+    const codec = (id: unknown) => String(stats.find((c) => c.type === 'codec' && c.id === id)?.mimeType ?? '');
     return stats
       .filter((s) => s.type === 'outbound-rtp' && s.kind === 'video' && typeof s.rid === 'string')
-      .map((s) => ({ rid: String(s.rid), width: Number(s.frameWidth ?? 0), bytes: Number(s.bytesSent ?? 0) }))
+      .map((s) => ({
+        rid: String(s.rid),
+        width: Number(s.frameWidth ?? 0),
+        bytes: Number(s.bytesSent ?? 0),
+        codec: codec(s.codecId),
+      }))
       .sort((a, b) => a.width - b.width);
   });
 }
@@ -88,110 +94,123 @@ async function layers(base: string) {
   };
 }
 
-test('the camera is sent in three layers and each subscriber gets the one its tile needs', async ({ browser }) => {
-  test.setTimeout(120_000);
-  server = await startCleanroom({});
-  const base = `http://127.0.0.1:${server.port}`;
-  const contexts = [];
-  const pages: Page[] = [];
-  for (let i = 0; i < 2; i++) {
-    const context = await browser.newContext({ baseURL: base, viewport: { width: 1280, height: 720 } });
-    await recordMedia(context);
-    contexts.push(context);
-    pages.push(await context.newPage());
-  }
-  const [ada, bob] = pages;
-  try {
-    const code = await createRoom(ada, 'Ada');
-    const a = await join(ada);
-    await open(bob, `/r/${code}`);
-    const b = await join(bob, 'Bob');
-    await expect.poll(() => mediaFlowing(bob, a.participant_id), { timeout: 20_000 }).toEqual({ frames: true, audio: true });
+// VP8, the default, and H.264 in a deployment that offers it first
+// (CLEANROOM_VIDEO_CODECS): switched on an IDR, its layers' sizes read from
+// their SPS, forwarded as sent.
+for (const [codec, codecs] of [
+  ['video/VP8', 'vp8,h264'],
+  ['video/H264', 'h264,vp8'],
+]) {
+  test(`the camera is sent in three layers and each subscriber gets the one its tile needs (${codec})`, async ({
+    browser,
+  }) => {
+    test.setTimeout(120_000);
+    server = await startCleanroom({ CLEANROOM_VIDEO_CODECS: codecs });
+    const base = `http://127.0.0.1:${server.port}`;
+    const contexts = [];
+    const pages: Page[] = [];
+    for (let i = 0; i < 2; i++) {
+      const context = await browser.newContext({ baseURL: base, viewport: { width: 1280, height: 720 } });
+      await recordMedia(context);
+      contexts.push(context);
+      pages.push(await context.newPage());
+    }
+    const [ada, bob] = pages;
+    try {
+      const code = await createRoom(ada, 'Ada');
+      const a = await join(ada);
+      await open(bob, `/r/${code}`);
+      const b = await join(bob, 'Bob');
+      await expect.poll(() => mediaFlowing(bob, a.participant_id), { timeout: 20_000 }).toEqual({ frames: true, audio: true });
 
-    // Ada's browser sends all three layers, smallest first, and the SFU
-    // receives all three.
-    await expect
-      .poll(async () => (await sentLayers(ada)).map((l) => [l.rid, l.width > 0, l.bytes > 0]), { timeout: 40_000 })
-      .toEqual([
-        ['q', true, true],
-        ['h', true, true],
-        ['f', true, true],
-      ]);
-    const camera = async () => (await layers(base)).tracks.find((t) => t.track.startsWith(`${a.participant_id}-`));
-    await expect
-      .poll(async () => {
-        const t = await camera();
-        return t && [t.layers_seen, t.layers.filter((l) => l.active).length];
-      })
-      .toEqual([3, 3]);
-    const adaCamera = (await camera())!.track;
-    const toBob = `${adaCamera}>${b.participant_id}`;
-    const forwarder = async () => (await layers(base)).forwarders.find((f) => f.forwarder === toBob);
+      // Ada's browser sends all three layers, smallest first, and the SFU
+      // receives all three.
+      await expect
+        .poll(async () => (await sentLayers(ada)).map((l) => [l.rid, l.width > 0, l.bytes > 0]), { timeout: 40_000 })
+        .toEqual([
+          ['q', true, true],
+          ['h', true, true],
+          ['f', true, true],
+        ]);
+      // In the codec offered first, and Bob decodes that.
+      expect((await sentLayers(ada)).map((l) => l.codec)).toEqual([codec, codec, codec]);
+      expect((await receivedVideo(bob, a.participant_id)).codec).toBe(codec);
+      const camera = async () => (await layers(base)).tracks.find((t) => t.track.startsWith(`${a.participant_id}-`));
+      await expect
+        .poll(async () => {
+          const t = await camera();
+          return t && [t.layers_seen, t.layers.filter((l) => l.active).length];
+        })
+        .toEqual([3, 3]);
+      const adaCamera = (await camera())!.track;
+      const toBob = `${adaCamera}>${b.participant_id}`;
+      const forwarder = async () => (await layers(base)).forwarders.find((f) => f.forwarder === toBob);
 
-    // Width of the layer `rid` Ada sends now (her browser may adapt it).
-    const width = async (rid: string) => (await sentLayers(ada)).find((l) => l.rid === rid)?.width ?? -1;
-    // Bob receives the layer the server says it sends him, at its width.
-    const receivesLayer = async (rid: string) => {
-      const got = await receivedVideo(bob, a.participant_id);
-      return got.width > 0 && got.width === (await width(rid));
-    };
+      // Width of the layer `rid` Ada sends now (her browser may adapt it).
+      const width = async (rid: string) => (await sentLayers(ada)).find((l) => l.rid === rid)?.width ?? -1;
+      // Bob receives the layer the server says it sends him, at its width.
+      const receivesLayer = async (rid: string) => {
+        const got = await receivedVideo(bob, a.participant_id);
+        return got.width > 0 && got.width === (await width(rid));
+      };
 
-    // The grid: the smallest layer at least as wide as the tile (device
-    // pixels), or the full one when none is.
-    const tileWidth = () => tile(bob, a.participant_id).locator('video').evaluate((v) => v.clientWidth * devicePixelRatio);
-    const grid = await tileWidth();
-    const sent = await sentLayers(ada);
-    const fitting = sent.find((l) => l.width >= grid) ?? sent[sent.length - 1];
-    await expect.poll(async () => (await forwarder())?.layer, { timeout: 15_000 }).toBe(['q', 'h', 'f'].indexOf(fitting.rid));
+      // The grid: the smallest layer at least as wide as the tile (device
+      // pixels), or the full one when none is.
+      const tileWidth = () => tile(bob, a.participant_id).locator('video').evaluate((v) => v.clientWidth * devicePixelRatio);
+      const grid = await tileWidth();
+      const sent = await sentLayers(ada);
+      const fitting = sent.find((l) => l.width >= grid) ?? sent[sent.length - 1];
+      await expect.poll(async () => (await forwarder())?.layer, { timeout: 15_000 }).toBe(['q', 'h', 'f'].indexOf(fitting.rid));
 
-    // Pinned large: the full layer, at its width.
-    await tile(bob, a.participant_id).getByTestId('pin').click();
-    await expect.poll(async () => (await forwarder())?.layer, { timeout: 15_000 }).toBe(2);
-    await expect.poll(() => receivesLayer('f'), { timeout: 15_000 }).toBe(true);
-    const switchesBefore = (await forwarder())!.switches;
+      // Pinned large: the full layer, at its width.
+      await tile(bob, a.participant_id).getByTestId('pin').click();
+      await expect.poll(async () => (await forwarder())?.layer, { timeout: 15_000 }).toBe(2);
+      await expect.poll(() => receivesLayer('f'), { timeout: 15_000 }).toBe(true);
+      const switchesBefore = (await forwarder())!.switches;
 
-    // A phone-narrow window: Ada's tile is a thumbnail, which never gets the
-    // full layer; the video goes on decoding across the switch.
-    await bob.setViewportSize({ width: 240, height: 480 });
-    await expect.poll(tileWidth).toBeLessThanOrEqual(240);
-    await expect.poll(async () => (await forwarder())?.layer, { timeout: 15_000 }).toBe(0);
-    await expect.poll(() => receivesLayer('q'), { timeout: 15_000 }).toBe(true);
-    expect((await receivedVideo(bob, a.participant_id)).width).toBeLessThanOrEqual(320);
-    await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
+      // A phone-narrow window: Ada's tile is a thumbnail, which never gets the
+      // full layer; the video goes on decoding across the switch.
+      await bob.setViewportSize({ width: 240, height: 480 });
+      await expect.poll(tileWidth).toBeLessThanOrEqual(240);
+      await expect.poll(async () => (await forwarder())?.layer, { timeout: 15_000 }).toBe(0);
+      await expect.poll(() => receivesLayer('q'), { timeout: 15_000 }).toBe(true);
+      expect((await receivedVideo(bob, a.participant_id)).width).toBeLessThanOrEqual(320);
+      await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
 
-    // Nobody's tile wants more than the smallest layer: a few seconds on,
-    // Ada's browser is told to stop the other two, and the SFU hears only
-    // that one (her uplink carries only what someone receives). Her
-    // smallest layer goes on while the others send nothing more.
-    await expect.poll(() => layersOn(ada), { timeout: 20_000 }).toEqual([true, false, false]);
-    await expect.poll(async () => (await camera())?.layers.map((l) => l.active), { timeout: 10_000 }).toEqual([true, false, false]);
-    const bytes = async () => Object.fromEntries((await sentLayers(ada)).map((l) => [l.rid, l.bytes]));
-    const held = await bytes();
-    await expect.poll(async () => (await bytes()).q, { timeout: 10_000 }).toBeGreaterThan(held.q + 20_000);
-    const later = await bytes();
-    expect([later.h, later.f], 'bytes sent on the held layers').toEqual([held.h, held.f]);
-    await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
+      // Nobody's tile wants more than the smallest layer: a few seconds on,
+      // Ada's browser is told to stop the other two, and the SFU hears only
+      // that one (her uplink carries only what someone receives). Her
+      // smallest layer goes on while the others send nothing more.
+      await expect.poll(() => layersOn(ada), { timeout: 20_000 }).toEqual([true, false, false]);
+      await expect.poll(async () => (await camera())?.layers.map((l) => l.active), { timeout: 10_000 }).toEqual([true, false, false]);
+      const bytes = async () => Object.fromEntries((await sentLayers(ada)).map((l) => [l.rid, l.bytes]));
+      const held = await bytes();
+      await expect.poll(async () => (await bytes()).q, { timeout: 10_000 }).toBeGreaterThan(held.q + 20_000);
+      const later = await bytes();
+      expect([later.h, later.f], 'bytes sent on the held layers').toEqual([held.h, held.f]);
+      await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
 
-    // Large again: Ada sends every layer again at once, and Bob is back on
-    // the full layer, still one decoding stream.
-    await bob.setViewportSize({ width: 1280, height: 720 });
-    await expect.poll(() => layersOn(ada), { timeout: 10_000 }).toEqual([true, true, true]);
-    await expect.poll(async () => (await forwarder())?.layer, { timeout: 15_000 }).toBe(2);
-    await expect.poll(() => receivesLayer('f'), { timeout: 15_000 }).toBe(true);
-    await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
-    expect((await forwarder())!.switches).toBeGreaterThanOrEqual(switchesBefore + 2);
+      // Large again: Ada sends every layer again at once, and Bob is back on
+      // the full layer, still one decoding stream.
+      await bob.setViewportSize({ width: 1280, height: 720 });
+      await expect.poll(() => layersOn(ada), { timeout: 10_000 }).toEqual([true, true, true]);
+      await expect.poll(async () => (await forwarder())?.layer, { timeout: 15_000 }).toBe(2);
+      await expect.poll(() => receivesLayer('f'), { timeout: 15_000 }).toBe(true);
+      await expect.poll(() => mediaFlowing(bob, a.participant_id)).toEqual({ frames: true, audio: true });
+      expect((await forwarder())!.switches).toBeGreaterThanOrEqual(switchesBefore + 2);
 
-    // Leaving releases every layer's forwarder and the tracks, once.
-    await bob.getByTestId('leave-button').click();
-    await expect.poll(async () => (await forwarder()) === undefined).toBe(true);
-    await ada.getByTestId('leave-button').click();
-    await expect.poll(async () => (await layers(base)).counts).toEqual({ tracks: 0, forwarders: 0 });
-    const after = await layers(base);
-    expect([after.tracks, after.forwarders]).toEqual([[], []]);
-  } finally {
-    for (const context of contexts) await context.close();
-  }
-});
+      // Leaving releases every layer's forwarder and the tracks, once.
+      await bob.getByTestId('leave-button').click();
+      await expect.poll(async () => (await forwarder()) === undefined).toBe(true);
+      await ada.getByTestId('leave-button').click();
+      await expect.poll(async () => (await layers(base)).counts).toEqual({ tracks: 0, forwarders: 0 });
+      const after = await layers(base);
+      expect([after.tracks, after.forwarders]).toEqual([[], []]);
+    } finally {
+      for (const context of contexts) await context.close();
+    }
+  });
+}
 
 test('a subscriber on a weak downlink gets a small layer, or audio alone, and the others keep the full one', async ({
   browser,

@@ -191,9 +191,15 @@ export async function receivedVideo(page: Page, participantId: string) {
     const track = (video?.srcObject as MediaStream | null)?.getVideoTracks()[0];
     const pcs = (window as unknown as { __media: { pcs: RTCPeerConnection[] } }).__media.pcs;
     const pc = pcs[pcs.length - 1];
-    if (!track || !pc) return { frames: 0, freezes: 0, width: 0 };
+    if (!track || !pc) return { frames: 0, freezes: 0, width: 0, codec: '' };
     const stats = [...(await pc.getStats()).values()] as Record<string, unknown>[];
     const s = stats.find((x) => x.type === 'inbound-rtp' && x.trackIdentifier === track.id);
-    return { frames: Number(s?.framesDecoded ?? 0), freezes: Number(s?.freezeCount ?? 0), width: Number(s?.frameWidth ?? 0) };
+    const codec = stats.find((x) => x.type === 'codec' && x.id === s?.codecId);
+    return {
+      frames: Number(s?.framesDecoded ?? 0),
+      freezes: Number(s?.freezeCount ?? 0),
+      width: Number(s?.frameWidth ?? 0),
+      codec: String(codec?.mimeType ?? ''),
+    };
   }, participantId);
 }

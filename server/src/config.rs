@@ -57,6 +57,16 @@ pub struct Config {
     )]
     pub simulcast: bool,
 
+    /// The video codecs a browser may send its camera and screen in, in
+    /// the order it is asked to prefer them (comma-separated: `vp8`,
+    /// `h264`): browsers send the first one they support. Subscribers get
+    /// each video in the codec it was sent in.
+    #[arg(
+        long = "video-codecs", env = "CLEANROOM_VIDEO_CODECS", value_delimiter = ',',
+        default_value = "vp8,h264", value_parser = parse_video_codec
+    )]
+    pub video_codecs: Vec<crate::media::VideoCodec>,
+
     /// Media (ICE) addresses to bind and announce, comma-separated.
     #[arg(long = "ice-addrs", env = "CLEANROOM_ICE_ADDRS", value_delimiter = ',', default_value = "127.0.0.1")]
     pub ice_addrs: Vec<IpAddr>,
@@ -229,6 +239,10 @@ fn parse_port_range(s: &str) -> Result<PortRange, String> {
     Ok(PortRange { min, max })
 }
 
+fn parse_video_codec(s: &str) -> Result<crate::media::VideoCodec, String> {
+    crate::media::VideoCodec::parse(s.trim()).ok_or_else(|| format!("`{s}` is not one of vp8, h264"))
+}
+
 fn parse_net(s: &str) -> Result<crate::media::candidates::Net, String> {
     crate::media::candidates::Net::parse(s)
 }
@@ -327,6 +341,10 @@ impl Config {
                 self.ice_addrs.len()
             )));
         }
+        let codecs = &self.video_codecs;
+        if codecs.is_empty() || codecs.iter().enumerate().any(|(i, c)| codecs[..i].contains(c)) {
+            return invalid("CLEANROOM_VIDEO_CODECS (--video-codecs): each of vp8, h264 at most once, at least one");
+        }
         if self.ice_public_addrs.iter().any(|ip| ip.is_unspecified() || ip.is_multicast()) {
             return invalid("CLEANROOM_ICE_PUBLIC_ADDRS (--ice-public-addrs): not an address browsers can reach");
         }
@@ -415,6 +433,18 @@ mod tests {
         assert_eq!(c.public_url_or_derived(), "http://10.0.0.5:8080");
         let c = parse(&["--public-url", "https://n1.meet.example/"]).unwrap();
         assert_eq!(c.public_url_or_derived(), "https://n1.meet.example");
+    }
+
+    #[test]
+    fn video_codecs_are_named_in_order_each_once() {
+        use crate::media::VideoCodec::{Vp8, H264};
+        assert_eq!(parse(&[]).unwrap().video_codecs, vec![Vp8, H264]);
+        assert_eq!(parse(&["--video-codecs", "H264, vp8"]).unwrap().video_codecs, vec![H264, Vp8]);
+        assert_eq!(parse(&["--video-codecs", "h264"]).unwrap().video_codecs, vec![H264]);
+        for bad in ["av1", "vp8,vp8", "vp8,,h264"] {
+            let Err(ConfigExit::Invalid(line)) = parse(&["--video-codecs", bad]) else { panic!("{bad} accepted") };
+            assert!(line.contains("CLEANROOM_VIDEO_CODECS"), "{bad}: {line}");
+        }
     }
 
     #[test]

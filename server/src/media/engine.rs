@@ -91,17 +91,69 @@ fn video_feedback() -> Vec<RTCPFeedback> {
         .collect()
 }
 
-/// Opus, VP8 and H.264 (constrained baseline, packetization-mode 1); the
-/// audio level extension on audio, in every direction.
+fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, rtcp_feedback: Vec<RTCPFeedback>) -> RTCRtpCodec {
+    RTCRtpCodec { mime_type: mime.to_owned(), clock_rate, channels, sdp_fmtp_line: fmtp.to_owned(), rtcp_feedback }
+}
+
+/// A video codec the engine knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// VP8 (what browsers send by default).
+    Vp8,
+    /// Constrained baseline, packetization mode 1.
+    H264,
+}
+
+impl VideoCodec {
+    /// Every one, in the engine's order.
+    pub const ALL: [Self; 2] = [Self::Vp8, Self::H264];
+
+    /// From its name in the settings (`vp8`, `h264`, any case).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Its name in the settings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vp8 => "vp8",
+            Self::H264 => "h264",
+        }
+    }
+
+    /// Its parameters, as registered and offered.
+    pub fn parameters(self) -> RTCRtpCodecParameters {
+        match self {
+            Self::Vp8 => RTCRtpCodecParameters {
+                rtp_codec: codec(MIME_TYPE_VP8, 90_000, 0, "", video_feedback()),
+                payload_type: PT_VP8,
+            },
+            Self::H264 => RTCRtpCodecParameters {
+                rtp_codec: codec(
+                    MIME_TYPE_H264,
+                    90_000,
+                    0,
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                    video_feedback(),
+                ),
+                payload_type: PT_H264,
+            },
+        }
+    }
+}
+
+/// What a line that receives video offers, in this order. A browser sends
+/// the first codec of the offer that it supports (Chrome does so whatever
+/// order its answer lists), and the receiver finds a packet's codec by
+/// payload type in this list.
+pub fn offered_video(order: &[VideoCodec]) -> Vec<RTCRtpCodecParameters> {
+    order.iter().map(|c| c.parameters()).collect()
+}
+
+/// Opus and every [`VideoCodec`]; the audio level extension on audio, in
+/// every direction.
 fn media_engine() -> Result<MediaEngine, MediaError> {
     let mut engine = MediaEngine::default();
-    let codec = |mime: &str, clock_rate, channels, fmtp: &str, rtcp_feedback| RTCRtpCodec {
-        mime_type: mime.to_owned(),
-        clock_rate,
-        channels,
-        sdp_fmtp_line: fmtp.to_owned(),
-        rtcp_feedback,
-    };
     engine.register_codec(
         RTCRtpCodecParameters {
             rtp_codec: codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", vec![]),
@@ -109,26 +161,9 @@ fn media_engine() -> Result<MediaEngine, MediaError> {
         },
         RtpCodecKind::Audio,
     )?;
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: codec(MIME_TYPE_VP8, 90_000, 0, "", video_feedback()),
-            payload_type: PT_VP8,
-        },
-        RtpCodecKind::Video,
-    )?;
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: codec(
-                MIME_TYPE_H264,
-                90_000,
-                0,
-                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-                video_feedback(),
-            ),
-            payload_type: PT_H264,
-        },
-        RtpCodecKind::Video,
-    )?;
+    for video in VideoCodec::ALL {
+        engine.register_codec(video.parameters(), RtpCodecKind::Video)?;
+    }
     engine.register_header_extension(
         RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_owned() },
         RtpCodecKind::Audio,

@@ -48,6 +48,7 @@ pub mod candidates;
 mod engine;
 pub mod estimate;
 pub mod forwarder;
+pub mod h264;
 pub mod ice_servers;
 pub mod session;
 pub mod simulcast;
@@ -66,8 +67,8 @@ use tokio_util::task::TaskTracker;
 use webrtc::peer_connection::PeerConnection;
 
 pub use engine::{
-    build_peer_connection, is_keyframe_request, parse_audio_level, IceSettings, PortCursor, AUDIO_LEVEL_URI, PT_H264,
-    PT_OPUS, PT_VP8,
+    build_peer_connection, is_keyframe_request, offered_video, parse_audio_level, IceSettings, PortCursor, VideoCodec,
+    AUDIO_LEVEL_URI, PT_H264, PT_OPUS, PT_VP8,
 };
 
 use crate::config::Config;
@@ -107,6 +108,8 @@ pub struct MediaConfig {
     pub close_timeout: Duration,
     /// Browsers are asked for their camera in layers.
     pub simulcast: bool,
+    /// The video codecs browsers may send, in the order they are asked to prefer.
+    pub video_codecs: Vec<VideoCodec>,
 }
 
 impl MediaConfig {
@@ -128,6 +131,7 @@ impl MediaConfig {
             offer_timeout: Duration::from_millis(c.offer_timeout_ms),
             close_timeout: Duration::from_secs(5),
             simulcast: c.simulcast,
+            video_codecs: c.video_codecs.clone(),
         }
     }
 }

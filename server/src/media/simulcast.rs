@@ -188,35 +188,22 @@ pub fn is_keyframe(mime: &str, payload: &[u8]) -> bool {
     if mime.eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8) {
         Vp8Descriptor::parse(payload).is_some_and(|d| d.keyframe)
     } else if mime.eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264) {
-        h264_keyframe(payload)
+        super::h264::is_keyframe(payload)
     } else {
         true
     }
 }
 
-/// An H.264 packet (RFC 6184) carrying an IDR slice or the SPS that comes
-/// before one: alone, in a STAP-A, or as the first fragment of an FU-A.
-fn h264_keyframe(payload: &[u8]) -> bool {
-    const IDR: u8 = 5;
-    const SPS: u8 = 7;
-    const STAP_A: u8 = 24;
-    const FU_A: u8 = 28;
-    let Some(&first) = payload.first() else { return false };
-    match first & 0x1f {
-        IDR | SPS => true,
-        STAP_A => {
-            let mut at = 1;
-            while at + 2 < payload.len() {
-                let size = usize::from(u16::from_be_bytes([payload[at], payload[at + 1]]));
-                if matches!(payload[at + 2] & 0x1f, IDR | SPS) {
-                    return true;
-                }
-                at += 2 + size;
-            }
-            false
-        }
-        FU_A => payload.get(1).is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == IDR),
-        _ => false,
+/// The picture width a packet announces, where it does: a VP8 keyframe's
+/// header, an H.264 SPS (sent with each keyframe).
+pub fn announced_width(mime: &str, payload: &[u8]) -> Option<u16> {
+    use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_VP8};
+    if mime.eq_ignore_ascii_case(MIME_TYPE_VP8) {
+        Vp8Descriptor::parse(payload).and_then(|d| d.width)
+    } else if mime.eq_ignore_ascii_case(MIME_TYPE_H264) {
+        super::h264::sps_width(payload)
+    } else {
+        None
     }
 }
 

@@ -498,7 +498,7 @@ impl TrackReader {
     }
 
     /// Records a packet in its layer's meter: when it came, the bitrate,
-    /// and a VP8 keyframe's width. After a silence (`last`: the packet
+    /// and the width a keyframe announces. After a silence (`last`: the packet
     /// before) the window starts again and the bitrate it had is kept
     /// meanwhile: a layer resumed is not measured over the time it was off.
     fn meter(&mut self, i: usize, packet: &rtp::Packet, now: Instant, last: Option<Instant>) {
@@ -518,10 +518,8 @@ impl TrackReader {
             reading.window_start = Some(now);
             reading.window_bytes = 0;
         }
-        if self.mime.eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8) {
-            if let Some(width) = simulcast::Vp8Descriptor::parse(&packet.payload).and_then(|d| d.width) {
-                meter.width.store(width, Ordering::Relaxed);
-            }
+        if let Some(width) = simulcast::announced_width(&self.mime, &packet.payload) {
+            meter.width.store(width, Ordering::Relaxed);
         }
     }
 

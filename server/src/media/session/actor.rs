@@ -254,6 +254,13 @@ impl Actor {
             let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendrecv, ..Default::default() };
             let transceiver = pc.add_transceiver_from_track(placeholder, Some(init)).await?;
             transceiver.set_direction(RTCRtpTransceiverDirection::Recvonly).await?;
+            // The placeholder's codec would be the only one offered: the
+            // person's browser may send video in the codecs of the
+            // settings, and sends the first of them it supports.
+            if kind == RtpCodecKind::Video {
+                let codecs = crate::media::offered_video(&self.shared.config.video_codecs);
+                transceiver.set_codec_preferences(codecs).await?;
+            }
             match what {
                 "screen" => self.screen.transceiver = Some(transceiver.id()),
                 "video" => self.camera = Some(transceiver.id()),
@@ -469,7 +476,20 @@ impl Actor {
         forwarder.close();
         if let Some(pc) = &self.pc {
             match pc.remove_track(&forwarder.sender).await {
-                Ok(()) => self.free_slots[slot(forwarder.kind)] += 1,
+                Ok(()) => {
+                    // The slot keeps the codecs of the track it carried; the
+                    // next forwarder there may be of another codec (VP8 after
+                    // H.264), so it offers what the next track brings.
+                    let slot_id = rtc::rtp_transceiver::RTCRtpTransceiverId::from(forwarder.sender.id());
+                    for transceiver in pc.get_transceivers().await {
+                        if transceiver.id() == slot_id {
+                            if let Err(e) = transceiver.set_codec_preferences(vec![]).await {
+                                tracing::warn!(session = %self.id, error = %e, "freed slot keeps its codecs");
+                            }
+                        }
+                    }
+                    self.free_slots[slot(forwarder.kind)] += 1;
+                }
                 Err(e) => {
                     tracing::debug!(session = %self.id, track = %track_id, error = %e, "remove_track failed")
                 }
