@@ -14,6 +14,14 @@
 //! otherwise, so a client is never the active speaker unless a test makes
 //! it speak.
 //!
+//! Every packet it publishes carries the time it was written (a marker and
+//! microseconds since a process-wide epoch, inside the payload, which the
+//! SFU forwards untouched), so a subscriber in the same process measures
+//! the forwarding delay; it also counts each received stream's sequence
+//! gaps (the SFU's own drops: it renumbers what it forwards without gaps).
+//! The video rate can be raised ([`RtcClient::set_video_rate`]) to offer
+//! the SFU more load.
+//!
 //! It speaks the app's wire types ([`ServerMsg`] in, [`ClientMsg`] out) but
 //! not the transport: the caller carries the messages over the room's
 //! WebSocket (the integration tests do; a load generator would too).
@@ -23,8 +31,8 @@
 //! [`RtcClient::close`] cancels, closes the connection and waits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use app::signal::{ClientMsg, IceCandidate, ServerMsg};
@@ -72,6 +80,92 @@ pub struct ClientStats {
     pub connected: AtomicBool,
     /// PLI/FIR received for the video this client publishes.
     pub keyframe_requests: AtomicU64,
+    /// Video packets per second to publish, in thousandths (0: the default).
+    video_mpps: AtomicU32,
+    /// Each received stream's sequence numbers, by SSRC.
+    flows: Mutex<HashMap<u32, Flow>>,
+    /// Forwarding delays seen (microseconds), while `recording` is on.
+    delays: Mutex<Vec<u32>>,
+    recording: AtomicBool,
+}
+
+/// One received stream: the first and highest sequence number seen
+/// (extended past wrap-around) and how many packets came.
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    first: u64,
+    highest: u64,
+    received: u64,
+}
+
+impl Flow {
+    fn new(seq: u16) -> Self {
+        Self { first: u64::from(seq), highest: u64::from(seq), received: 1 }
+    }
+
+    fn record(&mut self, seq: u16) {
+        // The extension of `seq` nearest the highest seen.
+        let base = self.highest & !0xffff;
+        let candidates = [base.wrapping_sub(0x1_0000), base, base + 0x1_0000];
+        let ext = candidates
+            .into_iter()
+            .map(|b| b.wrapping_add(u64::from(seq)))
+            .min_by_key(|e| e.abs_diff(self.highest))
+            .unwrap_or(u64::from(seq));
+        self.highest = self.highest.max(ext);
+        self.first = self.first.min(ext);
+        self.received += 1;
+    }
+
+    /// Packets the numbers say were sent (first to highest).
+    fn expected(&self) -> u64 {
+        self.highest - self.first + 1
+    }
+}
+
+/// Received-packet totals of all streams: what their sequence numbers say
+/// was sent, and what came.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reception {
+    pub expected: u64,
+    pub received: u64,
+}
+
+/// The video rate a client publishes unless told otherwise (one packet
+/// every 30 ms).
+pub const DEFAULT_VIDEO_PPS: f64 = 100.0 / 3.0;
+
+/// What marks a payload stamped with its send time (the 8 bytes after it).
+const STAMP: [u8; 2] = [0xc1, 0xea];
+
+/// Where the stamp goes: after the VP8 descriptor and its keyframe-looking
+/// header, after the Opus TOC byte.
+const VIDEO_STAMP_AT: usize = 10;
+const AUDIO_STAMP_AT: usize = 1;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Microseconds since the process-wide epoch.
+fn now_us() -> u64 {
+    Instant::now().saturating_duration_since(epoch()).as_micros() as u64
+}
+
+/// `template` with the stamp and the time now at `at`.
+fn stamped(template: &[u8], at: usize) -> Bytes {
+    let mut payload = template.to_vec();
+    payload[at..at + 2].copy_from_slice(&STAMP);
+    payload[at + 2..at + 10].copy_from_slice(&now_us().to_be_bytes());
+    Bytes::from(payload)
+}
+
+/// The send time a payload carries at `at`, if stamped.
+fn stamp_of(payload: &[u8], at: usize) -> Option<u64> {
+    let marker = payload.get(at..at + 2)?;
+    let time = payload.get(at + 2..at + 10)?;
+    (marker == STAMP).then(|| u64::from_be_bytes(time.try_into().unwrap_or_default()))
 }
 
 impl ClientStats {
@@ -122,6 +216,50 @@ impl ClientStats {
 
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// Sequence-number totals over every stream received so far.
+    pub fn reception(&self) -> Reception {
+        let flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        flows.values().fold(Reception::default(), |r, f| Reception {
+            expected: r.expected + f.expected(),
+            received: r.received + f.received,
+        })
+    }
+
+    /// Starts (or stops) keeping the forwarding delay of each packet.
+    pub fn record_delays(&self, on: bool) {
+        self.recording.store(on, Ordering::Release);
+    }
+
+    /// The delays kept so far (microseconds), emptied.
+    pub fn take_delays(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.delays.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn video_rate_mpps(&self) -> u32 {
+        match self.video_mpps.load(Ordering::Relaxed) {
+            0 => (DEFAULT_VIDEO_PPS * 1000.0) as u32,
+            rate => rate,
+        }
+    }
+
+    fn on_packet(&self, packet: &rtp::Packet, audio: bool) {
+        let ssrc = packet.header.ssrc;
+        let seq = packet.header.sequence_number;
+        self.flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(ssrc)
+            .and_modify(|f| f.record(seq))
+            .or_insert_with(|| Flow::new(seq));
+        if self.recording.load(Ordering::Relaxed) {
+            let at = if audio { AUDIO_STAMP_AT } else { VIDEO_STAMP_AT };
+            if let Some(sent) = stamp_of(&packet.payload, at) {
+                let delay = now_us().saturating_sub(sent).min(u64::from(u32::MAX)) as u32;
+                self.delays.lock().unwrap_or_else(|p| p.into_inner()).push(delay);
+            }
+        }
     }
 }
 
@@ -290,6 +428,14 @@ impl RtcClient {
     /// 127) and whether it is voice. The default is silence.
     pub fn set_audio_level(&self, level_dbov: u8, voice: bool) {
         self.audio_level.set(level_dbov, voice);
+    }
+
+    /// Publishes `packets_per_s` video packets per second from now on (the
+    /// default is [`DEFAULT_VIDEO_PPS`]); more than one per 10 ms tick go
+    /// as one frame of several packets.
+    pub fn set_video_rate(&self, packets_per_s: f64) {
+        let mpps = (packets_per_s.clamp(1.0, 100_000.0) * 1000.0) as u32;
+        self.stats.video_mpps.store(mpps, Ordering::Relaxed);
     }
 
     /// Sends a keyframe request (PLI) for the video received from `publisher`,
@@ -488,7 +634,8 @@ async fn count_packets(track: Arc<dyn TrackRemote>, stats: Arc<ClientStats>, tok
             event = track.poll() => event,
         };
         match event {
-            Some(TrackRemoteEvent::OnRtpPacket(_)) => {
+            Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                stats.on_packet(&packet, audio);
                 let first = {
                     let mut received = stats.received.lock().unwrap_or_else(|p| p.into_inner());
                     let count = received.entry(stream.clone()).or_default();
@@ -545,21 +692,26 @@ struct Media {
 }
 
 /// Synthetic media: Opus every 20 ms (960 samples, with the audio level
-/// extension), VP8 every 30 ms (one-packet frames, 2700 ticks). Writes fail
-/// until the tracks are bound (after the first answer); those packets are
-/// simply not sent.
+/// extension), VP8 at the client's video rate (by default a one-packet
+/// frame every 30 ms), each packet stamped with the time it is written.
+/// Writes fail until the tracks are bound (after the first answer); those
+/// packets are simply not sent.
 async fn pump(token: CancellationToken, stats: Arc<ClientStats>, media: Media) {
     let Media { audio, audio_ssrc, level, video, video_ssrc } = media;
-    let opus = Bytes::from_static(&[0xfc; 60]);
+    let opus = [0xfc; 60];
     // A VP8 payload descriptor (start of partition) and a keyframe-looking header.
     let vp8 = {
         let mut v = vec![0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
         v.resize(400, 0x55);
-        Bytes::from(v)
+        v
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    const TICK: Duration = Duration::from_millis(10);
+    const TICKS_PER_S: u32 = 100;
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let (mut n, mut audio_seq, mut video_seq) = (0u64, 0u16, 0u16);
+    // Thousandths of a video packet owed (the rate accrues every tick).
+    let mut owed = 0u64;
     loop {
         tokio::select! {
             () = token.cancelled() => break,
@@ -571,16 +723,23 @@ async fn pump(token: CancellationToken, stats: Arc<ClientStats>, media: Media) {
         n += 1;
         if n % 2 == 0 {
             audio_seq = audio_seq.wrapping_add(1);
-            let packet = packet(PT_OPUS, audio_seq, (n / 2) as u32 * 960, audio_ssrc, true, opus.clone());
+            let payload = stamped(&opus, AUDIO_STAMP_AT);
+            let packet = packet(PT_OPUS, audio_seq, (n / 2) as u32 * 960, audio_ssrc, true, payload);
             // The extension goes with the id negotiated for this sender (none
             // if it was not negotiated).
             if audio.write_rtp_with_extensions(packet, &[level.extension()]).await.is_ok() {
                 stats.sent.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if n % 3 == 0 {
+        owed += u64::from(stats.video_rate_mpps() / TICKS_PER_S);
+        let frame = owed / 1000;
+        owed %= 1000;
+        // A frame of this tick's packets: one timestamp, the marker on the last.
+        let timestamp = (n as u32).wrapping_mul(90_000 / TICKS_PER_S);
+        for i in 0..frame {
             video_seq = video_seq.wrapping_add(1);
-            let packet = packet(PT_VP8, video_seq, (n / 3) as u32 * 2700, video_ssrc, true, vp8.clone());
+            let payload = stamped(&vp8, VIDEO_STAMP_AT);
+            let packet = packet(PT_VP8, video_seq, timestamp, video_ssrc, i + 1 == frame, payload);
             if video.write_rtp(packet).await.is_ok() {
                 stats.sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -613,6 +772,28 @@ fn packet(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flow_counts_what_its_sequence_numbers_say_was_sent_across_wrap_around() {
+        let mut flow = Flow::new(65_533);
+        for seq in [65_534, 65_535, 1, 2, 0] {
+            flow.record(seq);
+        }
+        // 65 533 … 2 is six numbers; 0 came late, and nothing is missing.
+        assert_eq!((flow.expected(), flow.received), (6, 6));
+        flow.record(5);
+        assert_eq!((flow.expected(), flow.received), (9, 7));
+    }
+
+    #[test]
+    fn a_stamp_is_read_back_only_where_it_was_written() {
+        let payload = stamped(&[0u8; 40], VIDEO_STAMP_AT);
+        let sent = stamp_of(&payload, VIDEO_STAMP_AT).expect("stamped");
+        assert!(sent <= now_us());
+        assert_eq!(stamp_of(&payload, AUDIO_STAMP_AT), None);
+        assert_eq!(stamp_of(&[0u8; 40], VIDEO_STAMP_AT), None);
+        assert_eq!(stamp_of(&payload[..15], VIDEO_STAMP_AT), None);
+    }
 
     #[test]
     fn only_sending_sections_name_remote_tracks() {

@@ -13,6 +13,6 @@ pub mod client;
 pub mod guest;
 pub mod pump;
 
-pub use client::{ClientStats, RtcClient};
+pub use client::{ClientStats, Reception, RtcClient, DEFAULT_VIDEO_PPS};
 pub use guest::{FnError, FrozenSocket, Guest, Seen, Socket};
 pub use pump::{Pump, PumpOptions};

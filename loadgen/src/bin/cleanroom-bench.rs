@@ -36,6 +36,19 @@
 //! the split is visible. With `--runs K` the whole run (fresh server
 //! included) is repeated and the median of each figure is printed.
 //!
+//! With `--saturate R1,R2,…` it measures capacity instead: one server, all
+//! rooms joined once, then each publisher's video rate is set to R1, R2, …
+//! packets per second in turn (2 s to settle, then a window each) until a
+//! step sees more than 0.1 % loss (from the subscribers' sequence numbers),
+//! the server busy 0.9 of a core, or the clients (this process) 0.9 of a
+//! core. Each step prints ingress and forwarded packets/s, loss, both CPU
+//! shares, forwarded packets per server CPU-second and the forwarding delay
+//! p50/p99 (publisher write → subscriber read: the clients stamp each
+//! payload with the time, one clock in one process); the `saturation:` line
+//! gives the best step within the limits and what stopped the curve.
+//! `--server-cpu` / `--client-cpu` pin the server (`taskset -c`) and this
+//! process (`taskset -a -p`) to one CPU each.
+//!
 //! Invariants: the child server is stopped (SIGTERM, then wait; SIGKILL
 //! after 10 s or on drop) and its database and log files are removed on
 //! every exit path of a run; every client is closed before the server stops.
@@ -49,7 +62,7 @@ use std::time::{Duration, Instant};
 use app::model::RoomCode;
 use app::signal::ClientMsg;
 use clap::Parser;
-use loadgen::{Guest, Pump, PumpOptions, RtcClient};
+use loadgen::{Guest, Pump, PumpOptions, Reception, RtcClient};
 use server::media::IceSettings;
 use tokio::sync::mpsc;
 
@@ -84,7 +97,22 @@ struct Args {
     /// How long to wait for every subscriber to hear every publisher.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=300))]
     join_timeout: u64,
+    /// Saturation: raise each publisher's video rate through these packets
+    /// per second (a window each, one server) until the subscribers see
+    /// more than 0.1 % loss or the server or the clients use 0.9 of a core.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    saturate: Option<Vec<f64>>,
+    /// Pin the server to this CPU (`taskset`).
+    #[arg(long)]
+    server_cpu: Option<u32>,
+    /// Pin this process (the clients) to this CPU.
+    #[arg(long)]
+    client_cpu: Option<u32>,
 }
+
+/// Saturation stops at this share of packets lost, or of a core busy.
+const MAX_LOSS: f64 = 0.001;
+const MAX_CORE: f64 = 0.9;
 
 /// What can stop a run.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +206,7 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    async fn start(bin: &Path) -> Result<Self, BenchError> {
+    async fn start(bin: &Path, cpu: Option<u32>) -> Result<Self, BenchError> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(io_err("a free loopback port"))?;
@@ -190,7 +218,16 @@ impl ServerProcess {
         let log_err = log_file.try_clone().map_err(io_err(log.display().to_string()))?;
         let mut files = vec![log.clone(), db.clone()];
         files.extend(["-wal", "-shm", "-journal"].map(|s| dir.join(format!("{tag}.db{s}"))));
-        let child = tokio::process::Command::new(bin)
+        // Pinned: `taskset` execs the server in place (the same pid).
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut c = tokio::process::Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(bin);
+                c
+            }
+            None => tokio::process::Command::new(bin),
+        };
+        let child = command
             .env_remove("REDIS_URL")
             .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
             .env("CLEANROOM_DEBUG_API", "1")
@@ -332,7 +369,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 async fn run_once(args: &Args, bin: &Path, tick: f64) -> Result<Figures, BenchError> {
-    let server = ServerProcess::start(bin).await?;
+    let server = ServerProcess::start(bin, args.server_cpu).await?;
     let mut people = Vec::new();
     let result = measure(args, &server, tick, &mut people).await;
     close_all(people).await;
@@ -352,13 +389,16 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
-async fn measure(
-    args: &Args,
-    server: &ServerProcess,
-    tick: f64,
-    people: &mut Vec<Participant>,
-) -> Result<Figures, BenchError> {
-    let rss_before = rss_bytes(server.pid)?;
+/// Everyone joined, and how long each (subscriber, publisher) pair took to
+/// its first packet (ms, sorted), with the number of pairs.
+struct Joined {
+    join_ms: Vec<f64>,
+    pairs: usize,
+}
+
+/// Joins every room's publishers, then its subscribers, and waits until
+/// every subscriber heard every publisher of its room (or the time out).
+async fn join_all(args: &Args, server: &ServerProcess, people: &mut Vec<Participant>) -> Result<Joined, BenchError> {
     let mut rooms = Vec::new();
     for r in 0..args.rooms as usize {
         let host = Guest::new(server.addr);
@@ -409,6 +449,18 @@ async fn measure(
         })
         .collect();
     join_ms.sort_by(f64::total_cmp);
+    Ok(Joined { join_ms, pairs: pairs.len() })
+}
+
+async fn measure(
+    args: &Args,
+    server: &ServerProcess,
+    tick: f64,
+    people: &mut Vec<Participant>,
+) -> Result<Figures, BenchError> {
+    let rss_before = rss_bytes(server.pid)?;
+    let Joined { join_ms, pairs } = join_all(args, server, people).await?;
+    let everyone: &[Participant] = people;
     // Warm-up, then the steady window.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let received = || everyone.iter().map(Participant::received_total).sum::<u64>();
@@ -444,8 +496,155 @@ async fn measure(
         join_p50_ms: percentile(&join_ms, 50.0),
         join_p95_ms: percentile(&join_ms, 95.0),
         pairs_heard: join_ms.len() as f64,
-        pairs_total: pairs.len() as f64,
+        pairs_total: pairs as f64,
     })
+}
+
+// ---------------------------------------------------------------- saturation
+
+/// One step of the saturation curve.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    /// Video packets per second each publisher was asked for.
+    rate: f64,
+    ingress_pps: f64,
+    egress_pps: f64,
+    /// Share of the packets the subscribers' sequence numbers say were
+    /// forwarded that did not arrive.
+    loss: f64,
+    server_cores: f64,
+    client_cores: f64,
+    pkts_per_cpu_s: f64,
+    delay_p50_ms: f64,
+    delay_p99_ms: f64,
+}
+
+/// Why the curve stopped where it did.
+fn limit(step: &Step) -> Option<&'static str> {
+    if step.loss > MAX_LOSS {
+        Some("loss over 0.1 %")
+    } else if step.server_cores >= MAX_CORE {
+        Some("server at 0.9 of its core")
+    } else if step.client_cores >= MAX_CORE {
+        Some("clients at 0.9 of their core (the load generator, not the server, is the limit)")
+    } else {
+        None
+    }
+}
+
+/// One server, everyone joined once, then a window per rate.
+async fn saturate(args: &Args, rates: &[f64], bin: &Path, tick: f64) -> Result<Vec<Step>, BenchError> {
+    let server = ServerProcess::start(bin, args.server_cpu).await?;
+    let mut people = Vec::new();
+    let result = async {
+        join_all(args, &server, &mut people).await?;
+        let mut steps = Vec::new();
+        for &rate in rates {
+            let step = saturation_step(args, &server, tick, &people, rate).await?;
+            print_step(&step);
+            let stop = limit(&step).is_some();
+            steps.push(step);
+            if stop {
+                break;
+            }
+        }
+        Ok(steps)
+    }
+    .await;
+    close_all(people).await;
+    server.stop().await;
+    result
+}
+
+async fn saturation_step(
+    args: &Args,
+    server: &ServerProcess,
+    tick: f64,
+    people: &[Participant],
+    rate: f64,
+) -> Result<Step, BenchError> {
+    for p in people.iter().filter(|p| p.publisher) {
+        p.client.set_video_rate(rate);
+    }
+    // Settle at the new rate, then the window.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reception = || {
+        people.iter().map(|p| p.client.stats().reception()).fold(Reception::default(), |a, r| Reception {
+            expected: a.expected + r.expected,
+            received: a.received + r.received,
+        })
+    };
+    let sent = || people.iter().map(|p| p.client.stats().sent.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>();
+    for p in people {
+        p.client.stats().take_delays();
+        p.client.stats().record_delays(true);
+    }
+    let (r0, tx0) = (reception(), sent());
+    let (srv0, own0) = (cpu_ticks(Some(server.pid))?, cpu_ticks(None)?);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let (r1, tx1) = (reception(), sent());
+    let (srv1, own1) = (cpu_ticks(Some(server.pid))?, cpu_ticks(None)?);
+    let window_s = t0.elapsed().as_secs_f64();
+    let mut delays: Vec<f64> = Vec::new();
+    for p in people {
+        p.client.stats().record_delays(false);
+        delays.extend(p.client.stats().take_delays().into_iter().map(|us| f64::from(us) / 1000.0));
+    }
+    delays.sort_by(f64::total_cmp);
+    let expected = r1.expected.saturating_sub(r0.expected) as f64;
+    let received = r1.received.saturating_sub(r0.received) as f64;
+    let server_cpu_s = (srv1 - srv0) as f64 / tick;
+    Ok(Step {
+        rate,
+        ingress_pps: (tx1 - tx0) as f64 / window_s,
+        egress_pps: received / window_s,
+        loss: if expected > 0.0 { (1.0 - received / expected).max(0.0) } else { f64::NAN },
+        server_cores: server_cpu_s / window_s,
+        client_cores: (own1 - own0) as f64 / tick / window_s,
+        pkts_per_cpu_s: if server_cpu_s > 0.0 { received / server_cpu_s } else { f64::NAN },
+        delay_p50_ms: percentile(&delays, 50.0),
+        delay_p99_ms: percentile(&delays, 99.0),
+    })
+}
+
+const STEP_HEADER: &str = "video pkt/s per publisher | ingress pkt/s | forwarded pkt/s | loss % | server cores \
+                           | clients cores | pkt per server CPU-s | delay p50 / p99 (ms)";
+
+fn print_step(step: &Step) {
+    println!(
+        "step: | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+        fmt_num(step.rate, 0),
+        fmt_num(step.ingress_pps, 0),
+        fmt_num(step.egress_pps, 0),
+        fmt_num(step.loss * 100.0, 3),
+        fmt_num(step.server_cores, 2),
+        fmt_num(step.client_cores, 2),
+        fmt_num(step.pkts_per_cpu_s, 0),
+        fmt_num(step.delay_p50_ms, 2),
+        fmt_num(step.delay_p99_ms, 2),
+    );
+}
+
+fn report_saturation(args: &Args, steps: &[Step]) {
+    let shape = format!("{} × {}×{}", args.rooms, args.publishers, args.subscribers);
+    // The last step within the limits: what the server forwarded cleanly.
+    let clean = steps.iter().filter(|s| limit(s).is_none()).max_by(|a, b| a.egress_pps.total_cmp(&b.egress_pps));
+    let stopped = steps.last().and_then(limit).unwrap_or("the last rate asked for");
+    match clean {
+        Some(best) => {
+            println!(
+                "saturation: {} forwarded packets per server CPU-second ({shape}; {} pkt/s forwarded on {} server \
+                 cores, loss {} %, delay p99 {} ms; stopped by: {stopped})",
+                fmt_num(best.pkts_per_cpu_s, 0),
+                fmt_num(best.egress_pps, 0),
+                fmt_num(best.server_cores, 2),
+                fmt_num(best.loss * 100.0, 3),
+                fmt_num(best.delay_p99_ms, 2),
+            );
+        }
+        None => println!("saturation: no step within the limits ({shape}; stopped by: {stopped})"),
+    }
 }
 
 // ---------------------------------------------------------------- report
@@ -584,6 +783,36 @@ async fn main() -> ExitCode {
     );
     println!("machine: {}; the server and the clients share these CPUs", machine());
     println!("server: {} (SQLite temp DB, in-process store, RUST_LOG=warn); CLK_TCK {tick}", bin.display());
+    if let Some(cpu) = args.client_cpu {
+        // Every thread, the runtime's included (new ones inherit it).
+        let pinned = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpu.to_string(), &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status();
+        if !pinned.is_ok_and(|s| s.success()) {
+            eprintln!("cleanroom-bench: could not pin the clients to CPU {cpu} (taskset)");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(cpu) = args.server_cpu {
+        println!(
+            "pinned: server on CPU {cpu}, clients on {}",
+            args.client_cpu.map_or("any".to_owned(), |c| c.to_string())
+        );
+    }
+    if let Some(rates) = args.saturate.clone() {
+        println!("saturation: {STEP_HEADER}");
+        match saturate(&args, &rates, &bin, tick).await {
+            Ok(steps) => {
+                report_saturation(&args, &steps);
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("cleanroom-bench: saturation failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let mut runs = Vec::new();
     for i in 1..=args.runs {
         match run_once(&args, &bin, tick).await {
