@@ -55,6 +55,14 @@ test('screen share: seen by everyone, released on every way it stops', async ({ 
 
   // Shared: everybody sees it move, larger than a camera tile; the cameras go on.
   await share();
+  // One layer of detail at a low frame rate.
+  const capture = await bob.evaluate(() => {
+    const track = (window as unknown as { __media: { screens: MediaStream[] } }).__media.screens.at(-1)!.getVideoTracks()[0];
+    return { hint: track.contentHint, fps: track.getSettings().frameRate ?? 0 };
+  });
+  expect(capture.hint).toBe('detail');
+  expect(capture.fps).toBeGreaterThan(0);
+  expect(capture.fps).toBeLessThanOrEqual(15);
   for (const page of [ada, cy]) await expect.poll(() => screenFrames(page)).toBe(true);
   const screenBox = (await ada.getByTestId('screen-tile').boundingBox())!;
   const cameraBox = (await ada.getByTestId('participant-tile').first().boundingBox())!;

@@ -266,14 +266,30 @@ pub fn take_lost_tracks(stream: &MediaStream, kind: &str) -> Vec<MediaStreamTrac
     lost
 }
 
+/// A screen share's frame rate: what it asks for, and the most it takes.
+/// Text and slides change seldom; sharpness matters more than motion.
+const SCREEN_FPS: (u32, u32) = (5, 15);
+
 /// Asks the person which screen, window or tab to share (`getDisplayMedia`,
-/// video only). `Err` when they cancel or the browser refuses.
+/// video only): one layer at the screen's own resolution and a low frame
+/// rate, marked as detail (under congestion the browser keeps the
+/// resolution and drops frames). `Err` when they cancel or the browser
+/// refuses.
 pub async fn open_screen() -> Result<MediaStream, JsValue> {
     let media = window()?.navigator().media_devices()?;
+    let rate = js_sys::Object::new();
+    js_sys::Reflect::set(&rate, &"ideal".into(), &SCREEN_FPS.0.into())?;
+    js_sys::Reflect::set(&rate, &"max".into(), &SCREEN_FPS.1.into())?;
+    let video = js_sys::Object::new();
+    js_sys::Reflect::set(&video, &"frameRate".into(), &rate)?;
     let constraints = js_sys::Object::new();
-    js_sys::Reflect::set(&constraints, &"video".into(), &JsValue::TRUE)?;
+    js_sys::Reflect::set(&constraints, &"video".into(), &video)?;
     js_sys::Reflect::set(&constraints, &"audio".into(), &JsValue::FALSE)?;
     let get: js_sys::Function = js_sys::Reflect::get(&media, &"getDisplayMedia".into())?.dyn_into()?;
     let promise: js_sys::Promise = get.call1(&media, &constraints)?.dyn_into()?;
-    JsFuture::from(promise).await?.dyn_into::<MediaStream>()
+    let stream = JsFuture::from(promise).await?.dyn_into::<MediaStream>()?;
+    for track in stream.get_video_tracks().iter() {
+        js_sys::Reflect::set(&track, &"contentHint".into(), &"detail".into())?;
+    }
+    Ok(stream)
 }
