@@ -15,7 +15,7 @@ command -v taskset >/dev/null || die "taskset (util-linux) is needed"
 TARGET="$(target_dir)"
 cargo build --release -p server --bin cleanroom -p loadgen --bin cleanroom-bench
 SECONDS_PER_STEP="${BENCH_SECONDS:-5}"
-RATES="${BENCH_RATES:-33,100,200,400,700,1000,1500,2000,3000}"
+RATES="${BENCH_RATES:-33,100,200,300,400,500,650,800,1000,1300,1600,2000}"
 run() {
   echo "== $1"
   shift

@@ -235,6 +235,10 @@ impl ServerProcess {
             .env("CLEANROOM_ICE_ADDRS", "127.0.0.1")
             .env_remove("CLEANROOM_ICE_PORTS")
             .env("RUST_LOG", "warn")
+            // A plain `cargo build` leaves no hash.txt beside the binary;
+            // the pages it renders then name the assets without hashes
+            // (the bench loads none of them).
+            .env("LEPTOS_HASH_FILES", "false")
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)
@@ -628,8 +632,11 @@ fn print_step(step: &Step) {
 
 fn report_saturation(args: &Args, steps: &[Step]) {
     let shape = format!("{} × {}×{}", args.rooms, args.publishers, args.subscribers);
-    // The last step within the limits: what the server forwarded cleanly.
-    let clean = steps.iter().filter(|s| limit(s).is_none()).max_by(|a, b| a.egress_pps.total_cmp(&b.egress_pps));
+    // The most the server forwarded per CPU-second without losing more
+    // than the bar (a step that reached a core's 0.9 counts: that is the
+    // saturation the curve looks for).
+    let clean =
+        steps.iter().filter(|s| s.loss <= MAX_LOSS).max_by(|a, b| a.pkts_per_cpu_s.total_cmp(&b.pkts_per_cpu_s));
     let stopped = steps.last().and_then(limit).unwrap_or("the last rate asked for");
     match clean {
         Some(best) => {
@@ -643,7 +650,7 @@ fn report_saturation(args: &Args, steps: &[Step]) {
                 fmt_num(best.delay_p99_ms, 2),
             );
         }
-        None => println!("saturation: no step within the limits ({shape}; stopped by: {stopped})"),
+        None => println!("saturation: no step under 0.1 % loss ({shape}; stopped by: {stopped})"),
     }
 }
 
