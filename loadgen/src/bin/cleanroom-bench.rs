@@ -381,6 +381,33 @@ async fn run_once(args: &Args, bin: &Path, tick: f64) -> Result<Figures, BenchEr
     result
 }
 
+/// One measured window: a reading before and after it, and the CPU ticks
+/// the server and this process (the clients) used in it.
+struct Window<T> {
+    before: T,
+    after: T,
+    seconds: f64,
+    server_ticks: u64,
+    own_ticks: u64,
+}
+
+/// Reads `read`, waits `seconds`, reads it again.
+async fn window<T>(server: &ServerProcess, seconds: u64, read: impl Fn() -> T) -> Result<Window<T>, BenchError> {
+    let before = read();
+    let (srv0, own0) = (cpu_ticks(Some(server.pid))?, cpu_ticks(None)?);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let after = read();
+    let (srv1, own1) = (cpu_ticks(Some(server.pid))?, cpu_ticks(None)?);
+    Ok(Window {
+        before,
+        after,
+        seconds: t0.elapsed().as_secs_f64(),
+        server_ticks: srv1.saturating_sub(srv0),
+        own_ticks: own1.saturating_sub(own0),
+    })
+}
+
 /// Polls `done` every 20 ms for at most `limit`; whether it became true.
 async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -470,19 +497,14 @@ async fn measure(
     let received = || everyone.iter().map(Participant::received_total).sum::<u64>();
     let sent =
         || everyone.iter().map(|p| p.client.stats().sent.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>();
-    let (rx0, tx0) = (received(), sent());
-    let (srv0, own0) = (cpu_ticks(Some(server.pid))?, cpu_ticks(None)?);
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let (rx1, tx1) = (received(), sent());
-    let (srv1, own1) = (cpu_ticks(Some(server.pid))?, cpu_ticks(None)?);
-    let window_s = t0.elapsed().as_secs_f64();
+    let w = window(server, args.seconds, || (received(), sent())).await?;
+    let ((rx0, tx0), (rx1, tx1), window_s) = (w.before, w.after, w.seconds);
     let rss_joined = rss_bytes(server.pid)?;
 
     let packets = (rx1 - rx0) as f64;
     // Every packet a publisher sent should reach the room's other participants.
     let ingress_pps = (tx1 - tx0) as f64 / window_s;
-    let server_cpu_s = (srv1 - srv0) as f64 / tick;
+    let server_cpu_s = w.server_ticks as f64 / tick;
     let participants = f64::from(args.rooms * (args.publishers + args.subscribers));
     let (n, m) = (f64::from(args.publishers), f64::from(args.subscribers));
     Ok(Figures {
@@ -493,7 +515,7 @@ async fn measure(
         server_cores: server_cpu_s / window_s,
         cpu_s_per_1k: if packets > 0.0 { server_cpu_s / (packets / 1000.0) } else { f64::NAN },
         pkts_per_cpu_s: if server_cpu_s > 0.0 { packets / server_cpu_s } else { f64::NAN },
-        client_cores: (own1 - own0) as f64 / tick / window_s,
+        client_cores: w.own_ticks as f64 / tick / window_s,
         rss_before: rss_before as f64,
         rss_joined: rss_joined as f64,
         rss_per_participant: (rss_joined as f64 - rss_before as f64) / participants,
@@ -583,13 +605,8 @@ async fn saturation_step(
         p.client.stats().take_delays();
         p.client.stats().record_delays(true);
     }
-    let (r0, tx0) = (reception(), sent());
-    let (srv0, own0) = (cpu_ticks(Some(server.pid))?, cpu_ticks(None)?);
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let (r1, tx1) = (reception(), sent());
-    let (srv1, own1) = (cpu_ticks(Some(server.pid))?, cpu_ticks(None)?);
-    let window_s = t0.elapsed().as_secs_f64();
+    let w = window(server, args.seconds, || (reception(), sent())).await?;
+    let ((r0, tx0), (r1, tx1), window_s) = (w.before, w.after, w.seconds);
     let mut delays: Vec<f64> = Vec::new();
     for p in people {
         p.client.stats().record_delays(false);
@@ -598,14 +615,14 @@ async fn saturation_step(
     delays.sort_by(f64::total_cmp);
     let expected = r1.expected.saturating_sub(r0.expected) as f64;
     let received = r1.received.saturating_sub(r0.received) as f64;
-    let server_cpu_s = (srv1 - srv0) as f64 / tick;
+    let server_cpu_s = w.server_ticks as f64 / tick;
     Ok(Step {
         rate,
         ingress_pps: (tx1 - tx0) as f64 / window_s,
         egress_pps: received / window_s,
         loss: if expected > 0.0 { (1.0 - received / expected).max(0.0) } else { f64::NAN },
         server_cores: server_cpu_s / window_s,
-        client_cores: (own1 - own0) as f64 / tick / window_s,
+        client_cores: w.own_ticks as f64 / tick / window_s,
         pkts_per_cpu_s: if server_cpu_s > 0.0 { received / server_cpu_s } else { f64::NAN },
         delay_p50_ms: percentile(&delays, 50.0),
         delay_p99_ms: percentile(&delays, 99.0),
