@@ -478,7 +478,8 @@ impl TrackReader {
             tracing::debug!(track = %self.id, layer, "video resumed after a gap: asking for a keyframe");
             self.send_pli(layer).await;
         }
-        self.meter(i, &packet, now, last);
+        let keyframe = kind == MediaKind::Audio || simulcast::is_keyframe(&self.mime, &packet.payload);
+        self.meter(i, &packet, keyframe, now, last);
         let state = &self.publisher_state;
         let reading = &mut self.readings[i];
         if !state.forwarding(kind) {
@@ -492,7 +493,6 @@ impl TrackReader {
             }
         }
         packet.header.sequence_number = packet.header.sequence_number.wrapping_sub(reading.dropped);
-        let keyframe = kind == MediaKind::Audio || simulcast::is_keyframe(&self.mime, &packet.payload);
         // No receiver yet is fine: nobody subscribes to it.
         let _ = self.packets.send(Layered { layer, keyframe, packet });
     }
@@ -501,7 +501,7 @@ impl TrackReader {
     /// and the width a keyframe announces. After a silence (`last`: the packet
     /// before) the window starts again and the bitrate it had is kept
     /// meanwhile: a layer resumed is not measured over the time it was off.
-    fn meter(&mut self, i: usize, packet: &rtp::Packet, now: Instant, last: Option<Instant>) {
+    fn meter(&mut self, i: usize, packet: &rtp::Packet, keyframe: bool, now: Instant, last: Option<Instant>) {
         let meter = &self.layers.meters[i];
         let since_start = now.saturating_duration_since(self.layers.started).as_millis() as u64;
         meter.last_ms.store(since_start.max(1), Ordering::Relaxed);
@@ -518,7 +518,8 @@ impl TrackReader {
             reading.window_start = Some(now);
             reading.window_bytes = 0;
         }
-        if let Some(width) = simulcast::announced_width(&self.mime, &packet.payload) {
+        // Only keyframes announce a width (VP8's header, H.264's SPS).
+        if let Some(width) = keyframe.then(|| simulcast::announced_width(&self.mime, &packet.payload)).flatten() {
             meter.width.store(width, Ordering::Relaxed);
         }
     }

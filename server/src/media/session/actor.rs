@@ -481,11 +481,10 @@ impl Actor {
                     // next forwarder there may be of another codec (VP8 after
                     // H.264), so it offers what the next track brings.
                     let slot_id = rtc::rtp_transceiver::RTCRtpTransceiverId::from(forwarder.sender.id());
-                    for transceiver in pc.get_transceivers().await {
-                        if transceiver.id() == slot_id {
-                            if let Err(e) = transceiver.set_codec_preferences(vec![]).await {
-                                tracing::warn!(session = %self.id, error = %e, "freed slot keeps its codecs");
-                            }
+                    let freed = pc.get_transceivers().await.into_iter().find(|t| t.id() == slot_id);
+                    if let Some(transceiver) = freed {
+                        if let Err(e) = transceiver.set_codec_preferences(vec![]).await {
+                            tracing::warn!(session = %self.id, error = %e, "freed slot keeps its codecs");
                         }
                     }
                     self.free_slots[slot(forwarder.kind)] += 1;
