@@ -4,9 +4,18 @@
 //! every (published track, subscriber) pair gets its own local track, added
 //! to the subscriber's peer connection with the publisher's `ParticipantId`
 //! as stream id and the published track's id as track id. Each packet is
-//! rewritten to the subscriber side's SSRC and payload type, with its header
-//! extensions stripped (their ids were negotiated with the publisher, not
-//! with this subscriber). PLI/FIR from the subscriber go to the publisher.
+//! rewritten to the subscriber side's SSRC and payload type (its header
+//! extensions were stripped by the track's reader: their ids were
+//! negotiated with the publisher, not with this subscriber). PLI/FIR from
+//! the subscriber go to the publisher.
+//!
+//! A forwarder has no task of its own. Its sending side, an [`Outlet`],
+//! joins the published track's [`Fanout`], which the track's one reader
+//! loop drives: it copies each packet to every outlet in turn (a header
+//! copy; the payload is shared), listens to every outlet's RTCP, and sends
+//! the padding of those that probe. A write never waits: a subscriber whose
+//! connection has a full queue loses that packet, as on a congested link,
+//! and the other subscribers do not wait for it.
 //!
 //! Of a simulcast track it sends one layer, the one its subscriber's
 //! session chose ([`Forwarder::set_target`]), or none (paused). A
@@ -26,12 +35,14 @@ use std::time::{Duration, Instant};
 
 use app::model::ParticipantId;
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::FutureExt;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -41,7 +52,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::engine::is_keyframe_request;
 use super::estimate::Downlink;
 use super::simulcast::{LayerSwitch, Verdict};
-use super::track::{Layered, PublishedTrack, TrackLayers, Want};
+use super::track::{PublishedTrack, TrackLayers, Want};
 use super::MediaError;
 use crate::lifetime::Lifetime;
 use crate::metrics as m;
@@ -76,13 +87,14 @@ fn layer_from(raw: u8) -> Option<u8> {
     (raw != NO_LAYER).then_some(raw)
 }
 
-/// How long the feedback task waits before looking again for RTCP on a
-/// sender that is not bound yet (bound once the answer is applied).
+/// How long the fan-out waits before looking again for RTCP on a sender
+/// that is not bound yet (bound once the answer is applied).
 const UNBOUND_RETRY: Duration = Duration::from_millis(200);
 
 /// One published track delivered to one subscriber. Owned by the
 /// subscriber's media session; closed when either side goes, or when its
-/// owner drops it (its loops hold the `Relay`, not the forwarder).
+/// owner drops it (the track's fan-out holds the `Relay`, not the
+/// forwarder, and lets go of it once it is closed).
 pub struct Forwarder {
     /// `{track id}>{subscriber}`: the store's resource id.
     pub id: String,
@@ -102,7 +114,7 @@ pub struct Forwarder {
     pub downlink: Downlink,
     /// The subscriber connection's sender, for `remove_track`.
     pub sender: Arc<dyn RtpSender>,
-    /// What the loops use.
+    /// What the track's fan-out uses.
     relay: Arc<Relay>,
     /// Closed once; its token is a child of the published track's, so the
     /// publisher's close ends it.
@@ -115,7 +127,7 @@ impl std::fmt::Debug for Forwarder {
     }
 }
 
-/// The part of a forwarder its two loops share.
+/// The part of a forwarder that its owner and the track's fan-out share.
 struct Relay {
     id: String,
     kind: RtpCodecKind,
@@ -138,14 +150,21 @@ struct Relay {
     /// The subscriber's connection is up (DTLS done): before that, packets
     /// would only be refused by the SRTP layer.
     subscriber_ready: Arc<AtomicBool>,
-    /// The probe asked for last (read by the packet loop).
-    probe: watch::Sender<Option<Probe>>,
+    /// A probe asked for and not yet taken up by the fan-out (a new one
+    /// replaces it), and the track's bell to ring for it.
+    probe: std::sync::Mutex<Option<Probe>>,
+    probes: Arc<Notify>,
     /// The subscriber connection's estimate: a probe stops when it falls.
     downlink: Downlink,
     /// Padding packets sent.
     padded: AtomicU64,
     /// The subscriber leg's ids of [`STUFFING_URIS`] (none: no probes).
     stuffing: std::sync::Mutex<Vec<u8>>,
+    /// Packets not written because the subscriber's connection had a full
+    /// queue.
+    dropped: AtomicU64,
+    /// The forwarder's lifetime: cancelled when it closes.
+    token: CancellationToken,
 }
 
 /// Extra bits per second to send as padding, until when.
@@ -155,7 +174,7 @@ struct Probe {
     bps: u64,
 }
 
-/// A probe under way in the packet loop.
+/// A probe under way in the fan-out.
 #[derive(Debug, Clone, Copy)]
 struct Probing {
     probe: Probe,
@@ -169,23 +188,9 @@ struct Probing {
     mid_frame: u32,
 }
 
-/// The forwarder's two loops, for the owner to spawn under its tracker.
-pub struct ForwarderTasks {
-    /// Copies the published track's RTP packets to the subscriber.
-    pub packets: futures::future::BoxFuture<'static, ()>,
-    /// Reads the subscriber's RTCP and passes keyframe requests to the publisher.
-    pub feedback: futures::future::BoxFuture<'static, ()>,
-}
-
-impl std::fmt::Debug for ForwarderTasks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ForwarderTasks").finish_non_exhaustive()
-    }
-}
-
 impl Forwarder {
-    /// Adds a local track for `track` to the subscriber's connection. The
-    /// caller renegotiates and spawns the returned tasks.
+    /// Adds a local track for `track` to the subscriber's connection and
+    /// its outlet to the track's fan-out. The caller renegotiates.
     pub async fn start(
         pc: &Arc<dyn PeerConnection>,
         track: &PublishedTrack,
@@ -193,7 +198,7 @@ impl Forwarder {
         subscriber_ready: Arc<AtomicBool>,
         downlink: Downlink,
         reuse_slot: bool,
-    ) -> Result<(Arc<Self>, ForwarderTasks), MediaError> {
+    ) -> Result<Arc<Self>, MediaError> {
         let ssrc = rand::random::<u32>();
         let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             track.stream.clone(),
@@ -206,7 +211,6 @@ impl Forwarder {
                 ..Default::default()
             }],
         )));
-        let packets = track.subscribe();
         let sender = if reuse_slot {
             // Fills a freed send-only transceiver of this kind (the only
             // sender-less ones the session has).
@@ -217,6 +221,7 @@ impl Forwarder {
             transceiver.sender().await?.ok_or(MediaError::Rtc(webrtc::error::Error::ErrRTPSenderNotExisted))?
         };
         let id = format!("{}>{}", track.id, subscriber);
+        let lifetime = Lifetime::new(track.child_token());
         let relay = Arc::new(Relay {
             id: id.clone(),
             kind: track.kind,
@@ -232,16 +237,17 @@ impl Forwarder {
             current: AtomicU8::new(NO_LAYER),
             switches: AtomicU64::new(0),
             subscriber_ready,
-            probe: watch::Sender::new(None),
+            probe: std::sync::Mutex::new(None),
+            probes: track.probes().clone(),
             downlink: downlink.clone(),
             padded: AtomicU64::new(0),
             stuffing: std::sync::Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+            token: lifetime.token().clone(),
         });
-        let lifetime = Lifetime::new(track.child_token());
-        let tasks = ForwarderTasks {
-            packets: Box::pin(relay.clone().forward(packets, lifetime.token().clone())),
-            feedback: Box::pin(relay.clone().relay_feedback(lifetime.token().clone())),
-        };
+        // A track already closed has no fan-out left: the forwarder is
+        // closed with it (its lifetime is a child of the track's).
+        track.attach(Outlet::new(relay.clone())).await;
         let forwarder = Arc::new(Self {
             id,
             track_id: track.id.clone(),
@@ -255,11 +261,11 @@ impl Forwarder {
             relay,
             lifetime,
         });
-        Ok((forwarder, tasks))
+        Ok(forwarder)
     }
 
-    /// Stops both loops and takes back its say in the layers sent. Returns
-    /// `true` for the one call that closed it.
+    /// Takes the forwarder out of its track's fan-out and takes back its
+    /// say in the layers sent. Returns `true` for the one call that closed it.
     pub fn close(&self) -> bool {
         self.want.release();
         self.lifetime.close(())
@@ -321,7 +327,8 @@ impl Forwarder {
     /// fit. Video only; a new probe replaces the last.
     pub fn probe(&self, bps: u64, time: Duration) {
         if self.kind == RtpCodecKind::Video {
-            self.relay.probe.send_replace(Some(Probe { until: Instant::now() + time, bps }));
+            *lock(&self.relay.probe) = Some(Probe { until: Instant::now() + time, bps });
+            self.relay.probes.notify_one();
         }
     }
 
@@ -359,7 +366,7 @@ impl Forwarder {
                 .filter(|e| STUFFING_URIS.contains(&e.uri.as_str()))
                 .filter_map(|e| u8::try_from(e.id).ok())
                 .collect();
-            *relay.stuffing.lock().unwrap_or_else(|e| e.into_inner()) = ids;
+            *lock(&relay.stuffing) = ids;
         }
         !relay.negotiated.swap(true, Ordering::AcqRel)
     }
@@ -379,97 +386,143 @@ impl Relay {
         if pt != 0 {
             header.payload_type = pt;
         }
-        header.extension = false;
-        header.extension_profile = 0;
-        header.extensions.clear();
-        header.extensions_padding = 0;
     }
 
-    async fn forward(self: Arc<Self>, mut packets: broadcast::Receiver<Layered>, token: CancellationToken) {
-        let vp8 =
-            self.codec.mime_type.eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8);
-        let mut switch = LayerSwitch::new(self.codec.clock_rate, vp8);
-        let mut asked: Option<Instant> = None;
-        let mut probes = self.probe.subscribe();
-        let mut probing: Option<Probing> = None;
-        let mut pad = tokio::time::interval(PAD_EVERY);
-        pad.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            let next = tokio::select! {
-                () = token.cancelled() => break,
-                Ok(()) = probes.changed() => {
-                    let now = Instant::now();
-                    probing = (*probes.borrow_and_update())
-                        .map(|probe| Probing { probe, floor: self.downlink.get(), owed: 0.0, at: now, sent: 0, mid_frame: 0 });
-                    continue;
-                }
-                _ = pad.tick(), if probing.is_some() => {
-                    self.pad(&mut switch, &mut probing).await;
-                    continue;
-                }
-                next = packets.recv() => next,
-            };
-            match next {
-                Ok(Layered { layer, keyframe, mut packet }) => {
-                    if !self.negotiated.load(Ordering::Acquire) || !self.subscriber_ready.load(Ordering::Acquire) {
-                        continue;
-                    }
-                    let target = layer_from(self.target.load(Ordering::Acquire));
-                    let now = Instant::now();
-                    let verdict = switch.take(layer, target, keyframe, &mut packet, now);
-                    let switches = switch.switches();
-                    if self.switches.swap(switches, Ordering::AcqRel) != switches {
-                        metrics::counter!(m::LAYER_SWITCHES).increment(1);
-                    }
-                    self.current.store(switch.current().unwrap_or(NO_LAYER), Ordering::Release);
-                    match verdict {
-                        Verdict::Send => {
-                            self.rewrite(&mut packet);
-                            // Fails until the sender is bound (before the answer): dropped, as on the wire.
-                            let _ = self.local.write_rtp(packet).await;
-                        }
-                        Verdict::AwaitKeyframe => {
-                            if asked.is_none_or(|t| now.duration_since(t) >= KEYFRAME_ASK_EVERY) {
-                                asked = Some(now);
-                                self.request_keyframe(layer);
-                            }
-                        }
-                        Verdict::Drop => {}
-                    }
-                }
-                Err(RecvError::Lagged(skipped)) => {
-                    tracing::debug!(forwarder = %self.id, skipped, "subscriber lagged");
-                    if let Some(layer) = switch.current() {
-                        self.request_keyframe(layer);
-                    }
-                }
-                Err(RecvError::Closed) => break,
+    /// Whether packets go to the subscriber now: its answer was applied and
+    /// its connection is up (before that, the SRTP layer would refuse them).
+    fn sending(&self) -> bool {
+        self.negotiated.load(Ordering::Acquire) && self.subscriber_ready.load(Ordering::Acquire)
+    }
+
+    /// Hands a packet to the subscriber's connection without waiting: with
+    /// its queue full the packet is dropped (and counted), as on a full
+    /// link. Returns whether it went. Unconstrained: the write must not be
+    /// refused for the fan-out task's scheduling budget.
+    fn write(&self, packet: rtp::Packet) -> bool {
+        match tokio::task::unconstrained(self.local.write_rtp(packet)).now_or_never() {
+            Some(Ok(())) => true,
+            // Not bound yet (before the answer) or unbound: dropped, as on the wire.
+            Some(Err(_)) => false,
+            None => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
             }
+        }
+    }
+}
+
+/// What the fan-out heard from one outlet's subscriber.
+enum Said {
+    /// RTCP asking for a keyframe.
+    KeyframeAsked,
+    /// Something else, or nothing yet (the sender is not bound).
+    Nothing,
+    /// The forwarder closed.
+    Closed,
+}
+
+/// Waits for the next RTCP of a forwarder's subscriber, or its close.
+fn listen(relay: Arc<Relay>) -> BoxFuture<'static, (Arc<Relay>, Said)> {
+    Box::pin(async move {
+        let said = tokio::select! {
+            () = relay.token.cancelled() => Said::Closed,
+            event = relay.local.poll() => match event {
+                Some(TrackLocalEvent::OnRtcpPacket(packets)) if packets.iter().any(|p| is_keyframe_request(p.as_ref())) => Said::KeyframeAsked,
+                Some(_) => Said::Nothing,
+                // Not bound yet, or unbound: look again a little later.
+                None => tokio::select! {
+                    () = relay.token.cancelled() => Said::Closed,
+                    () = tokio::time::sleep(UNBOUND_RETRY) => Said::Nothing,
+                },
+            },
+        };
+        (relay, said)
+    })
+}
+
+/// A forwarder's sending side, driven by its track's [`Fanout`]: its
+/// stream's numbering across layer switches and its probe.
+pub struct Outlet {
+    relay: Arc<Relay>,
+    switch: LayerSwitch,
+    /// When the keyframe this outlet waits for was asked for last.
+    asked: Option<Instant>,
+    probing: Option<Probing>,
+}
+
+impl std::fmt::Debug for Outlet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outlet").field("id", &self.relay.id).finish_non_exhaustive()
+    }
+}
+
+impl Outlet {
+    fn new(relay: Arc<Relay>) -> Self {
+        let vp8 = relay
+            .codec
+            .mime_type
+            .eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8);
+        let switch = LayerSwitch::new(relay.codec.clock_rate, vp8);
+        Self { relay, switch, asked: None, probing: None }
+    }
+
+    /// Sends a copy of one packet of `layer`, if this subscriber gets it.
+    fn send(&mut self, layer: u8, keyframe: bool, packet: &rtp::Packet, now: Instant) {
+        let relay = &self.relay;
+        if !relay.sending() {
+            return;
+        }
+        let target = layer_from(relay.target.load(Ordering::Acquire));
+        // The header is copied (without extensions: nothing to allocate);
+        // the payload is shared.
+        let mut packet = packet.clone();
+        let verdict = self.switch.take(layer, target, keyframe, &mut packet, now);
+        let switches = self.switch.switches();
+        if relay.switches.swap(switches, Ordering::AcqRel) != switches {
+            metrics::counter!(m::LAYER_SWITCHES).increment(1);
+        }
+        relay.current.store(self.switch.current().unwrap_or(NO_LAYER), Ordering::Release);
+        match verdict {
+            Verdict::Send => {
+                relay.rewrite(&mut packet);
+                relay.write(packet);
+            }
+            Verdict::AwaitKeyframe => {
+                if self.asked.is_none_or(|t| now.duration_since(t) >= KEYFRAME_ASK_EVERY) {
+                    self.asked = Some(now);
+                    relay.request_keyframe(layer);
+                }
+            }
+            Verdict::Drop => {}
+        }
+    }
+
+    /// Takes up a probe asked for since the last look.
+    fn take_probe(&mut self, now: Instant) {
+        if let Some(probe) = lock(&self.relay.probe).take() {
+            let floor = self.relay.downlink.get();
+            self.probing = Some(Probing { probe, floor, owed: 0.0, at: now, sent: 0, mid_frame: 0 });
         }
     }
 
     /// Sends the padding a probe owes by now, where the stream allows it
     /// (between frames); ends the probe when its time is up or the
     /// estimate fell well below where it began.
-    async fn pad(&self, switch: &mut LayerSwitch, probing: &mut Option<Probing>) {
-        let Some(p) = probing.as_mut() else { return };
-        let now = Instant::now();
-        let estimate = self.downlink.get();
+    fn pad(&mut self, now: Instant) {
+        let relay = &self.relay;
+        let Some(p) = self.probing.as_mut() else { return };
+        let estimate = relay.downlink.get();
         if now >= p.probe.until || (estimate as f64) < p.floor as f64 * PROBE_STOP {
             tracing::debug!(
-                forwarder = %self.id, sent = p.sent, mid_frame = p.mid_frame, from = p.floor, estimate,
+                forwarder = %relay.id, sent = p.sent, mid_frame = p.mid_frame, from = p.floor, estimate,
                 timed_out = now >= p.probe.until, "probe ended"
             );
-            *probing = None;
+            self.probing = None;
             return;
         }
-        let pt = self.payload_type.load(Ordering::Acquire);
-        let stuffing = self.stuffing.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if pt == 0
-            || stuffing.is_empty()
-            || !self.negotiated.load(Ordering::Acquire)
-            || !self.subscriber_ready.load(Ordering::Acquire)
-        {
+        let pt = relay.payload_type.load(Ordering::Acquire);
+        let stuffing = lock(&relay.stuffing);
+        if pt == 0 || stuffing.is_empty() || !relay.sending() {
             return;
         }
         // What is owed since the last tick (no more than a few ticks'
@@ -478,44 +531,139 @@ impl Relay {
         p.owed = (p.owed + due).min(p.probe.bps as f64 * PAD_EVERY.as_secs_f64() * 4.0);
         p.at = now;
         while p.owed > 0.0 {
-            let Some((seq, ts)) = switch.pad() else {
+            let Some((seq, ts)) = self.switch.pad() else {
                 p.mid_frame += 1;
                 break;
             };
             p.sent += 1;
-            let packet = padding(self.ssrc, pt, seq, ts, &stuffing);
+            let packet = padding(relay.ssrc, pt, seq, ts, &stuffing);
             p.owed -= (rtc::shared::marshal::MarshalSize::marshal_size(&packet) * 8) as f64;
-            if self.local.write_rtp(packet).await.is_ok() {
-                self.padded.fetch_add(1, Ordering::Relaxed);
+            if relay.write(packet) {
+                relay.padded.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Something for a [`Fanout`] to do besides sending packets (from
+/// [`Fanout::next`], for [`Fanout::on`]).
+pub struct FanoutEvent(Due);
+
+enum Due {
+    /// A new subscriber's outlet.
+    Join(Outlet),
+    /// An outlet's subscriber said something, or its forwarder closed.
+    Heard(Arc<Relay>, Said),
+    /// A probe was asked for.
+    Probes,
+    /// Padding is due.
+    Pad,
+}
+
+impl std::fmt::Debug for FanoutEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutEvent").finish_non_exhaustive()
+    }
+}
+
+/// A published track's subscribers, driven by the track's reader loop:
+/// every packet goes to each outlet in turn ([`Fanout::send`]); between
+/// packets the loop takes new outlets, listens to every outlet's RTCP and
+/// pads for those that probe ([`Fanout::next`], [`Fanout::on`]). An outlet
+/// leaves when its forwarder closes.
+pub struct Fanout {
+    outlets: Vec<Outlet>,
+    joins: mpsc::Receiver<Outlet>,
+    listening: FuturesUnordered<BoxFuture<'static, (Arc<Relay>, Said)>>,
+    probes: Arc<Notify>,
+    /// Some outlet probes: the padding tick is on.
+    probing: bool,
+    pad: tokio::time::Interval,
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout").field("outlets", &self.outlets.len()).finish_non_exhaustive()
+    }
+}
+
+impl Fanout {
+    /// A fan-out that takes its outlets from `joins` and hears of probes
+    /// asked for on `probes`.
+    pub fn new(joins: mpsc::Receiver<Outlet>, probes: Arc<Notify>) -> Self {
+        let mut pad = tokio::time::interval(PAD_EVERY);
+        pad.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Self { outlets: Vec::new(), joins, listening: FuturesUnordered::new(), probes, probing: false, pad }
+    }
+
+    /// Sends one packet of `layer` to every outlet that gets it.
+    pub fn send(&mut self, layer: u8, keyframe: bool, packet: &rtp::Packet, now: Instant) {
+        for outlet in &mut self.outlets {
+            outlet.send(layer, keyframe, packet, now);
+        }
+    }
+
+    /// The next thing to do besides sending packets. Cancel-safe.
+    pub async fn next(&mut self) -> FanoutEvent {
+        use futures::StreamExt;
+        let due = tokio::select! {
+            Some(outlet) = self.joins.recv() => Due::Join(outlet),
+            Some((relay, said)) = self.listening.next(), if !self.listening.is_empty() => Due::Heard(relay, said),
+            () = self.probes.notified() => Due::Probes,
+            _ = self.pad.tick(), if self.probing => Due::Pad,
+        };
+        FanoutEvent(due)
+    }
+
+    /// Does what [`Fanout::next`] found due.
+    pub fn on(&mut self, FanoutEvent(due): FanoutEvent) {
+        match due {
+            Due::Join(outlet) => {
+                self.listening.push(listen(outlet.relay.clone()));
+                self.outlets.push(outlet);
+            }
+            Due::Heard(relay, said) => self.heard(relay, said),
+            Due::Probes => {
+                let now = Instant::now();
+                for outlet in &mut self.outlets {
+                    outlet.take_probe(now);
+                }
+                self.probing = self.outlets.iter().any(|o| o.probing.is_some());
+            }
+            Due::Pad => {
+                let now = Instant::now();
+                for outlet in &mut self.outlets {
+                    outlet.pad(now);
+                }
+                self.probing = self.outlets.iter().any(|o| o.probing.is_some());
             }
         }
     }
 
-    async fn relay_feedback(self: Arc<Self>, token: CancellationToken) {
-        loop {
-            let event = tokio::select! {
-                () = token.cancelled() => break,
-                event = self.local.poll() => event,
-            };
-            match event {
-                Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
-                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                        if let Some(layer) = layer_from(self.current.load(Ordering::Acquire)) {
-                            self.request_keyframe(layer);
-                        }
-                    }
-                }
-                Some(_) => {}
-                // Not bound yet, or unbound: look again a little later.
-                None => {
-                    tokio::select! {
-                        () = token.cancelled() => break,
-                        () = tokio::time::sleep(UNBOUND_RETRY) => {}
-                    }
+    /// A keyframe request goes to the publisher; a closed forwarder's
+    /// outlet leaves.
+    fn heard(&mut self, relay: Arc<Relay>, said: Said) {
+        match said {
+            Said::Closed => {
+                self.outlets.retain(|o| !Arc::ptr_eq(&o.relay, &relay));
+                self.probing = self.outlets.iter().any(|o| o.probing.is_some());
+                let dropped = relay.dropped.load(Ordering::Relaxed);
+                tracing::debug!(forwarder = %relay.id, dropped, "outlet left");
+                return;
+            }
+            Said::KeyframeAsked => {
+                if let Some(layer) = layer_from(relay.current.load(Ordering::Acquire)) {
+                    relay.request_keyframe(layer);
                 }
             }
+            Said::Nothing => {}
         }
+        self.listening.push(listen(relay));
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A padding-only packet in a forwarder's stream, filled under the
@@ -550,6 +698,115 @@ mod tests {
     use rtc::shared::marshal::{Marshal, Unmarshal};
 
     use super::*;
+
+    /// A relay whose local track is bound to no connection (so writes fail
+    /// and RTCP never comes), as before a subscriber's answer.
+    fn unbound_relay(probes: &Arc<Notify>, keyframes: mpsc::Sender<u8>) -> Arc<Relay> {
+        let ssrc = 7;
+        let codec = rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8;
+        let codec = RTCRtpCodec { mime_type: codec.to_owned(), clock_rate: 90_000, ..Default::default() };
+        let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "ada".to_owned(),
+            "ada-video-1".to_owned(),
+            "ada-video-1".to_owned(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: codec.clone(),
+                ..Default::default()
+            }],
+        )));
+        Arc::new(Relay {
+            id: "ada-video-1>bob".to_owned(),
+            kind: RtpCodecKind::Video,
+            codec,
+            local,
+            ssrc,
+            payload_type: AtomicU8::new(96),
+            negotiated: AtomicBool::new(true),
+            keyframes,
+            target: AtomicU8::new(0),
+            current: AtomicU8::new(NO_LAYER),
+            switches: AtomicU64::new(0),
+            subscriber_ready: Arc::new(AtomicBool::new(true)),
+            probe: std::sync::Mutex::new(None),
+            probes: probes.clone(),
+            downlink: Downlink::default(),
+            padded: AtomicU64::new(0),
+            stuffing: std::sync::Mutex::new(vec![1]),
+            dropped: AtomicU64::new(0),
+            token: CancellationToken::new(),
+        })
+    }
+
+    async fn step(fanout: &mut Fanout) {
+        let event = fanout.next().await;
+        fanout.on(event);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_forwarders_outlet_leaves_the_fanout_and_nothing_holds_it() {
+        let (joins, joins_rx) = mpsc::channel(4);
+        let (keyframes, _keyframe_rx) = mpsc::channel(4);
+        let probes = Arc::new(Notify::new());
+        let mut fanout = Fanout::new(joins_rx, probes.clone());
+        let (ada, cy) = (unbound_relay(&probes, keyframes.clone()), unbound_relay(&probes, keyframes));
+        joins.send(Outlet::new(ada.clone())).await.expect("fan-out listens");
+        joins.send(Outlet::new(cy.clone())).await.expect("fan-out listens");
+        step(&mut fanout).await;
+        step(&mut fanout).await;
+        assert_eq!(fanout.outlets.len(), 2, "both joined");
+        // Unbound: the packet goes nowhere, and neither outlet is dropped for it.
+        let packet = rtp::Packet {
+            header: rtp::header::Header { version: 2, payload_type: 96, ssrc: 1, ..Default::default() },
+            payload: Bytes::from_static(&[0x10, 0, 0x9d, 0x01, 0x2a]),
+        };
+        fanout.send(0, true, &packet, Instant::now());
+        assert_eq!(ada.current.load(Ordering::Acquire), 0, "the outlet took its layer");
+        assert_eq!(ada.dropped.load(Ordering::Relaxed), 0, "a refused write is no full queue");
+
+        ada.token.cancel();
+        // The unbound outlets' listening wakes every UNBOUND_RETRY meanwhile.
+        for _ in 0..10 {
+            if fanout.outlets.len() == 1 {
+                break;
+            }
+            step(&mut fanout).await;
+        }
+        assert_eq!(fanout.outlets.len(), 1, "the closed one left");
+        assert!(Arc::ptr_eq(&fanout.outlets[0].relay, &cy), "the other one stays");
+        assert_eq!(Arc::strong_count(&ada), 1, "neither its outlet nor its listening holds it any more");
+        assert_eq!(Arc::strong_count(&cy), 3, "cy: the test, its outlet, its listening");
+    }
+
+    // Real time: a probe's end is read off the clock, not tokio's.
+    #[tokio::test]
+    async fn a_probe_asked_for_is_taken_up_and_ends_when_its_time_is_up() {
+        let (_joins, joins_rx) = mpsc::channel(4);
+        let (keyframes, _keyframe_rx) = mpsc::channel(4);
+        let probes = Arc::new(Notify::new());
+        let mut fanout = Fanout::new(joins_rx, probes.clone());
+        let relay = unbound_relay(&probes, keyframes);
+        fanout.on(FanoutEvent(Due::Join(Outlet::new(relay.clone()))));
+        assert!(!fanout.probing, "no probe yet: no padding tick");
+        let asked = Instant::now();
+        let time = Duration::from_millis(100);
+        *lock(&relay.probe) = Some(Probe { until: asked + time, bps: 100_000 });
+        relay.probes.notify_one();
+        step(&mut fanout).await;
+        assert!(fanout.probing, "the probe was taken up");
+        assert!(lock(&relay.probe).is_none(), "and taken: asked for once");
+        // Padding ticks until the probe's time is up (nothing goes out:
+        // unbound), then the tick stops.
+        let mut ticks = 0;
+        while fanout.probing && ticks < 100 {
+            step(&mut fanout).await;
+            ticks += 1;
+        }
+        assert!(!fanout.probing, "the probe ended");
+        assert!(asked.elapsed() >= time, "not before its time ({ticks} steps)");
+        assert_eq!(relay.padded.load(Ordering::Relaxed), 0, "an unbound track sends no padding");
+    }
 
     #[test]
     fn a_probe_packet_is_padding_that_feedback_can_number() {

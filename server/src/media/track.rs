@@ -1,9 +1,10 @@
 //! A published track: one media stream a participant sends to the SFU.
 //!
-//! Its reader task polls the webrtc remote track and fans each RTP packet
-//! out on a broadcast channel, one receiver per [`super::forwarder::Forwarder`];
-//! keyframe requests from subscribers come back on a small channel and go
-//! to the publisher as PLI, for the layer they name.
+//! Its reader task polls the webrtc remote track and writes each RTP packet
+//! to every subscriber itself, through the track's
+//! [`Fanout`] (one outlet per [`super::forwarder::Forwarder`]: no task or
+//! channel per subscriber); keyframe requests from subscribers come back on
+//! a small channel and go to the publisher as PLI, for the layer they name.
 //!
 //! A simulcast camera is one remote track whose packets come on one SSRC
 //! per layer (`rid` q, h, f): the reader tags each packet with its layer
@@ -30,18 +31,18 @@ use app::model::{MediaKind, ParticipantId, SessionId};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::engine::parse_audio_level;
+use super::forwarder::{Fanout, Outlet};
 use super::simulcast::{self, LayerState, LAYERS};
 use super::speaker::LevelMeter;
 use crate::lifetime::Lifetime;
 
-/// Packets buffered per subscriber before it lags (then it skips ahead
-/// and asks for a keyframe).
-const FANOUT_CAPACITY: usize = 512;
+/// New subscribers' outlets waiting for the reader to take them.
+const JOINS_CAPACITY: usize = 16;
 
 /// A layer that sent nothing for this long is not sent now (a publisher
 /// drops its top layers when its own uplink or CPU is short).
@@ -53,17 +54,6 @@ const TRICKLE: u64 = 10;
 
 /// How long a layer's bitrate is measured over.
 const RATE_WINDOW: Duration = Duration::from_millis(1_000);
-
-/// One packet of a published track, as its forwarders get it.
-#[derive(Debug, Clone)]
-pub struct Layered {
-    /// The simulcast layer it belongs to (0 without simulcast).
-    pub layer: u8,
-    /// It starts a keyframe (always for audio).
-    pub keyframe: bool,
-    /// The packet as it came (the forwarder rewrites its copy).
-    pub packet: rtp::Packet,
-}
 
 /// What one layer of a track sends, written by the reader and read by the
 /// subscribers' layer choice.
@@ -253,8 +243,8 @@ pub fn media_kind(kind: RtpCodecKind) -> MediaKind {
 }
 
 /// One track a participant publishes. Owned by its publisher's media
-/// session; forwarders hold only a receiver and a keyframe sender, so
-/// dropping the track ends them.
+/// session; forwarders hold only a keyframe sender, so dropping the track
+/// ends them.
 pub struct PublishedTrack {
     /// Unique per publisher track: `{participant}-{kind}-{n}`; the
     /// forwarded track's id on every subscriber's side.
@@ -274,7 +264,10 @@ pub struct PublishedTrack {
     publisher_state: Arc<PublisherState>,
     /// What each simulcast layer sends.
     layers: Arc<TrackLayers>,
-    packets: broadcast::Sender<Layered>,
+    /// New forwarders' outlets, for the reader's fan-out.
+    joins: mpsc::Sender<Outlet>,
+    /// Rung when a forwarder asks for a probe.
+    probes: Arc<Notify>,
     keyframes: mpsc::Sender<u8>,
     /// Closed once by [`PublishedTrack::close`] (or its `Drop`); its token
     /// is a child of the session's, and forwarders of this track run under
@@ -297,7 +290,8 @@ pub struct TrackReader {
     mime: String,
     publisher_state: Arc<PublisherState>,
     layers: Arc<TrackLayers>,
-    packets: broadcast::Sender<Layered>,
+    /// The subscribers.
+    fanout: Fanout,
     token: CancellationToken,
     remote: Arc<dyn TrackRemote>,
     keyframes: mpsc::Receiver<u8>,
@@ -337,7 +331,8 @@ impl PublishedTrack {
         remote: Arc<dyn TrackRemote>,
         token: CancellationToken,
     ) -> (Arc<Self>, TrackReader) {
-        let (packets, _) = broadcast::channel(FANOUT_CAPACITY);
+        let (joins, joins_rx) = mpsc::channel(JOINS_CAPACITY);
+        let probes = Arc::new(Notify::new());
         let (keyframes, keyframe_rx) = mpsc::channel(LAYERS);
         let layers = Arc::new(TrackLayers::new());
         let track = Arc::new(Self {
@@ -349,7 +344,8 @@ impl PublishedTrack {
             codec,
             publisher_state,
             layers,
-            packets,
+            joins,
+            probes: probes.clone(),
             keyframes,
             lifetime: Lifetime::new(token),
         });
@@ -362,7 +358,7 @@ impl PublishedTrack {
             mime: track.codec.mime_type.clone(),
             publisher_state: track.publisher_state.clone(),
             layers: track.layers.clone(),
-            packets: track.packets.clone(),
+            fanout: Fanout::new(joins_rx, probes),
             token: track.lifetime.token().clone(),
             remote,
             keyframes: keyframe_rx,
@@ -373,9 +369,15 @@ impl PublishedTrack {
         (track, reader)
     }
 
-    /// A receiver of every packet from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Layered> {
-        self.packets.subscribe()
+    /// Adds a forwarder's outlet to the reader's fan-out: it gets every
+    /// packet from then on. A closed track has none (the outlet is dropped).
+    pub async fn attach(&self, outlet: Outlet) {
+        let _ = self.joins.send(outlet).await;
+    }
+
+    /// The bell a forwarder rings when it asks for a probe.
+    pub fn probes(&self) -> &Arc<Notify> {
+        &self.probes
     }
 
     /// A handle to ask the publisher for a keyframe of a layer.
@@ -441,6 +443,7 @@ impl TrackReader {
                     Some(_) => {}
                 },
                 Some(layer) = self.keyframes.recv() => self.send_pli(layer).await,
+                event = self.fanout.next() => self.fanout.on(event),
             }
         }
         self.id
@@ -493,8 +496,15 @@ impl TrackReader {
             }
         }
         packet.header.sequence_number = packet.header.sequence_number.wrapping_sub(reading.dropped);
-        // No receiver yet is fine: nobody subscribes to it.
-        let _ = self.packets.send(Layered { layer, keyframe, packet });
+        // Its extensions' ids were negotiated with the publisher, not with
+        // the subscribers: stripped once here (so no copy has any to
+        // allocate), after the audio level was read.
+        let header = &mut packet.header;
+        header.extension = false;
+        header.extension_profile = 0;
+        header.extensions.clear();
+        header.extensions_padding = 0;
+        self.fanout.send(layer, keyframe, &packet, now);
     }
 
     /// Records a packet in its layer's meter: when it came, the bitrate,
@@ -525,7 +535,7 @@ impl TrackReader {
     }
 
     /// Asks the publisher for a keyframe of one layer.
-    async fn send_pli(&self, layer: u8) {
+    async fn send_pli(&mut self, layer: u8) {
         let Some(reading) = self.readings.get(usize::from(layer)).filter(|r| r.ssrc != 0) else { return };
         let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: reading.ssrc };
         if let Err(e) = self.remote.write_rtcp(vec![Box::new(pli)]).await {

@@ -330,13 +330,11 @@ impl Actor {
         match Forwarder::start(&pc, &track, &self.participant, self.connected.clone(), self.downlink.clone(), reuse)
             .await
         {
-            Ok((forwarder, tasks)) => {
+            Ok(forwarder) => {
                 if reuse {
                     self.free_slots[slot(track.kind)] -= 1;
                 }
                 self.shared.live.forwarder(&forwarder);
-                self.spawn_task(tasks.packets);
-                self.spawn_task(tasks.feedback);
                 tracing::debug!(room = %self.code, session = %self.id, track = %track.id, "forwarder added");
                 let id = forwarder.id.clone();
                 self.forwarders.insert(track.id.clone(), forwarder);
@@ -471,8 +469,9 @@ impl Actor {
 
     async fn unsubscribe(&mut self, track_id: &str) {
         let Some(forwarder) = self.forwarders.remove(track_id) else { return };
-        // Stop its loops first: they hold the local track's event lock that
-        // `remove_track` (unbind) takes.
+        // Close it first: the track's fan-out listens to it under the local
+        // track's event lock that `remove_track` (unbind) takes, and lets go
+        // of it once it hears of the close.
         forwarder.close();
         if let Some(pc) = &self.pc {
             match pc.remove_track(&forwarder.sender).await {
