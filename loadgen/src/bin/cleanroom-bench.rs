@@ -49,6 +49,17 @@
 //! `--server-cpu` / `--client-cpu` pin the server (`taskset -c`) and this
 //! process (`taskset -a -p`) to one CPU each.
 //!
+//! With `--churn N` it measures what comings and goings leave behind: one
+//! server, the rooms' people joined and staying, then N times a visitor
+//! (audio + video) joins a room (the rooms take turns), waits until it
+//! hears every publisher there and everyone there hears it, and leaves as
+//! the Leave button does; before the next cycle, the server's own counts
+//! (`/api/debug/resources`: sessions, peer connections, tracks,
+//! forwarders, sockets, tasks) must be those of the rooms' people alone
+//! again, or the run fails naming the counts. The server's RSS is read
+//! after the first 10 cycles, at every tenth of the run and at the end;
+//! the `churn:` lines give the ratio of the last to the first.
+//!
 //! Invariants: the child server is stopped (SIGTERM, then wait; SIGKILL
 //! after 10 s or on drop) and its database and log files are removed on
 //! every exit path of a run; every client is closed before the server stops.
@@ -59,7 +70,7 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use app::model::RoomCode;
+use app::model::{RoomCode, SessionId};
 use app::signal::ClientMsg;
 use clap::Parser;
 use loadgen::{Guest, Pump, PumpOptions, Reception, RtcClient};
@@ -108,6 +119,12 @@ struct Args {
     /// Pin this process (the clients) to this CPU.
     #[arg(long)]
     client_cpu: Option<u32>,
+    /// Churn: with the rooms' participants staying, a visitor joins, is
+    /// heard and hears everyone, and leaves, this many times (one server);
+    /// the server's RSS along the way, after the first 10 cycles and at the
+    /// end.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    churn: Option<u32>,
 }
 
 /// Saturation stops at this share of packets lost, or of a core busy.
@@ -156,16 +173,32 @@ fn cpu_ticks(pid: Option<u32>) -> Result<u64, BenchError> {
     }
 }
 
-/// Resident set size (VmRSS) in bytes.
-fn rss_bytes(pid: u32) -> Result<u64, BenchError> {
+/// Resident set size in bytes: all of it (VmRSS), and its anonymous part
+/// (RssAnon: the heap, stacks; not the pages of the binary's code and the
+/// libraries, which are mapped from their files once for the process and
+/// shared with the page cache).
+#[derive(Debug, Clone, Copy)]
+struct Rss {
+    total: u64,
+    anon: u64,
+}
+
+fn rss(pid: u32) -> Result<Rss, BenchError> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).map_err(io_err(path.clone()))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| BenchError::Protocol(format!("no VmRSS in {path}")))
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| BenchError::Protocol(format!("no {name} in {path}")))
+    };
+    Ok(Rss { total: field("VmRSS:")?, anon: field("RssAnon:")? })
+}
+
+fn rss_bytes(pid: u32) -> Result<u64, BenchError> {
+    rss(pid).map(|r| r.total)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, else the usual 100).
@@ -296,6 +329,9 @@ struct Participant {
     joined_at: Instant,
     client: Arc<RtcClient>,
     pump: Pump,
+    /// Its cookies and its session, for a Leave.
+    guest: Guest,
+    session: SessionId,
 }
 
 impl Participant {
@@ -311,7 +347,16 @@ impl Participant {
             RtcClient::start_receive_only(&ice, to_server).await?
         });
         let pump = Pump::start(socket.ws, client.clone(), from_client, PumpOptions::default());
-        Ok(Self { id: outcome.participant_id.as_str().to_owned(), room, publisher, joined_at, client, pump })
+        Ok(Self {
+            id: outcome.participant_id.as_str().to_owned(),
+            room,
+            publisher,
+            joined_at,
+            client,
+            pump,
+            guest,
+            session: outcome.session_id,
+        })
     }
 
     fn received_total(&self) -> u64 {
@@ -321,6 +366,14 @@ impl Participant {
     async fn close(self) {
         self.pump.close().await;
         self.client.close().await;
+    }
+
+    /// Leaves as the Leave button does: the leave call, then the socket
+    /// and the peer connection closed.
+    async fn leave(self) -> Result<(), BenchError> {
+        let left = self.guest.leave(&self.session).await;
+        self.close().await;
+        left.map_err(|e| BenchError::Protocol(format!("leave: {e:?}")))
     }
 }
 
@@ -347,6 +400,7 @@ struct Figures {
     rss_before: f64,
     rss_joined: f64,
     rss_per_participant: f64,
+    anon_per_participant: f64,
     join_p50_ms: f64,
     join_p95_ms: f64,
     pairs_heard: f64,
@@ -425,6 +479,8 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 struct Joined {
     join_ms: Vec<f64>,
     pairs: usize,
+    /// Each room's code, in room order.
+    codes: Vec<RoomCode>,
 }
 
 /// Joins every room's publishers, then its subscribers, and waits until
@@ -480,7 +536,7 @@ async fn join_all(args: &Args, server: &ServerProcess, people: &mut Vec<Particip
         })
         .collect();
     join_ms.sort_by(f64::total_cmp);
-    Ok(Joined { join_ms, pairs: pairs.len() })
+    Ok(Joined { join_ms, pairs: pairs.len(), codes: rooms.into_iter().map(|(code, _)| code).collect() })
 }
 
 async fn measure(
@@ -489,8 +545,8 @@ async fn measure(
     tick: f64,
     people: &mut Vec<Participant>,
 ) -> Result<Figures, BenchError> {
-    let rss_before = rss_bytes(server.pid)?;
-    let Joined { join_ms, pairs } = join_all(args, server, people).await?;
+    let rss_before = rss(server.pid)?;
+    let Joined { join_ms, pairs, .. } = join_all(args, server, people).await?;
     let everyone: &[Participant] = people;
     // Warm-up, then the steady window.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -499,7 +555,7 @@ async fn measure(
         || everyone.iter().map(|p| p.client.stats().sent.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>();
     let w = window(server, args.seconds, || (received(), sent())).await?;
     let ((rx0, tx0), (rx1, tx1), window_s) = (w.before, w.after, w.seconds);
-    let rss_joined = rss_bytes(server.pid)?;
+    let rss_joined = rss(server.pid)?;
 
     let packets = (rx1 - rx0) as f64;
     // Every packet a publisher sent should reach the room's other participants.
@@ -516,9 +572,10 @@ async fn measure(
         cpu_s_per_1k: if packets > 0.0 { server_cpu_s / (packets / 1000.0) } else { f64::NAN },
         pkts_per_cpu_s: if server_cpu_s > 0.0 { packets / server_cpu_s } else { f64::NAN },
         client_cores: w.own_ticks as f64 / tick / window_s,
-        rss_before: rss_before as f64,
-        rss_joined: rss_joined as f64,
-        rss_per_participant: (rss_joined as f64 - rss_before as f64) / participants,
+        rss_before: rss_before.total as f64,
+        rss_joined: rss_joined.total as f64,
+        rss_per_participant: (rss_joined.total as f64 - rss_before.total as f64) / participants,
+        anon_per_participant: (rss_joined.anon as f64 - rss_before.anon as f64) / participants,
         join_p50_ms: percentile(&join_ms, 50.0),
         join_p95_ms: percentile(&join_ms, 95.0),
         pairs_heard: join_ms.len() as f64,
@@ -671,6 +728,171 @@ fn report_saturation(args: &Args, steps: &[Step]) {
     }
 }
 
+// ---------------------------------------------------------------- churn
+
+/// The live objects `/api/debug/resources` counts (the server counts them
+/// from the objects themselves, not from counters of its own).
+const COUNTED: [&str; 6] = ["sessions", "peer_connections", "tracks", "forwarders", "websockets", "tasks"];
+
+/// The server's counts of [`COUNTED`], in that order.
+async fn counts(server: &ServerProcess) -> Result<[u64; 6], BenchError> {
+    let url = format!("http://{}/api/debug/resources", server.addr);
+    let failed = |e: reqwest::Error| BenchError::Protocol(format!("{url}: {e}"));
+    let body: serde_json::Value = reqwest::get(&url).await.map_err(failed)?.json().await.map_err(failed)?;
+    let mut counts = [0; 6];
+    for (count, key) in counts.iter_mut().zip(COUNTED) {
+        *count = body
+            .get(key)
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| BenchError::Protocol(format!("{url} has no count of {key}: {body}")))?;
+    }
+    Ok(counts)
+}
+
+/// What a churn run saw.
+struct Churn {
+    /// Server RSS (bytes) before anyone joined and with the rooms' people in.
+    rss_before: u64,
+    rss_residents: u64,
+    /// (cycles done, server RSS) along the way.
+    rss: Vec<(u32, Rss)>,
+    /// Per cycle: from the visitor's join call until it and the room heard
+    /// each other (ms, sorted).
+    heard_ms: Vec<f64>,
+    /// Per cycle: from the visitor's Leave until the server's counts were
+    /// those of the rooms' people alone again (ms, sorted).
+    released_ms: Vec<f64>,
+}
+
+/// After cycle `done` of `total`, is RSS read? After the first 10, at
+/// every tenth of the run, and at the end.
+fn samples_rss(done: u32, total: u32) -> bool {
+    done == 10 || done == total || done.is_multiple_of((total / 10).max(1))
+}
+
+async fn churn(args: &Args, cycles: u32, bin: &Path) -> Result<Churn, BenchError> {
+    let server = ServerProcess::start(bin, args.server_cpu).await?;
+    let mut people = Vec::new();
+    let result = churn_cycles(args, cycles, &server, &mut people).await;
+    close_all(people).await;
+    server.stop().await;
+    result
+}
+
+async fn churn_cycles(
+    args: &Args,
+    cycles: u32,
+    server: &ServerProcess,
+    people: &mut Vec<Participant>,
+) -> Result<Churn, BenchError> {
+    let rss_before = rss_bytes(server.pid)?;
+    let Joined { codes, .. } = join_all(args, server, people).await?;
+    let residents: &[Participant] = people;
+    let limit = Duration::from_secs(args.join_timeout);
+    // The baseline is taken once every resident hears every other
+    // publisher of its room (publishers too: `join_all` waited only for
+    // the subscribers), so all their tracks and forwarders exist.
+    let all_heard = || {
+        residents.iter().all(|s| {
+            residents
+                .iter()
+                .filter(|p| p.publisher && p.room == s.room && p.id != s.id)
+                .all(|p| s.client.stats().first_packet_from(&p.id).is_some())
+        })
+    };
+    if !wait_until(limit, all_heard).await {
+        return Err(BenchError::Protocol(format!("the rooms' people did not all hear each other within {limit:?}")));
+    }
+    let baseline = counts(server).await?;
+    let rss_residents = rss_bytes(server.pid)?;
+    let mut churn = Churn { rss_before, rss_residents, rss: Vec::new(), heard_ms: Vec::new(), released_ms: Vec::new() };
+    for cycle in 1..=cycles {
+        // The rooms take turns.
+        let room = (cycle as usize - 1) % codes.len();
+        let guest = Guest::new(server.addr);
+        let visitor = Participant::join(guest, room, &codes[room], &format!("visitor {cycle}"), true).await?;
+        let in_room = || residents.iter().filter(|p| p.room == room);
+        let heard = || {
+            in_room().filter(|p| p.publisher).all(|p| visitor.client.stats().first_packet_from(&p.id).is_some())
+                && in_room().all(|p| p.client.stats().first_packet_from(&visitor.id).is_some())
+        };
+        if !wait_until(limit, heard).await {
+            visitor.close().await;
+            return Err(BenchError::Protocol(format!(
+                "cycle {cycle}: the visitor and its room did not hear each other within {limit:?}"
+            )));
+        }
+        churn.heard_ms.push(visitor.joined_at.elapsed().as_secs_f64() * 1000.0);
+        let left = Instant::now();
+        visitor.leave().await?;
+        loop {
+            let now = counts(server).await?;
+            if now == baseline {
+                break;
+            }
+            if left.elapsed() > limit {
+                let named: Vec<String> = COUNTED
+                    .iter()
+                    .zip(now.iter().zip(baseline))
+                    .map(|(k, (n, b))| format!("{k} {n} (was {b})"))
+                    .collect();
+                return Err(BenchError::Protocol(format!(
+                    "cycle {cycle}: {limit:?} after the visitor left, the server still counts {}",
+                    named.join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        churn.released_ms.push(left.elapsed().as_secs_f64() * 1000.0);
+        if samples_rss(cycle, cycles) {
+            let rss = rss(server.pid)?;
+            println!(
+                "churn: after {} cycles, server RSS {} MB (anonymous {} MB)",
+                fmt_num(f64::from(cycle), 0),
+                fmt_num(rss.total as f64 / MB, 1),
+                fmt_num(rss.anon as f64 / MB, 1)
+            );
+            churn.rss.push((cycle, rss));
+        }
+    }
+    churn.heard_ms.sort_by(f64::total_cmp);
+    churn.released_ms.sort_by(f64::total_cmp);
+    Ok(churn)
+}
+
+fn report_churn(args: &Args, churn: &Churn) {
+    let shape = format!("{} × {}×{}", args.rooms, args.publishers, args.subscribers);
+    let at = |n: u32| churn.rss.iter().find(|(c, _)| *c == n).map(|(_, rss)| *rss);
+    let (Some(first), Some(&(cycles, last))) = (at(10), churn.rss.last()) else {
+        println!("churn: no RSS reading after 10 cycles");
+        return;
+    };
+    println!(
+        "churn: server RSS {} MB before anyone joined, {} MB with the rooms' people ({shape}) in",
+        fmt_num(churn.rss_before as f64 / MB, 1),
+        fmt_num(churn.rss_residents as f64 / MB, 1),
+    );
+    println!(
+        "churn: join → heard both ways p50 / p95 {} / {} ms; Leave → the server's counts back to the rooms' own \
+         p50 / p95 {} / {} ms (every cycle)",
+        fmt_num(percentile(&churn.heard_ms, 50.0), 0),
+        fmt_num(percentile(&churn.heard_ms, 95.0), 0),
+        fmt_num(percentile(&churn.released_ms, 50.0), 0),
+        fmt_num(percentile(&churn.released_ms, 95.0), 0),
+    );
+    println!(
+        "churn: RSS after {} join/leave cycles {} MB, after the first 10 {} MB: ratio {} (anonymous: {} MB, {} MB, \
+         ratio {}) ({shape})",
+        fmt_num(f64::from(cycles), 0),
+        fmt_num(last.total as f64 / MB, 1),
+        fmt_num(first.total as f64 / MB, 1),
+        fmt_num(last.total as f64 / first.total as f64, 3),
+        fmt_num(last.anon as f64 / MB, 1),
+        fmt_num(first.anon as f64 / MB, 1),
+        fmt_num(last.anon as f64 / first.anon as f64, 3),
+    );
+}
+
 // ---------------------------------------------------------------- report
 
 fn fmt_num(v: f64, decimals: usize) -> String {
@@ -721,6 +943,7 @@ const ROWS: &[Row] = &[
     Row { label: "server RSS before anyone joined (MB)", value: |f| f.rss_before / MB, decimals: 1 },
     Row { label: "server RSS with everyone joined (MB)", value: |f| f.rss_joined / MB, decimals: 1 },
     Row { label: "server RSS per participant (MB)", value: |f| f.rss_per_participant / MB, decimals: 2 },
+    Row { label: "  of which anonymous (heap, stacks; MB)", value: |f| f.anon_per_participant / MB, decimals: 2 },
     Row {
         label: "  ratio to target 3 MB",
         value: |f| f.rss_per_participant / TARGET_BYTES_PER_PARTICIPANT,
@@ -757,10 +980,10 @@ fn report(args: &Args, runs: &[Figures]) {
     println!(
         "summary columns: | rooms × publishers×subscribers | forwarded pkt/s | delivered/expected | server cores busy \
          | server CPU s per 1 000 pkt | pkt per server CPU-s | server RSS per participant (MB) \
-         | join-to-first-packet p50 / p95 (ms) | clients cores busy | pairs not heard |"
+         | of which anonymous (MB) | join-to-first-packet p50 / p95 (ms) | clients cores busy | pairs not heard |"
     );
     println!(
-        "summary ({} of {} runs): | {} × {}×{} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+        "summary ({} of {} runs): | {} × {}×{} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
         if runs.len() > 1 { "median" } else { "single" },
         runs.len(),
         args.rooms,
@@ -772,6 +995,7 @@ fn report(args: &Args, runs: &[Figures]) {
         fmt_num(med(|f| f.cpu_s_per_1k), 4),
         fmt_num(med(|f| f.pkts_per_cpu_s), 0),
         fmt_num(med(|f| f.rss_per_participant / MB), 2),
+        fmt_num(med(|f| f.anon_per_participant / MB), 2),
         fmt_num(med(|f| f.join_p50_ms), 0),
         fmt_num(med(|f| f.join_p95_ms), 0),
         fmt_num(med(|f| f.client_cores), 2),
@@ -836,6 +1060,18 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if let Some(cycles) = args.churn {
+        return match churn(&args, cycles, &bin).await {
+            Ok(churn) => {
+                report_churn(&args, &churn);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cleanroom-bench: churn failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let mut runs = Vec::new();
     for i in 1..=args.runs {
