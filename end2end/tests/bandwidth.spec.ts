@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import type { Page } from '@playwright/test';
+import type { Browser, BrowserContext, Page } from '@playwright/test';
 import { createRoom, expect, join, mediaFlowing, open, receivedVideo, recordMedia, test, tile } from './helpers';
 import { launchInNetns, NETNS_HOST_IP, requireNetns, shapeDownlink } from './netns';
 import { startCleanroom, type Spawned } from './servers';
@@ -26,6 +26,19 @@ test.afterEach(async ({}, info) => {
   await server?.stop();
   server = undefined;
 });
+
+/** Ada's and Bob's pages on `base`, each in a context of its own that records its media. */
+async function twoPages(browser: Browser, base: string) {
+  const contexts: BrowserContext[] = [];
+  const pages: Page[] = [];
+  for (let i = 0; i < 2; i++) {
+    const context = await browser.newContext({ baseURL: base, viewport: { width: 1280, height: 720 } });
+    await recordMedia(context);
+    contexts.push(context);
+    pages.push(await context.newPage());
+  }
+  return { contexts, pages };
+}
 
 /** The page's outbound camera layers: rid, frame width, bytes sent, codec. */
 async function sentLayers(page: Page) {
@@ -107,14 +120,7 @@ for (const [codec, codecs] of [
     test.setTimeout(120_000);
     server = await startCleanroom({ CLEANROOM_VIDEO_CODECS: codecs });
     const base = `http://127.0.0.1:${server.port}`;
-    const contexts = [];
-    const pages: Page[] = [];
-    for (let i = 0; i < 2; i++) {
-      const context = await browser.newContext({ baseURL: base, viewport: { width: 1280, height: 720 } });
-      await recordMedia(context);
-      contexts.push(context);
-      pages.push(await context.newPage());
-    }
+    const { contexts, pages } = await twoPages(browser, base);
     const [ada, bob] = pages;
     try {
       const code = await createRoom(ada, 'Ada');
@@ -219,14 +225,7 @@ for (const [codec, codecs] of [
 test('a small camera is sent at its own size', async ({ browser }) => {
   server = await startCleanroom({});
   const base = `http://127.0.0.1:${server.port}`;
-  const contexts = [];
-  const pages: Page[] = [];
-  for (let i = 0; i < 2; i++) {
-    const context = await browser.newContext({ baseURL: base, viewport: { width: 1280, height: 720 } });
-    await recordMedia(context);
-    contexts.push(context);
-    pages.push(await context.newPage());
-  }
+  const { contexts, pages } = await twoPages(browser, base);
   const [ada, bob] = pages;
   // Ada's camera gives 320×240 whatever the page asks for.
   await ada.addInitScript(() => {

@@ -40,7 +40,9 @@
 //! rooms joined once, then each publisher's video rate is set to R1, R2, …
 //! packets per second in turn (2 s to settle, then a window each) until a
 //! step sees more than 0.1 % loss (from the subscribers' sequence numbers),
-//! the server busy 0.9 of a core, or the clients (this process) 0.9 of a
+//! less than 99 % of the offered packets forwarded at all (a video the SFU
+//! paused for a downlink's estimate leaves no gap in the numbers), the
+//! server busy 0.9 of a core, or the clients (this process) 0.9 of a
 //! core. Each step prints ingress and forwarded packets/s, loss, both CPU
 //! shares, forwarded packets per server CPU-second and the forwarding delay
 //! p50/p99 (publisher write → subscriber read: the clients stamp each
@@ -129,6 +131,9 @@ struct Args {
 
 /// Saturation stops at this share of packets lost, or of a core busy.
 const MAX_LOSS: f64 = 0.001;
+/// A step also stops the curve when this share of what the room should
+/// receive was not forwarded at all.
+const MAX_SHORTFALL: f64 = 0.01;
 const MAX_CORE: f64 = 0.9;
 
 /// What can stop a run.
@@ -591,6 +596,10 @@ struct Step {
     /// Video packets per second each publisher was asked for.
     rate: f64,
     ingress_pps: f64,
+    /// What the room's other participants should receive of the ingress
+    /// (a subscriber whose video the SFU paused sees no gap in it, so
+    /// `loss` does not count it).
+    offered_pps: f64,
     egress_pps: f64,
     /// Share of the packets the subscribers' sequence numbers say were
     /// forwarded that did not arrive.
@@ -603,9 +612,16 @@ struct Step {
 }
 
 /// Why the curve stopped where it did.
+/// Whether the SFU forwarded clearly less than the room should receive.
+fn short(step: &Step) -> bool {
+    step.egress_pps < step.offered_pps * (1.0 - MAX_SHORTFALL)
+}
+
 fn limit(step: &Step) -> Option<&'static str> {
     if step.loss > MAX_LOSS {
         Some("loss over 0.1 %")
+    } else if short(step) {
+        Some("forwarded under 99 % of what was offered (the SFU paused video it judged over a downlink's estimate)")
     } else if step.server_cores >= MAX_CORE {
         Some("server at 0.9 of its core")
     } else if step.client_cores >= MAX_CORE {
@@ -676,6 +692,7 @@ async fn saturation_step(
     Ok(Step {
         rate,
         ingress_pps: (tx1 - tx0) as f64 / window_s,
+        offered_pps: (tx1 - tx0) as f64 / window_s * (f64::from(args.publishers) - 1.0 + f64::from(args.subscribers)),
         egress_pps: received / window_s,
         loss: if expected > 0.0 { (1.0 - received / expected).max(0.0) } else { f64::NAN },
         server_cores: server_cpu_s / window_s,
@@ -709,8 +726,10 @@ fn report_saturation(args: &Args, steps: &[Step]) {
     // The most the server forwarded per CPU-second without losing more
     // than the bar (a step that reached a core's 0.9 counts: that is the
     // saturation the curve looks for).
-    let clean =
-        steps.iter().filter(|s| s.loss <= MAX_LOSS).max_by(|a, b| a.pkts_per_cpu_s.total_cmp(&b.pkts_per_cpu_s));
+    let clean = steps
+        .iter()
+        .filter(|s| s.loss <= MAX_LOSS && !short(s))
+        .max_by(|a, b| a.pkts_per_cpu_s.total_cmp(&b.pkts_per_cpu_s));
     let stopped = steps.last().and_then(limit).unwrap_or("the last rate asked for");
     match clean {
         Some(best) => {
