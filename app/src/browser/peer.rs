@@ -333,8 +333,9 @@ impl Peer {
                     leptos::logging::warn!("signalling step failed: {e:?}");
                 }
                 // Applying an offer that lists the camera's layers turns
-                // them all on again: the count asked for is applied anew.
-                if offer {
+                // them all on again: where some should be off, the count
+                // is applied anew.
+                if offer && this.held_layers() {
                     this.apply_layers_in_turn();
                 }
             }
@@ -409,6 +410,12 @@ impl Peer {
             return;
         }
         self.apply_layers_in_turn();
+    }
+
+    /// Whether some of the camera's layers are to be off (held back by the
+    /// server, or more than the browser sends of a small camera).
+    fn held_layers(&self) -> bool {
+        usize::from(self.camera_layers.get()).min(self.camera_fits.get()) < CAMERA_LAYERS
     }
 
     /// Applies the camera's layer count (again), one change at a time: a
