@@ -202,10 +202,6 @@ fn rss(pid: u32) -> Result<Rss, BenchError> {
     Ok(Rss { total: field("VmRSS:")?, anon: field("RssAnon:")? })
 }
 
-fn rss_bytes(pid: u32) -> Result<u64, BenchError> {
-    rss(pid).map(|r| r.total)
-}
-
 /// Clock ticks per second (`getconf CLK_TCK`, else the usual 100).
 fn clock_tick() -> f64 {
     std::process::Command::new("getconf")
@@ -757,7 +753,12 @@ const COUNTED: [&str; 6] = ["sessions", "peer_connections", "tracks", "forwarder
 async fn counts(server: &ServerProcess) -> Result<[u64; 6], BenchError> {
     let url = format!("http://{}/api/debug/resources", server.addr);
     let failed = |e: reqwest::Error| BenchError::Protocol(format!("{url}: {e}"));
-    let body: serde_json::Value = reqwest::get(&url).await.map_err(failed)?.json().await.map_err(failed)?;
+    // Bounded: a server that stops answering fails the run, not hangs it.
+    let read = async { reqwest::get(&url).await?.json::<serde_json::Value>().await };
+    let body = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .map_err(|_| BenchError::Protocol(format!("{url}: no answer within 10 s")))?
+        .map_err(failed)?;
     let mut counts = [0; 6];
     for (count, key) in counts.iter_mut().zip(COUNTED) {
         *count = body
@@ -804,7 +805,7 @@ async fn churn_cycles(
     server: &ServerProcess,
     people: &mut Vec<Participant>,
 ) -> Result<Churn, BenchError> {
-    let rss_before = rss_bytes(server.pid)?;
+    let rss_before = rss(server.pid)?.total;
     let Joined { codes, .. } = join_all(args, server, people).await?;
     let residents: &[Participant] = people;
     let limit = Duration::from_secs(args.join_timeout);
@@ -823,7 +824,7 @@ async fn churn_cycles(
         return Err(BenchError::Protocol(format!("the rooms' people did not all hear each other within {limit:?}")));
     }
     let baseline = counts(server).await?;
-    let rss_residents = rss_bytes(server.pid)?;
+    let rss_residents = rss(server.pid)?.total;
     let mut churn = Churn { rss_before, rss_residents, rss: Vec::new(), heard_ms: Vec::new(), released_ms: Vec::new() };
     for cycle in 1..=cycles {
         // The rooms take turns.
