@@ -218,6 +218,11 @@ impl ClientStats {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// How many streams (SSRCs) have been received so far.
+    pub fn streams(&self) -> usize {
+        self.flows.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Sequence-number totals over every stream received so far.
     pub fn reception(&self) -> Reception {
         let flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());

@@ -51,7 +51,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::engine::is_keyframe_request;
 use super::estimate::Downlink;
-use super::simulcast::{LayerSwitch, Verdict};
+use super::simulcast::{LayerSwitch, Sent, Verdict};
 use super::track::{PublishedTrack, TrackLayers, Want};
 use super::MediaError;
 use crate::lifetime::Lifetime;
@@ -90,6 +90,39 @@ fn layer_from(raw: u8) -> Option<u8> {
 /// How long the fan-out waits before looking again for RTCP on a sender
 /// that is not bound yet (bound once the answer is applied).
 const UNBOUND_RETRY: Duration = Duration::from_millis(200);
+
+/// Which send slot of the subscriber's connection a new forwarder takes.
+#[derive(Debug)]
+pub enum Slot {
+    /// A new send-only transceiver.
+    New,
+    /// The first freed one of its kind (the one `add_track` fills), with
+    /// the stream its last forwarder sent, to continue where that is known.
+    Freed(StreamEnd),
+}
+
+/// Where a forwarder's stream stopped: its SSRC and, once its outlet has
+/// left the fan-out, its last packet.
+///
+/// The connection keeps state for every SSRC it ever sent (statistics, the
+/// SRTP context) until it closes. So that someone who stays in a busy room
+/// does not gather one of each for every track that came and went, the
+/// next forwarder in a freed slot sends under the same SSRC, numbered on
+/// from there (a stream started afresh under a known SSRC would fall into
+/// the receiver's SRTP replay window).
+#[derive(Debug, Clone)]
+pub struct StreamEnd {
+    ssrc: u32,
+    last: Arc<std::sync::Mutex<Option<Sent>>>,
+}
+
+impl StreamEnd {
+    /// The SSRC and last packet to continue from; `None` until the outlet
+    /// has let go of the stream, or if it sent nothing.
+    fn handover(&self) -> Option<(u32, Sent)> {
+        lock(&self.last).map(|last| (self.ssrc, last))
+    }
+}
 
 /// One published track delivered to one subscriber. Owned by the
 /// subscriber's media session; closed when either side goes, or when its
@@ -133,8 +166,11 @@ struct Relay {
     kind: RtpCodecKind,
     codec: RTCRtpCodec,
     local: Arc<TrackLocalStaticRTP>,
-    /// SSRC of the subscriber side (random per forwarder).
+    /// SSRC of the subscriber side (random, or the one of the stream this
+    /// forwarder continues).
     ssrc: u32,
+    /// The outlet's last packet, set when it leaves the fan-out.
+    ended: Arc<std::sync::Mutex<Option<Sent>>>,
     /// Payload type negotiated with the subscriber; 0 until known (then the
     /// publisher's is kept, which is the same with our single media engine).
     payload_type: AtomicU8,
@@ -197,9 +233,19 @@ impl Forwarder {
         subscriber: &ParticipantId,
         subscriber_ready: Arc<AtomicBool>,
         downlink: Downlink,
-        reuse_slot: bool,
+        slot: Slot,
     ) -> Result<Arc<Self>, MediaError> {
-        let ssrc = rand::random::<u32>();
+        let handover = match &slot {
+            Slot::Freed(end) => {
+                let handover = end.handover();
+                if handover.is_none() {
+                    tracing::debug!(track = %track.id, %subscriber, "a freed slot's stream is not handed over yet: a new SSRC");
+                }
+                handover
+            }
+            Slot::New => None,
+        };
+        let ssrc = handover.map_or_else(rand::random::<u32>, |(ssrc, _)| ssrc);
         let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             track.stream.clone(),
             track.id.clone(),
@@ -211,7 +257,7 @@ impl Forwarder {
                 ..Default::default()
             }],
         )));
-        let sender = if reuse_slot {
+        let sender = if let Slot::Freed(_) = slot {
             // Fills a freed send-only transceiver of this kind (the only
             // sender-less ones the session has).
             pc.add_track(local.clone() as Arc<dyn TrackLocal>).await?
@@ -228,6 +274,7 @@ impl Forwarder {
             codec: track.codec.clone(),
             local,
             ssrc,
+            ended: Arc::default(),
             payload_type: AtomicU8::new(0),
             negotiated: AtomicBool::new(false),
             keyframes: track.keyframe_requests(),
@@ -247,7 +294,7 @@ impl Forwarder {
         });
         // A track already closed has no fan-out left: the forwarder is
         // closed with it (its lifetime is a child of the track's).
-        track.attach(Outlet::new(relay.clone())).await;
+        track.attach(Outlet::new(relay.clone(), handover.map(|(_, last)| last))).await;
         let forwarder = Arc::new(Self {
             id,
             track_id: track.id.clone(),
@@ -262,6 +309,12 @@ impl Forwarder {
             lifetime,
         });
         Ok(forwarder)
+    }
+
+    /// Where its stream stops, for the next forwarder in its slot once this
+    /// one is closed and its track removed.
+    pub fn stream_end(&self) -> StreamEnd {
+        StreamEnd { ssrc: self.relay.ssrc, last: self.relay.ended.clone() }
     }
 
     /// Takes the forwarder out of its track's fan-out and takes back its
@@ -457,12 +510,18 @@ impl std::fmt::Debug for Outlet {
 }
 
 impl Outlet {
-    fn new(relay: Arc<Relay>) -> Self {
+    /// An outlet whose stream starts afresh, or goes on from `continuing`,
+    /// the last packet of another forwarder's stream under the same SSRC.
+    fn new(relay: Arc<Relay>, continuing: Option<Sent>) -> Self {
         let vp8 = relay
             .codec
             .mime_type
             .eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8);
-        let switch = LayerSwitch::new(relay.codec.clock_rate, vp8);
+        let clock_rate = relay.codec.clock_rate;
+        let switch = match continuing {
+            Some(last) => LayerSwitch::continuing(clock_rate, vp8, last),
+            None => LayerSwitch::new(clock_rate, vp8),
+        };
         Self { relay, switch, asked: None, probing: None }
     }
 
@@ -542,6 +601,14 @@ impl Outlet {
                 relay.padded.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+impl Drop for Outlet {
+    /// Leaves where its stream stopped for the next forwarder in its slot:
+    /// after this, nothing more is sent under its SSRC.
+    fn drop(&mut self) {
+        *lock(&self.relay.ended) = self.switch.last();
     }
 }
 
@@ -722,6 +789,7 @@ mod tests {
             codec,
             local,
             ssrc,
+            ended: Arc::default(),
             payload_type: AtomicU8::new(96),
             negotiated: AtomicBool::new(true),
             keyframes,
@@ -751,8 +819,8 @@ mod tests {
         let probes = Arc::new(Notify::new());
         let mut fanout = Fanout::new(joins_rx, probes.clone());
         let (ada, cy) = (unbound_relay(&probes, keyframes.clone()), unbound_relay(&probes, keyframes));
-        joins.send(Outlet::new(ada.clone())).await.expect("fan-out listens");
-        joins.send(Outlet::new(cy.clone())).await.expect("fan-out listens");
+        joins.send(Outlet::new(ada.clone(), None)).await.expect("fan-out listens");
+        joins.send(Outlet::new(cy.clone(), None)).await.expect("fan-out listens");
         step(&mut fanout).await;
         step(&mut fanout).await;
         assert_eq!(fanout.outlets.len(), 2, "both joined");
@@ -774,6 +842,9 @@ mod tests {
             step(&mut fanout).await;
         }
         assert_eq!(fanout.outlets.len(), 1, "the closed one left");
+        let end = StreamEnd { ssrc: ada.ssrc, last: ada.ended.clone() };
+        let (ssrc, last) = end.handover().expect("it left where its stream stopped");
+        assert_eq!((ssrc, last.seq()), (7, 0), "its SSRC and the number it sent last");
         assert!(Arc::ptr_eq(&fanout.outlets[0].relay, &cy), "the other one stays");
         assert_eq!(Arc::strong_count(&ada), 1, "neither its outlet nor its listening holds it any more");
         assert_eq!(Arc::strong_count(&cy), 3, "cy: the test, its outlet, its listening");
@@ -787,7 +858,7 @@ mod tests {
         let probes = Arc::new(Notify::new());
         let mut fanout = Fanout::new(joins_rx, probes.clone());
         let relay = unbound_relay(&probes, keyframes);
-        fanout.on(FanoutEvent(Due::Join(Outlet::new(relay.clone()))));
+        fanout.on(FanoutEvent(Due::Join(Outlet::new(relay.clone(), None))));
         assert!(!fanout.probing, "no probe yet: no padding tick");
         let asked = Instant::now();
         let time = Duration::from_millis(100);

@@ -212,9 +212,10 @@ fn seq_before(a: u16, b: u16) -> bool {
     a != b && b.wrapping_sub(a) < 0x8000
 }
 
-/// What was sent last, to continue from across a switch.
+/// What was sent last, to continue from across a switch, or in a later
+/// forwarder that takes over the stream ([`LayerSwitch::continuing`]).
 #[derive(Debug, Clone, Copy)]
-struct Sent {
+pub struct Sent {
     seq: u16,
     ts: u32,
     picture_id: Option<u16>,
@@ -222,6 +223,13 @@ struct Sent {
     /// It ended a frame (the next packet may begin one).
     marker: bool,
     at: Instant,
+}
+
+impl Sent {
+    /// Its (rewritten) sequence number.
+    pub fn seq(&self) -> u16 {
+        self.seq
+    }
 }
 
 /// What to do with a packet.
@@ -255,6 +263,9 @@ pub struct LayerSwitch {
     vp8: bool,
     /// Layer switches made (the first layer is not one).
     switches: u64,
+    /// `last` is another forwarder's: the first layer continues its stream
+    /// and is not a switch.
+    inherited: bool,
 }
 
 impl LayerSwitch {
@@ -271,7 +282,21 @@ impl LayerSwitch {
             clock_rate: clock_rate.max(1),
             vp8,
             switches: 0,
+            inherited: false,
         }
+    }
+
+    /// A forwarder's state before its first packet, continuing the stream
+    /// that another forwarder ended with `last` (same SSRC): the numbers go
+    /// on from there, as after a pause, so the receiver's SRTP replay
+    /// window and jitter buffer see one stream. Video starts on a keyframe.
+    pub fn continuing(clock_rate: u32, vp8: bool, last: Sent) -> Self {
+        Self { last: Some(last), inherited: true, ..Self::new(clock_rate, vp8) }
+    }
+
+    /// The last packet sent, for a later forwarder to continue from.
+    pub fn last(&self) -> Option<Sent> {
+        self.last
     }
 
     /// The layer being sent (`None`: nothing yet, or paused).
@@ -338,7 +363,9 @@ impl LayerSwitch {
                     }
                 }
             }
-            self.switches += 1;
+            if !std::mem::take(&mut self.inherited) {
+                self.switches += 1;
+            }
         }
         self.current = Some(layer);
         self.floor = header.sequence_number;
@@ -912,6 +939,57 @@ mod tests {
         let mut again = vp8(505, 18_000, 43, 12, true, true, 320);
         assert_eq!(switch.take(1, Some(1), true, &mut again, now), Verdict::Send);
         assert_eq!(again.header.sequence_number, 14);
+    }
+
+    #[test]
+    fn a_later_forwarder_continues_the_stream_another_ended() {
+        // A forwarder sends three frames of one publisher's video (numbers
+        // near their wrap)...
+        let mut ada = Publisher {
+            seq: [65_530, 0, 0],
+            ts: [u32::MAX - 3_000, 0, 0],
+            picture_id: [0x7ffe, 0, 0],
+            tl0: [255, 0, 0],
+        };
+        let mut switch = LayerSwitch::new(90_000, true);
+        let start = Instant::now();
+        let mut wire = Vec::new();
+        for frame in 0..3 {
+            for mut packet in ada.frame(0, frame == 0) {
+                let keyframe = is_keyframe("video/VP8", &packet.payload);
+                assert_eq!(switch.take(0, Some(0), keyframe, &mut packet, start), Verdict::Send);
+                wire.push(packet);
+            }
+        }
+        let ended = switch.last().expect("it sent");
+        // ...and, a second later, another takes over its SSRC with a
+        // second publisher's stream, numbered its own way.
+        let mut cy = Publisher { seq: [1_000, 0, 0], ts: [500, 0, 0], picture_id: [3, 0, 0], tl0: [7, 0, 0] };
+        let mut next = LayerSwitch::continuing(90_000, true, ended);
+        let later = start + Duration::from_secs(1);
+        let mut delta = cy.frame(0, false);
+        assert_eq!(
+            next.take(0, Some(0), false, &mut delta[0], later),
+            Verdict::AwaitKeyframe,
+            "video starts on a keyframe"
+        );
+        for mut packet in cy.frame(0, true) {
+            let keyframe = is_keyframe("video/VP8", &packet.payload);
+            assert_eq!(next.take(0, Some(0), keyframe, &mut packet, later), Verdict::Send);
+            wire.push(packet);
+        }
+        assert_eq!(next.switches(), 0, "taking a stream over is no layer switch");
+        // One stream on the wire: every number once, in order, across the
+        // change; the picture id and TL0PICIDX step by one; the timestamp
+        // moves on by the second that passed.
+        for pair in wire.windows(2) {
+            assert_eq!(pair[1].header.sequence_number, pair[0].header.sequence_number.wrapping_add(1));
+        }
+        let (before, after) = (&wire[8], &wire[9]);
+        assert_eq!(after.header.timestamp.wrapping_sub(before.header.timestamp), 90_000);
+        let (db, da) = (Vp8Descriptor::parse(&before.payload).unwrap(), Vp8Descriptor::parse(&after.payload).unwrap());
+        assert_eq!(da.picture_id(&after.payload), db.picture_id(&before.payload).map(|id| (id + 1) & 0x7fff));
+        assert_eq!(after.payload[da.tl0.unwrap()], before.payload[db.tl0.unwrap()].wrapping_add(1));
     }
 
     #[test]

@@ -64,9 +64,12 @@ pub(super) struct Actor {
     /// When the browser last had an ICE restart granted.
     last_restart: Option<Instant>,
     /// Send-only transceivers freed by `remove_track`, per kind (audio,
-    /// video): the next forwarder of that kind reuses one, so the SDP grows
-    /// only to the most tracks ever forwarded at once.
-    free_slots: [usize; 2],
+    /// video), by transceiver index, with where their streams stopped: the
+    /// next forwarder of that kind takes the first one (as `add_track`
+    /// does) and goes on with its stream, so the SDP grows only to the most
+    /// tracks ever forwarded at once, and the connection's per-SSRC state
+    /// only to the most streams ever sent at once.
+    free_slots: [BTreeMap<usize, StreamEnd>; 2],
     /// The screen share: where it is received, its remote track once its
     /// first packet came, whether the person shares now, and the published
     /// track while they do.
@@ -162,7 +165,7 @@ impl Actor {
             connected: Arc::new(AtomicBool::new(false)),
             remote_candidates: 0,
             last_restart: None,
-            free_slots: [0, 0],
+            free_slots: Default::default(),
             screen: Screen::default(),
             views: HashMap::new(),
             camera: None,
@@ -326,13 +329,21 @@ impl Actor {
             return;
         }
         let Some(pc) = self.pc.clone() else { return };
-        let reuse = self.free_slots[slot(track.kind)] > 0;
+        let free = self.free_slots[slot(track.kind)].first_key_value().map(|(index, end)| (*index, end.clone()));
+        let reuse = match &free {
+            Some((_, end)) => Slot::Freed(end.clone()),
+            None => Slot::New,
+        };
         match Forwarder::start(&pc, &track, &self.participant, self.connected.clone(), self.downlink.clone(), reuse)
             .await
         {
             Ok(forwarder) => {
-                if reuse {
-                    self.free_slots[slot(track.kind)] -= 1;
+                if let Some((index, _)) = free {
+                    self.free_slots[slot(track.kind)].remove(&index);
+                    let filled = rtc::rtp_transceiver::RTCRtpTransceiverId::from(forwarder.sender.id());
+                    if filled != index {
+                        tracing::warn!(session = %self.id, expected = index, filled, "a forwarder filled another freed slot than its stream's");
+                    }
                 }
                 self.shared.live.forwarder(&forwarder);
                 tracing::debug!(room = %self.code, session = %self.id, track = %track.id, "forwarder added");
@@ -486,7 +497,7 @@ impl Actor {
                             tracing::warn!(session = %self.id, error = %e, "freed slot keeps its codecs");
                         }
                     }
-                    self.free_slots[slot(forwarder.kind)] += 1;
+                    self.free_slots[slot(forwarder.kind)].insert(slot_id, forwarder.stream_end());
                 }
                 Err(e) => {
                     tracing::debug!(session = %self.id, track = %track_id, error = %e, "remove_track failed")

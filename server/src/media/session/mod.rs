@@ -13,7 +13,7 @@
 //! shared with every track it publishes, now or after a renegotiation; the
 //! room reads its levels to decide the active speaker.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant as StdInstant};
@@ -36,7 +36,7 @@ use webrtc::peer_connection::{
 
 use super::engine::{build_peer_connection, AUDIO_LEVEL_URI};
 use super::estimate::{Downlink, ProbeSchedule};
-use super::forwarder::Forwarder;
+use super::forwarder::{Forwarder, Slot, StreamEnd};
 use super::track::{media_kind, PublishedTrack, PublisherState};
 use super::{EndRequest, MediaError, RoomMedia, Shared};
 use crate::lifetime::Lifetime;
