@@ -23,6 +23,10 @@ use crate::room::{LEASE_EVERY, LEASE_TTL};
 
 /// How often the reconciler looks for nodes whose lease has lapsed.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// How often the metrics recorder drains its histograms' samples into
+/// their buckets, scraped or not (unscraped, they would pile up: a few bytes
+/// per request and per leave).
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -135,7 +139,24 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     spawn_liveness(&state, Duration::from_millis(config.suspect_ms), Duration::from_millis(config.remove_ms));
     spawn_reconciler(&state, Duration::from_millis(config.reconcile_ms));
     spawn_node_events(&state);
+    spawn_metrics_upkeep(&state);
     Ok(state)
+}
+
+/// Drains the recorder's histogram samples every [`METRICS_UPKEEP_EVERY`].
+fn spawn_metrics_upkeep(state: &AppState) {
+    let handle = state.metrics.clone();
+    let stop = state.shutdown.clone();
+    state.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => handle.run_upkeep(),
+            }
+        }
+    });
 }
 
 /// Does what the other nodes of the deployment send (see [`nodes`]); one
