@@ -4,6 +4,9 @@ test('three people see and hear each other through the SFU; a leaver disappears 
   newPage,
   request,
 }) => {
+  // Three pages' encoders and decoders share two cores, and the check
+  // below samples for 10 s: 46 s of the default 60 on a busy machine.
+  test.setTimeout(90_000);
   const base = await liveCounts(request);
   const plus = (n: { sessions: number; peer_connections: number; tracks: number; forwarders: number }) => ({
     sessions: base.sessions + n.sessions,
