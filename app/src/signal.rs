@@ -103,6 +103,33 @@ pub fn socket_lost(quiet_ms: f64, transport_quiet_ms: f64) -> bool {
     quiet_ms > DEAD_AFTER_MS && !(carried && quiet_ms < SLOW_SOCKET_MS)
 }
 
+/// The camera's simulcast layers (quarter, half and full size, smallest
+/// first, as the server's offer lists their `rid`s).
+pub const CAMERA_LAYERS: usize = 3;
+
+/// How many of the camera's layers a browser sends of a capture of `width`
+/// × `height` pixels. Chromium's libwebrtc sends three simulcast streams of
+/// a picture from 960×540 pixels up, two from 480×270, one below, and the
+/// ones it keeps are the first of the list: without this, a 640×480 camera
+/// would be seen at half its size at most and a 320×240 one at a quarter.
+pub fn camera_layers_sent(width: u32, height: u32) -> usize {
+    let pixels = u64::from(width) * u64::from(height);
+    match pixels {
+        p if p >= 960 * 540 => 3,
+        p if p >= 480 * 270 => 2,
+        _ => 1,
+    }
+}
+
+/// Which of the usual layers (0 quarter, 1 half, 2 full size) the camera's
+/// encoding `i` (smallest first) is set up as when `sent` of them are sent:
+/// the largest `sent`, so that the largest layer sent is the full picture.
+/// Encodings past `sent` (turned off) keep the full size.
+pub fn camera_layer_setting(i: usize, sent: usize) -> usize {
+    let sent = sent.clamp(1, CAMERA_LAYERS);
+    (i + CAMERA_LAYERS - sent).min(CAMERA_LAYERS - 1)
+}
+
 /// Server → browser.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -260,6 +287,27 @@ pub mod close_code {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_camera_sends_fewer_layers_and_the_largest_sent_is_full_size() {
+        assert_eq!(camera_layers_sent(1280, 720), 3);
+        assert_eq!(camera_layers_sent(960, 540), 3);
+        assert_eq!(camera_layers_sent(640, 480), 2);
+        assert_eq!(camera_layers_sent(480, 270), 2);
+        assert_eq!(camera_layers_sent(320, 240), 1);
+        assert_eq!(camera_layers_sent(160, 120), 1);
+        assert_eq!(camera_layers_sent(0, 0), 1);
+        assert_eq!(camera_layers_sent(u32::MAX, u32::MAX), 3);
+        // Three sent: quarter, half, full.
+        assert_eq!((0..3).map(|i| camera_layer_setting(i, 3)).collect::<Vec<_>>(), [0, 1, 2]);
+        // Two: half and full; the third, off, full.
+        assert_eq!((0..3).map(|i| camera_layer_setting(i, 2)).collect::<Vec<_>>(), [1, 2, 2]);
+        // One: the full picture.
+        assert_eq!((0..3).map(|i| camera_layer_setting(i, 1)).collect::<Vec<_>>(), [2, 2, 2]);
+        // Out of range counts are clamped.
+        assert_eq!(camera_layer_setting(0, 0), 2);
+        assert_eq!(camera_layer_setting(0, 9), 0);
+    }
 
     fn candidate(line: &str) -> IceCandidate {
         IceCandidate { candidate: line.into(), sdp_mid: None, sdp_m_line_index: None, username_fragment: None }

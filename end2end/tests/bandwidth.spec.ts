@@ -218,6 +218,41 @@ for (const [codec, codecs] of [
   });
 }
 
+// A camera too small for three layers: the browser sends fewer simulcast
+// streams of a small picture (one below 480×270) and keeps the first of the
+// list, so the page sets the layers it sends up as the largest ones: a
+// 320×240 camera is sent, received and seen at 320 pixels, not at 80.
+test('a small camera is sent at its own size', async ({ browser }) => {
+  server = await startCleanroom({});
+  const base = `http://127.0.0.1:${server.port}`;
+  const { contexts, pages } = await twoPages(browser, base);
+  const [ada, bob] = pages;
+  // Ada's camera gives 320×240 whatever the page asks for.
+  await ada.addInitScript(() => {
+    const devices = navigator.mediaDevices;
+    const getUserMedia = devices.getUserMedia.bind(devices);
+    devices.getUserMedia = (c?: MediaStreamConstraints) =>
+      getUserMedia(c?.video ? { ...c, video: { width: { exact: 320 }, height: { exact: 240 } } } : c);
+  });
+  try {
+    const code = await createRoom(ada, 'Ada');
+    const a = await join(ada);
+    await open(bob, `/r/${code}`);
+    await join(bob, 'Bob');
+    await expect.poll(() => mediaFlowing(bob, a.participant_id), { timeout: 20_000 }).toEqual({ frames: true, audio: true });
+    // One layer goes out, at the camera's width.
+    await expect
+      .poll(async () => (await sentLayers(ada)).filter((l) => l.bytes > 0).map((l) => [l.rid, l.width]), { timeout: 20_000 })
+      .toEqual([['q', 320]]);
+    // The server receives it at that width and Bob decodes it at that width.
+    const camera = async () => (await layers(base)).tracks.find((t) => t.track.startsWith(`${a.participant_id}-`));
+    await expect.poll(async () => (await camera())?.layers.map((l) => l.width)).toEqual([320, null, null]);
+    await expect.poll(async () => (await receivedVideo(bob, a.participant_id)).width).toBe(320);
+  } finally {
+    for (const context of contexts) await context.close();
+  }
+});
+
 test('a subscriber on a weak downlink gets a small layer, or audio alone, and the others keep the full one', async ({
   browser,
 }) => {

@@ -19,13 +19,27 @@ use web_sys::{
 };
 
 use crate::call::CallStore;
-use crate::signal::{ClientMsg, IceCandidate, ServerMsg, TileView};
+use crate::signal::{self, ClientMsg, IceCandidate, ServerMsg, TileView, CAMERA_LAYERS};
 
 /// The camera's simulcast layers when the server asks for them (its offer's
-/// `a=simulcast:recv q;h;f`): quarter, half and full size, each capped.
-const LAYER_SCALE: [f64; 3] = [4.0, 2.0, 1.0];
+/// `a=simulcast:recv q;h;f`): quarter, half and full size, each capped. A
+/// camera too small for three is sent in its largest ones
+/// ([`signal::camera_layer_setting`]).
+const LAYER_SCALE: [f64; CAMERA_LAYERS] = [4.0, 2.0, 1.0];
 /// Bits per second of each layer at most.
-const LAYER_MAX_BITRATE: [u32; 3] = [80_000, 350_000, 1_000_000];
+const LAYER_MAX_BITRATE: [u32; CAMERA_LAYERS] = [80_000, 350_000, 1_000_000];
+
+/// The size the sender's track is captured at, when the browser says.
+fn capture_size(t: &RtcRtpTransceiver) -> Option<(u32, u32)> {
+    let track = t.sender().track()?;
+    let get: js_sys::Function = js_sys::Reflect::get(&track, &"getSettings".into()).ok()?.dyn_into().ok()?;
+    let settings = get.call0(&track).ok()?;
+    let side = |name: &str| {
+        let v = js_sys::Reflect::get(&settings, &name.into()).ok()?.as_f64()?;
+        (v.is_finite() && v > 0.0).then_some(v as u32)
+    };
+    Some((side("width")?, side("height")?))
+}
 
 /// Changes each of a simulcast sender's encodings with `change` (index,
 /// encoding) and applies them. `Ok(false)`: not a sender with our layers.
@@ -156,6 +170,9 @@ pub struct Peer {
     /// first), and whether that is being applied.
     camera_layers: Cell<u8>,
     applying_layers: Cell<bool>,
+    /// How many layers the browser sends of the camera's picture (fewer
+    /// for a small camera); the others stay off.
+    camera_fits: Cell<usize>,
     /// The transport's received bytes at the last reading, when that was
     /// (ms since epoch), and when a reading last found them grown.
     transport: Cell<(f64, f64)>,
@@ -226,6 +243,7 @@ impl Peer {
             views: RefCell::new(Vec::new()),
             layered: RefCell::new(HashSet::new()),
             camera_layers: Cell::new(LAYER_SCALE.len() as u8),
+            camera_fits: Cell::new(CAMERA_LAYERS),
             applying_layers: Cell::new(false),
             transport: Cell::new((0.0, 0.0)),
             transport_heard: Cell::new(0.0),
@@ -351,15 +369,19 @@ impl Peer {
             if self.layered.borrow().contains(&mid) {
                 continue;
             }
-            let send = usize::from(self.camera_layers.get());
+            // As many layers as the browser sends of this camera's picture.
+            let fits = capture_size(&t).map_or(CAMERA_LAYERS, |(w, h)| signal::camera_layers_sent(w, h));
+            let send = usize::from(self.camera_layers.get()).min(fits);
             let set = set_layers(&t, |i, encoding| {
-                let _ = js_sys::Reflect::set(encoding, &"scaleResolutionDownBy".into(), &LAYER_SCALE[i].into());
-                let _ = js_sys::Reflect::set(encoding, &"maxBitrate".into(), &LAYER_MAX_BITRATE[i].into());
+                let layer = signal::camera_layer_setting(i, fits);
+                let _ = js_sys::Reflect::set(encoding, &"scaleResolutionDownBy".into(), &LAYER_SCALE[layer].into());
+                let _ = js_sys::Reflect::set(encoding, &"maxBitrate".into(), &LAYER_MAX_BITRATE[layer].into());
                 let _ = js_sys::Reflect::set(encoding, &"active".into(), &(i < send).into());
             });
             match set.await {
                 Ok(true) => {
                     self.layered.borrow_mut().insert(mid);
+                    self.camera_fits.set(fits);
                 }
                 Ok(false) => {}
                 Err(e) => leptos::logging::warn!("simulcast layers not set: {e:?}"),
@@ -400,8 +422,9 @@ impl Peer {
             if !t.mid().is_some_and(|mid| self.layered.borrow().contains(&mid)) {
                 continue;
             }
+            let send = usize::from(send).min(self.camera_fits.get());
             let set = set_layers(&t, |i, encoding| {
-                let _ = js_sys::Reflect::set(encoding, &"active".into(), &(i < usize::from(send)).into());
+                let _ = js_sys::Reflect::set(encoding, &"active".into(), &(i < send).into());
             });
             if let Err(e) = set.await {
                 leptos::logging::warn!("camera layers not changed: {e:?}");
