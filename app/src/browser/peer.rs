@@ -31,14 +31,9 @@ const LAYER_MAX_BITRATE: [u32; CAMERA_LAYERS] = [80_000, 350_000, 1_000_000];
 
 /// The size the sender's track is captured at, when the browser says.
 fn capture_size(t: &RtcRtpTransceiver) -> Option<(u32, u32)> {
-    let track = t.sender().track()?;
-    let get: js_sys::Function = js_sys::Reflect::get(&track, &"getSettings".into()).ok()?.dyn_into().ok()?;
-    let settings = get.call0(&track).ok()?;
-    let side = |name: &str| {
-        let v = js_sys::Reflect::get(&settings, &name.into()).ok()?.as_f64()?;
-        (v.is_finite() && v > 0.0).then_some(v as u32)
-    };
-    Some((side("width")?, side("height")?))
+    let settings = t.sender().track()?.get_settings();
+    let side = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
+    Some((side(settings.get_width())?, side(settings.get_height())?))
 }
 
 /// Changes each of a simulcast sender's encodings with `change` (index,

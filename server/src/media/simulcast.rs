@@ -225,9 +225,10 @@ pub struct Sent {
     at: Instant,
 }
 
+#[cfg(test)]
 impl Sent {
     /// Its (rewritten) sequence number.
-    pub fn seq(&self) -> u16 {
+    pub(crate) fn seq(&self) -> u16 {
         self.seq
     }
 }

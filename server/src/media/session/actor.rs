@@ -330,10 +330,7 @@ impl Actor {
         }
         let Some(pc) = self.pc.clone() else { return };
         let free = self.free_slots[slot(track.kind)].first_key_value().map(|(index, end)| (*index, end.clone()));
-        let reuse = match &free {
-            Some((_, end)) => Slot::Freed(end.clone()),
-            None => Slot::New,
-        };
+        let reuse = free.as_ref().map_or(Slot::New, |(_, end)| Slot::Freed(end.clone()));
         match Forwarder::start(&pc, &track, &self.participant, self.connected.clone(), self.downlink.clone(), reuse)
             .await
         {
