@@ -82,6 +82,30 @@ async fn frames_the_protocol_does_not_allow_get_the_bad_frame_close() {
 }
 
 #[tokio::test]
+async fn a_frame_longer_than_the_read_buffer_arrives_whole() {
+    let server = TestServer::sqlite_with(&[]).await;
+    let ada = server.guest();
+    let room = ada.create_room("Ada", false).await.unwrap();
+    let joined = ada.join(&room, "Ada").await.unwrap();
+    let mut socket = ada.socket(&room, &joined.session_id).await;
+    socket.roster_of(1, WAIT).await;
+    // A ping padded to 60 KiB (JSON allows the spaces): several reads of
+    // the server's 8 KiB buffer, still under the frame limit.
+    let padded = format!(r#"{{"type":"ping"{}}}"#, " ".repeat(60 * 1024));
+    assert!(padded.len() < app::signal::MAX_FRAME_BYTES);
+    socket.send_text(&padded).await;
+    loop {
+        match socket.next(WAIT).await {
+            Seen::Msg(app::signal::ServerMsg::Pong) => break,
+            Seen::Msg(_) => {}
+            Seen::Closed(code) => panic!("a long frame closed the socket: {code:?}"),
+        }
+    }
+    assert_eq!(server.resources(&room).await["websockets"], 1);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn another_sites_page_cannot_open_a_socket() {
     let server = TestServer::sqlite_with(&[]).await;
     let ada = server.guest();

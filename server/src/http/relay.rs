@@ -20,12 +20,12 @@ use futures::{SinkExt, StreamExt};
 use leptos::server_fn::ServerFn;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame as UpstreamClose;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame as UpstreamClose, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as Upstream;
 
 use tokio_util::sync::CancellationToken;
 
-use super::socket::SEND_TIMEOUT;
+use super::socket::{READ_BUFFER_BYTES, SEND_TIMEOUT};
 use crate::node::AppState;
 use crate::room::Home;
 
@@ -194,7 +194,10 @@ async fn carry(page: WebSocket, url: &str, path_and_query: &str, from: &HeaderMa
     if let Ok(me) = HeaderValue::from_str(me) {
         request.headers_mut().insert(RELAYED_BY, me);
     }
-    let upstream = match tokio::time::timeout(RELAY_TIMEOUT, tokio_tungstenite::connect_async(request)).await {
+    // The same small read buffer as the page's side of the socket.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+    let upstream = match tokio::time::timeout(RELAY_TIMEOUT, connect).await {
         Ok(Ok((upstream, _))) => upstream,
         Ok(Err(e)) => {
             tracing::warn!(to = %url, error = %e, "socket not relayed: the room's node refused");

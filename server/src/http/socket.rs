@@ -48,6 +48,12 @@ pub const QUEUE_LIMIT: usize = 256;
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the closing frames may take before the connection is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How much of the socket's stream is read at a time. tungstenite's
+/// default, 128 KiB, is zero-filled before every read, so each open socket
+/// kept 128 KiB resident; signalling frames are a few KiB, and a longer one
+/// (up to [`MAX_FRAME_BYTES`]) still arrives whole: the buffer grows to the
+/// frame's length as its header announces it.
+pub const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// The socket's query: `?session=…`, the session id issued at join.
 #[derive(Debug, Deserialize)]
@@ -76,7 +82,7 @@ pub async fn ws_handler(
     let live = room
         .as_ref()
         .and_then(|code| state.rooms.sessions().get(&session).filter(|s| s.user == me.user_id && &s.room == code));
-    let ws = ws.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES);
+    let ws = ws.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES).read_buffer_size(READ_BUFFER_BYTES);
     let rooms = state.rooms.clone();
     let sockets = state.sockets.clone();
     // Not a session of this node: the room may live on another one.
