@@ -1,25 +1,38 @@
 import { chromium } from '@playwright/test';
-import { createRoom, expect, join, open, roomResources, sessionResources, test, tile, twoInRoom } from './helpers';
+import { createRoom, expect, join, mediaFlowing, open, roomResources, sessionResources, test, tile, twoInRoom } from './helpers';
 import config from '../playwright.config';
 
-test('a refresh never leaves a duplicate of the same person', async ({ newPage, request }) => {
+test('a refresh never leaves a duplicate of the same person, and the others see them again', async ({
+  newPage,
+  request,
+}) => {
   const ada = await newPage();
   const bob = await newPage();
   const { code, b: first } = await twoInRoom(ada, bob);
+  const bobSeen = async (participantId: string) =>
+    expect.poll(async () => (await mediaFlowing(ada, participantId)).frames).toBe(true);
+  await bobSeen(first.participant_id);
 
-  await bob.reload();
-  await expect(bob.locator('body[data-hydrated="true"]')).toHaveCount(1);
-  const second = await join(bob);
-  expect(second.session_id).not.toBe(first.session_id);
+  // Twice: Ada's connection sends each Bob in the line the one before had
+  // (the first time under a new SSRC, the second under the first Bob's again).
+  let before = first;
+  for (let refresh = 0; refresh < 2; refresh++) {
+    await bob.reload();
+    await expect(bob.locator('body[data-hydrated="true"]')).toHaveCount(1);
+    const again = await join(bob);
+    expect(again.session_id).not.toBe(before.session_id);
 
-  for (const page of [ada, bob]) {
-    await expect(page.getByTestId('participant-tile')).toHaveCount(2);
-    await expect(tile(page, first.participant_id)).toHaveCount(0);
+    for (const page of [ada, bob]) {
+      await expect(page.getByTestId('participant-tile')).toHaveCount(2);
+      await expect(tile(page, before.participant_id)).toHaveCount(0);
+    }
+    expect((await roomResources(request, code)).room).toMatchObject({ participants: 2, db_participants: 2 });
+    const old = await sessionResources(request, before.session_id);
+    expect(old).toMatchObject({ live: false, store_entries: [], db_row: false });
+    expect(['page-hidden', 'replaced']).toContain(old.leave_reason);
+    await bobSeen(again.participant_id);
+    before = again;
   }
-  expect((await roomResources(request, code)).room).toMatchObject({ participants: 2, db_participants: 2 });
-  const old = await sessionResources(request, first.session_id);
-  expect(old).toMatchObject({ live: false, store_entries: [], db_row: false });
-  expect(['page-hidden', 'replaced']).toContain(old.leave_reason);
 });
 
 test('going to another site leaves the room', async ({ newPage, request }) => {

@@ -82,10 +82,11 @@ async fn join_leave_cycles_leave_nothing_behind() {
     // slot, however many came and went.
     let offer = resident.stats().last_offer();
     assert_eq!(offer.lines().filter(|l| l.starts_with("m=")).count(), 5, "{offer}");
-    // And each slot's stream goes on under one SSRC from visitor to
-    // visitor (the connection keeps state for every SSRC it ever sent),
+    // And each slot's visitors take turns with two SSRCs, each going on
+    // from where it stopped (the connection keeps state for every SSRC it
+    // ever sent; a browser needs a new SSRC from one visitor to the next),
     // with media every cycle (waited for above).
-    assert_eq!(resident.stats().streams(), 2, "one audio and one video stream, however many visitors came");
+    assert_eq!(resident.stats().streams(), 4, "two audio and two video streams, however many visitors came");
     let tasks = eventually(MEDIA, "tasks back to the baseline", || async {
         let now = alive_tasks();
         (now <= baseline_tasks).then_some(now)

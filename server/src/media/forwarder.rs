@@ -97,8 +97,8 @@ pub enum Slot {
     /// A new send-only transceiver.
     New,
     /// The first freed one of its kind (the one `add_track` fills), with
-    /// the stream its last forwarder sent, to continue where that is known.
-    Freed(StreamEnd),
+    /// the streams its last two forwarders sent.
+    Freed(FreedSlot),
 }
 
 /// Where a forwarder's stream stopped: its SSRC and, once its outlet has
@@ -106,10 +106,11 @@ pub enum Slot {
 ///
 /// The connection keeps state for every SSRC it ever sent (statistics, the
 /// SRTP context) until it closes. So that someone who stays in a busy room
-/// does not gather one of each for every track that came and went, the
-/// next forwarder in a freed slot sends under the same SSRC, numbered on
-/// from there (a stream started afresh under a known SSRC would fall into
-/// the receiver's SRTP replay window).
+/// does not gather one of each for every track that came and went, a
+/// freed slot's streams are reused: a later forwarder there sends under
+/// an SSRC the slot sent before, numbered on from that stream's last
+/// packet (a stream started afresh under a known SSRC would fall into the
+/// receiver's SRTP replay window).
 #[derive(Debug, Clone)]
 pub struct StreamEnd {
     ssrc: u32,
@@ -121,6 +122,31 @@ impl StreamEnd {
     /// has let go of the stream, or if it sent nothing.
     fn handover(&self) -> Option<(u32, Sent)> {
         lock(&self.last).map(|last| (self.ssrc, last))
+    }
+}
+
+/// A freed send slot's streams: the one its last forwarder sent, and the
+/// one its forwarder before that sent.
+///
+/// The next forwarder there goes on with the one before, never with the
+/// last: the SSRC must change from one forwarder to the next. A browser
+/// that receives the same SSRC again on a line that went inactive and
+/// came back decodes the stream but shows none of it (Chromium's receiver
+/// attaches its track to the new stream only when the SSRC changes: the
+/// frames are counted as decoded, the tile stays black). So a slot
+/// alternates between two SSRCs, and the connection's per-SSRC state
+/// stays at two per slot.
+#[derive(Debug, Clone)]
+pub struct FreedSlot {
+    last: StreamEnd,
+    before: Option<StreamEnd>,
+}
+
+impl FreedSlot {
+    /// The SSRC and last packet the next forwarder continues from: the
+    /// stream before the last, if it is known and is another SSRC.
+    fn handover(&self) -> Option<(u32, Sent)> {
+        self.before.as_ref().and_then(StreamEnd::handover).filter(|(ssrc, _)| *ssrc != self.last.ssrc)
     }
 }
 
@@ -149,6 +175,8 @@ pub struct Forwarder {
     pub sender: Arc<dyn RtpSender>,
     /// What the track's fan-out uses.
     relay: Arc<Relay>,
+    /// The stream its slot sent before this one (freed slots only).
+    before: Option<StreamEnd>,
     /// Closed once; its token is a child of the published track's, so the
     /// publisher's close ends it.
     lifetime: Lifetime<()>,
@@ -235,17 +263,26 @@ impl Forwarder {
         downlink: Downlink,
         slot: Slot,
     ) -> Result<Arc<Self>, MediaError> {
-        let handover = match &slot {
-            Slot::Freed(end) => {
-                let handover = end.handover();
+        let (handover, before) = match &slot {
+            Slot::Freed(freed) => {
+                let handover = freed.handover();
                 if handover.is_none() {
-                    tracing::debug!(track = %track.id, %subscriber, "a freed slot's stream is not handed over yet: a new SSRC");
+                    tracing::debug!(track = %track.id, %subscriber, "no earlier stream of the freed slot to go on with: a new SSRC");
                 }
-                handover
+                (handover, Some(freed.last.clone()))
             }
-            Slot::New => None,
+            Slot::New => (None, None),
         };
-        let ssrc = handover.map_or_else(rand::random::<u32>, |(ssrc, _)| ssrc);
+        // A new SSRC is never the one the slot sent last (see `FreedSlot`).
+        let fresh = || {
+            let ssrc = rand::random::<u32>();
+            if before.as_ref().is_some_and(|b| b.ssrc == ssrc) {
+                ssrc.wrapping_add(1)
+            } else {
+                ssrc
+            }
+        };
+        let ssrc = handover.map_or_else(fresh, |(ssrc, _)| ssrc);
         let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             track.stream.clone(),
             track.id.clone(),
@@ -306,15 +343,19 @@ impl Forwarder {
             downlink,
             sender,
             relay,
+            before,
             lifetime,
         });
         Ok(forwarder)
     }
 
-    /// Where its stream stops, for the next forwarder in its slot once this
-    /// one is closed and its track removed.
-    pub fn stream_end(&self) -> StreamEnd {
-        StreamEnd { ssrc: self.relay.ssrc, last: self.relay.ended.clone() }
+    /// Its slot's streams, this one's last, for the next forwarder there
+    /// once this one is closed and its track removed.
+    pub fn freed_slot(&self) -> FreedSlot {
+        FreedSlot {
+            last: StreamEnd { ssrc: self.relay.ssrc, last: self.relay.ended.clone() },
+            before: self.before.clone(),
+        }
     }
 
     /// Takes the forwarder out of its track's fan-out and takes back its
@@ -848,6 +889,22 @@ mod tests {
         assert!(Arc::ptr_eq(&fanout.outlets[0].relay, &cy), "the other one stays");
         assert_eq!(Arc::strong_count(&ada), 1, "neither its outlet nor its listening holds it any more");
         assert_eq!(Arc::strong_count(&cy), 3, "cy: the test, its outlet, its listening");
+    }
+
+    #[test]
+    fn a_freed_slot_goes_on_with_the_stream_before_its_last() {
+        let end =
+            |ssrc, seq: Option<u16>| StreamEnd { ssrc, last: Arc::new(std::sync::Mutex::new(seq.map(Sent::numbered))) };
+        // Reused once: no stream before the last one, so a new SSRC.
+        assert!(FreedSlot { last: end(7, Some(10)), before: None }.handover().is_none());
+        // Then the stream before the last goes on, never the last one.
+        let (ssrc, last) = FreedSlot { last: end(8, Some(20)), before: Some(end(7, Some(10))) }
+            .handover()
+            .expect("the stream before the last");
+        assert_eq!((ssrc, last.seq()), (7, 10));
+        // A stream that sent nothing, or the last SSRC again, is not gone on with.
+        assert!(FreedSlot { last: end(8, Some(20)), before: Some(end(7, None)) }.handover().is_none());
+        assert!(FreedSlot { last: end(7, Some(20)), before: Some(end(7, Some(10))) }.handover().is_none());
     }
 
     // Real time: a probe's end is read off the clock, not tokio's.

@@ -231,6 +231,11 @@ impl Sent {
     pub(crate) fn seq(&self) -> u16 {
         self.seq
     }
+
+    /// A packet numbered `seq` that ended a frame, sent now.
+    pub(crate) fn numbered(seq: u16) -> Self {
+        Self { seq, ts: 0, picture_id: None, tl0: None, marker: true, at: Instant::now() }
+    }
 }
 
 /// What to do with a packet.

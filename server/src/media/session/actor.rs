@@ -66,10 +66,11 @@ pub(super) struct Actor {
     /// Send-only transceivers freed by `remove_track`, per kind (audio,
     /// video), by transceiver index, with where their streams stopped: the
     /// next forwarder of that kind takes the first one (as `add_track`
-    /// does) and goes on with its stream, so the SDP grows only to the most
-    /// tracks ever forwarded at once, and the connection's per-SSRC state
-    /// only to the most streams ever sent at once.
-    free_slots: [BTreeMap<usize, StreamEnd>; 2],
+    /// does) and goes on with the stream before its last (see
+    /// [`FreedSlot`]), so the SDP grows only to the most tracks ever
+    /// forwarded at once, and the connection's per-SSRC state only to
+    /// twice the most streams ever sent at once.
+    free_slots: [BTreeMap<usize, FreedSlot>; 2],
     /// The screen share: where it is received, its remote track once its
     /// first packet came, whether the person shares now, and the published
     /// track while they do.
@@ -329,13 +330,15 @@ impl Actor {
             return;
         }
         let Some(pc) = self.pc.clone() else { return };
-        let free = self.free_slots[slot(track.kind)].first_key_value().map(|(index, end)| (*index, end.clone()));
-        let reuse = free.as_ref().map_or(Slot::New, |(_, end)| Slot::Freed(end.clone()));
+        let (free, reuse) = match self.free_slots[slot(track.kind)].first_key_value() {
+            Some((index, freed)) => (Some(*index), Slot::Freed(freed.clone())),
+            None => (None, Slot::New),
+        };
         match Forwarder::start(&pc, &track, &self.participant, self.connected.clone(), self.downlink.clone(), reuse)
             .await
         {
             Ok(forwarder) => {
-                if let Some((index, _)) = free {
+                if let Some(index) = free {
                     self.free_slots[slot(track.kind)].remove(&index);
                     let filled = rtc::rtp_transceiver::RTCRtpTransceiverId::from(forwarder.sender.id());
                     if filled != index {
@@ -494,7 +497,7 @@ impl Actor {
                             tracing::warn!(session = %self.id, error = %e, "freed slot keeps its codecs");
                         }
                     }
-                    self.free_slots[slot(forwarder.kind)].insert(slot_id, forwarder.stream_end());
+                    self.free_slots[slot(forwarder.kind)].insert(slot_id, forwarder.freed_slot());
                 }
                 Err(e) => {
                     tracing::debug!(session = %self.id, track = %track_id, error = %e, "remove_track failed")

@@ -36,7 +36,7 @@ use webrtc::peer_connection::{
 
 use super::engine::{build_peer_connection, AUDIO_LEVEL_URI};
 use super::estimate::{Downlink, ProbeSchedule};
-use super::forwarder::{Forwarder, Slot, StreamEnd};
+use super::forwarder::{Forwarder, FreedSlot, Slot};
 use super::track::{media_kind, PublishedTrack, PublisherState};
 use super::{EndRequest, MediaError, RoomMedia, Shared};
 use crate::lifetime::Lifetime;
