@@ -28,6 +28,19 @@ async fn close_code_of(socket: &mut common::Socket) -> Option<u16> {
     }
 }
 
+/// Sends a ping and reads until its pong; `what` names the socket in the
+/// failure if the server closes it instead.
+async fn ping(socket: &mut common::Socket, ping: &str, what: &str) {
+    socket.send_text(ping).await;
+    loop {
+        match socket.next(WAIT).await {
+            Seen::Msg(app::signal::ServerMsg::Pong) => return,
+            Seen::Msg(_) => {}
+            Seen::Closed(code) => panic!("{what} closed: {code:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_new_socket_replaces_the_old_one() {
     let server = TestServer::sqlite_with(&[]).await;
@@ -48,14 +61,7 @@ async fn a_new_socket_replaces_the_old_one() {
     eventually(WAIT, "one socket left", || async { (server.resources(&room).await["websockets"] == 1).then_some(()) })
         .await;
     // The newest one is the session's, and it lives on.
-    last.send_text(r#"{"type":"ping"}"#).await;
-    loop {
-        match last.next(WAIT).await {
-            Seen::Msg(app::signal::ServerMsg::Pong) => break,
-            Seen::Msg(_) => {}
-            Seen::Closed(code) => panic!("the newest socket closed: {code:?}"),
-        }
-    }
+    ping(&mut last, r#"{"type":"ping"}"#, "the newest socket").await;
     assert_eq!(server.resources(&room).await["sessions"], 1);
     server.stop().await;
 }
@@ -93,14 +99,7 @@ async fn a_frame_longer_than_the_read_buffer_arrives_whole() {
     // the server's 8 KiB buffer, still under the frame limit.
     let padded = format!(r#"{{"type":"ping"{}}}"#, " ".repeat(60 * 1024));
     assert!(padded.len() < app::signal::MAX_FRAME_BYTES);
-    socket.send_text(&padded).await;
-    loop {
-        match socket.next(WAIT).await {
-            Seen::Msg(app::signal::ServerMsg::Pong) => break,
-            Seen::Msg(_) => {}
-            Seen::Closed(code) => panic!("a long frame closed the socket: {code:?}"),
-        }
-    }
+    ping(&mut socket, &padded, "the socket sent a long frame").await;
     assert_eq!(server.resources(&room).await["websockets"], 1);
     server.stop().await;
 }
