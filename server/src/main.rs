@@ -110,18 +110,25 @@ fn site_near_binary(options: &LeptosOptions) -> Option<String> {
     Some(found.display().to_string())
 }
 
-async fn run(config: Config) -> ExitCode {
-    let state = match server::start(&config, leptos_options(&config), &config.store_prefix).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cleanroom: {e}");
-            return ExitCode::from(2);
-        }
-    };
+async fn run(mut config: Config) -> ExitCode {
+    // Bound first, so that with `--addr …:0` the port the system chose is
+    // the one the node is known by (its derived public URL, the site).
+    // Connections that come before the server is ready wait in the backlog.
     let listener = match tokio::net::TcpListener::bind(config.addr).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cleanroom: CLEANROOM_ADDR (--addr) {}: {e}", config.addr);
+            return ExitCode::from(2);
+        }
+    };
+    if let Ok(bound) = listener.local_addr() {
+        config.addr = bound;
+    }
+    let addr = config.addr;
+    let state = match server::start(&config, leptos_options(&config), &config.store_prefix).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cleanroom: {e}");
             return ExitCode::from(2);
         }
     };
@@ -134,12 +141,12 @@ async fn run(config: Config) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            tracing::info!(addr = %config.addr, "listening on https://{}", config.addr);
+            tracing::info!(%addr, "listening on https://{addr}");
             // `tap_io` only to get the peer address as `ConnectInfo<SocketAddr>`.
             serve(tls.tap_io(|_| {}), &state).await
         }
         None => {
-            tracing::info!(addr = %config.addr, "listening on http://{}", config.addr);
+            tracing::info!(%addr, "listening on http://{addr}");
             serve(listener.tap_io(|_| {}), &state).await
         }
     };

@@ -1,6 +1,9 @@
 //! A deployment of `cleanroom` processes: one fresh PostgreSQL database, the
 //! test Redis under a prefix of its own and one shared secret, each node a
 //! real process on its own loopback port (so it can be killed for real).
+//! Each node binds port 0 and the harness reads the port it got from its
+//! log: a port chosen by the test and bound later by the node could be
+//! taken in between by any of the other tests running at the same time.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,11 +48,10 @@ impl Deployment {
     /// Like [`Deployment::spawn`], reaching Redis at `redis` (a relay the
     /// test can cut, say).
     pub fn spawn_with_redis(&self, id: &str, redis: &str, extra: &[&str]) -> Node {
-        let port = tls::free_port();
         let log = self.dir.join(format!("{id}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_cleanroom"))
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--debug-api"])
+            .args(["--addr", "127.0.0.1:0", "--debug-api"])
             .args(["--database-url", &self.db.url, "--redis-url", redis])
             .args(["--store-prefix", &self.prefix, "--node-id", id, "--secret", &self.secret])
             .args(extra)
@@ -59,7 +61,7 @@ impl Deployment {
             .stderr(Stdio::from(out))
             .spawn()
             .expect("start cleanroom");
-        Node { id: id.to_owned(), port, child, log }
+        Node { id: id.to_owned(), port: None, child, log }
     }
 
     /// Drops the database and the nodes' folder.
@@ -72,14 +74,17 @@ impl Deployment {
 /// One node's process; killed when dropped.
 pub struct Node {
     pub id: String,
-    pub port: u16,
+    /// The port it listens on, from its log, once it is ready.
+    port: Option<u16>,
     child: Child,
     log: PathBuf,
 }
 
 impl Node {
+    /// Where it listens; known once [`Node::wait_ready`] returned.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        let port = self.port.unwrap_or_else(|| panic!("node {}: its address is known once it is ready", self.id));
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -99,9 +104,14 @@ impl Node {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("node {} exited ({status}) before it was ready:\n{}", self.id, self.log());
             }
-            if let Ok(r) = reqwest::get(self.url("/readyz")).await {
-                if r.status().is_success() {
-                    return;
+            if self.port.is_none() {
+                self.port = listening_port(&self.log());
+            }
+            if self.port.is_some() {
+                if let Ok(r) = reqwest::get(self.url("/readyz")).await {
+                    if r.status().is_success() {
+                        return;
+                    }
                 }
             }
             assert!(
@@ -132,6 +142,13 @@ impl Node {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The port of the node's "listening on http://127.0.0.1:PORT" line.
+fn listening_port(log: &str) -> Option<u16> {
+    let (_, rest) = log.split_once("listening on http://127.0.0.1:")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 impl Drop for Node {
