@@ -102,7 +102,7 @@ pub enum Slot {
 }
 
 /// Where a forwarder's stream stopped: its SSRC and, once its outlet has
-/// left the fan-out, its last packet.
+/// left the fan-out, how it ended.
 ///
 /// The connection keeps state for every SSRC it ever sent (statistics, the
 /// SRTP context) until it closes. So that someone who stays in a busy room
@@ -110,18 +110,36 @@ pub enum Slot {
 /// freed slot's streams are reused: a later forwarder there sends under
 /// an SSRC the slot sent before, numbered on from that stream's last
 /// packet (a stream started afresh under a known SSRC would fall into the
-/// receiver's SRTP replay window).
+/// receiver's SRTP replay window), or afresh if it sent nothing.
 #[derive(Debug, Clone)]
 pub struct StreamEnd {
     ssrc: u32,
-    last: Arc<std::sync::Mutex<Option<Sent>>>,
+    ended: Arc<std::sync::Mutex<Ended>>,
+}
+
+/// How a forwarder's stream ended, for the next one under its SSRC.
+#[derive(Debug, Clone, Copy, Default)]
+enum Ended {
+    /// Its outlet has not left the fan-out yet.
+    #[default]
+    Open,
+    /// Its outlet left without sending a packet (a video forwarder that
+    /// never got a keyframe, say): the next stream starts afresh.
+    Silent,
+    /// Its outlet left after sending this packet: the next stream is
+    /// numbered on from it.
+    After(Sent),
 }
 
 impl StreamEnd {
-    /// The SSRC and last packet to continue from; `None` until the outlet
-    /// has let go of the stream, or if it sent nothing.
-    fn handover(&self) -> Option<(u32, Sent)> {
-        lock(&self.last).map(|last| (self.ssrc, last))
+    /// The SSRC to send under and the packet to number on from (`None`:
+    /// start afresh); `None` while the outlet still holds the stream.
+    fn handover(&self) -> Option<(u32, Option<Sent>)> {
+        match *lock(&self.ended) {
+            Ended::Open => None,
+            Ended::Silent => Some((self.ssrc, None)),
+            Ended::After(last) => Some((self.ssrc, Some(last))),
+        }
     }
 }
 
@@ -143,9 +161,12 @@ pub struct FreedSlot {
 }
 
 impl FreedSlot {
-    /// The SSRC and last packet the next forwarder continues from: the
-    /// stream before the last, if it is known and is another SSRC.
-    fn handover(&self) -> Option<(u32, Sent)> {
+    /// The SSRC the next forwarder sends under and the packet it numbers
+    /// on from: the stream before the last, if it ended and is another SSRC.
+    /// (One that sent nothing is taken up too: were it left for a new SSRC,
+    /// a slot whose video never got a keyframe before its sender left would
+    /// take a new SSRC every other time.)
+    fn handover(&self) -> Option<(u32, Option<Sent>)> {
         self.before.as_ref().and_then(StreamEnd::handover).filter(|(ssrc, _)| *ssrc != self.last.ssrc)
     }
 }
@@ -197,8 +218,8 @@ struct Relay {
     /// SSRC of the subscriber side (random, or the one of the stream this
     /// forwarder continues).
     ssrc: u32,
-    /// The outlet's last packet, set when it leaves the fan-out.
-    ended: Arc<std::sync::Mutex<Option<Sent>>>,
+    /// How its stream ended, set when the outlet leaves the fan-out.
+    ended: Arc<std::sync::Mutex<Ended>>,
     /// Payload type negotiated with the subscriber; 0 until known (then the
     /// publisher's is kept, which is the same with our single media engine).
     payload_type: AtomicU8,
@@ -331,7 +352,7 @@ impl Forwarder {
         });
         // A track already closed has no fan-out left: the forwarder is
         // closed with it (its lifetime is a child of the track's).
-        track.attach(Outlet::new(relay.clone(), handover.map(|(_, last)| last))).await;
+        track.attach(Outlet::new(relay.clone(), handover.and_then(|(_, last)| last))).await;
         let forwarder = Arc::new(Self {
             id,
             track_id: track.id.clone(),
@@ -353,7 +374,7 @@ impl Forwarder {
     /// once this one is closed and its track removed.
     pub fn freed_slot(&self) -> FreedSlot {
         FreedSlot {
-            last: StreamEnd { ssrc: self.relay.ssrc, last: self.relay.ended.clone() },
+            last: StreamEnd { ssrc: self.relay.ssrc, ended: self.relay.ended.clone() },
             before: self.before.clone(),
         }
     }
@@ -649,7 +670,7 @@ impl Drop for Outlet {
     /// Leaves where its stream stopped for the next forwarder in its slot:
     /// after this, nothing more is sent under its SSRC.
     fn drop(&mut self) {
-        *lock(&self.relay.ended) = self.switch.last();
+        *lock(&self.relay.ended) = self.switch.last().map_or(Ended::Silent, Ended::After);
     }
 }
 
@@ -883,9 +904,9 @@ mod tests {
             step(&mut fanout).await;
         }
         assert_eq!(fanout.outlets.len(), 1, "the closed one left");
-        let end = StreamEnd { ssrc: ada.ssrc, last: ada.ended.clone() };
+        let end = StreamEnd { ssrc: ada.ssrc, ended: ada.ended.clone() };
         let (ssrc, last) = end.handover().expect("it left where its stream stopped");
-        assert_eq!((ssrc, last.seq()), (7, 0), "its SSRC and the number it sent last");
+        assert_eq!((ssrc, last.map(|l| l.seq())), (7, Some(0)), "its SSRC and the number it sent last");
         assert!(Arc::ptr_eq(&fanout.outlets[0].relay, &cy), "the other one stays");
         assert_eq!(Arc::strong_count(&ada), 1, "neither its outlet nor its listening holds it any more");
         assert_eq!(Arc::strong_count(&cy), 3, "cy: the test, its outlet, its listening");
@@ -893,18 +914,23 @@ mod tests {
 
     #[test]
     fn a_freed_slot_goes_on_with_the_stream_before_its_last() {
-        let end =
-            |ssrc, seq: Option<u16>| StreamEnd { ssrc, last: Arc::new(std::sync::Mutex::new(seq.map(Sent::numbered))) };
+        let end = |ssrc, ended| StreamEnd { ssrc, ended: Arc::new(std::sync::Mutex::new(ended)) };
+        let after = |seq| Ended::After(Sent::numbered(seq));
         // Reused once: no stream before the last one, so a new SSRC.
-        assert!(FreedSlot { last: end(7, Some(10)), before: None }.handover().is_none());
+        assert!(FreedSlot { last: end(7, after(10)), before: None }.handover().is_none());
         // Then the stream before the last goes on, never the last one.
-        let (ssrc, last) = FreedSlot { last: end(8, Some(20)), before: Some(end(7, Some(10))) }
+        let (ssrc, last) = FreedSlot { last: end(8, after(20)), before: Some(end(7, after(10))) }
             .handover()
             .expect("the stream before the last");
-        assert_eq!((ssrc, last.seq()), (7, 10));
-        // A stream that sent nothing, or the last SSRC again, is not gone on with.
-        assert!(FreedSlot { last: end(8, Some(20)), before: Some(end(7, None)) }.handover().is_none());
-        assert!(FreedSlot { last: end(7, Some(20)), before: Some(end(7, Some(10))) }.handover().is_none());
+        assert_eq!((ssrc, last.map(|l| l.seq())), (7, Some(10)));
+        // One that sent nothing: its SSRC again, started afresh.
+        let (ssrc, last) = FreedSlot { last: end(8, after(20)), before: Some(end(7, Ended::Silent)) }
+            .handover()
+            .expect("the silent stream before the last");
+        assert_eq!((ssrc, last.is_none()), (7, true));
+        // Not one whose outlet still holds it, nor the last SSRC again.
+        assert!(FreedSlot { last: end(8, after(20)), before: Some(end(7, Ended::Open)) }.handover().is_none());
+        assert!(FreedSlot { last: end(7, after(20)), before: Some(end(7, after(10))) }.handover().is_none());
     }
 
     // Real time: a probe's end is read off the clock, not tokio's.
