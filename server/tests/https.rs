@@ -52,7 +52,7 @@ async fn https_only_with_a_secure_cookie_and_a_renewed_certificate_served_withou
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
     let mut bin = Binary::start(&dir, &["--tls-cert", &cert_s, "--tls-key", &key_s, "--tls-reload-ms", "100"]);
     let https = client(&ca.pem(), &[]);
-    let base = format!("https://127.0.0.1:{}", bin.port);
+    let base = format!("https://{}", bin.wait_listening(Duration::from_secs(60)).await);
     bin.wait_ready(&https, &format!("{base}/readyz"), Duration::from_secs(60)).await;
 
     // A page load over HTTPS: the identity cookie is Secure.
@@ -107,13 +107,14 @@ async fn a_self_signed_certificate_names_the_ice_addresses_and_logs_its_fingerpr
         .tls_info(true)
         .build()
         .expect("client");
-    let base = format!("https://127.0.0.1:{}", bin.port);
+    let addr = bin.wait_listening(Duration::from_secs(60)).await;
+    let base = format!("https://{addr}");
     bin.wait_ready(&insecure, &format!("{base}/readyz"), Duration::from_secs(60)).await;
     let shown = peer_certificate(&insecure.get(format!("{base}/readyz")).send().await.expect("readyz")).expect("cert");
     let pem = format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", base64_lines(&shown));
     // As its own root, the certificate verifies for 127.0.0.1 and localhost.
-    let pinned = client(&pem, &[("localhost", bin.addr())]);
-    for url in [format!("{base}/readyz"), format!("https://localhost:{}/readyz", bin.port)] {
+    let pinned = client(&pem, &[("localhost", addr)]);
+    for url in [format!("{base}/readyz"), format!("https://localhost:{}/readyz", addr.port())] {
         assert_eq!(pinned.get(&url).send().await.map(|r| r.status().as_u16()).ok(), Some(200), "{url}");
     }
     let fingerprint = server::tls::fingerprint(&shown);

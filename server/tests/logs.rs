@@ -11,7 +11,7 @@ use common::tls::{temp_dir, Binary};
 async fn run_and_stop(args: &[&str]) -> String {
     let dir = temp_dir("logs");
     let mut bin = Binary::start(&dir, args);
-    let url = format!("http://127.0.0.1:{}/readyz", bin.port);
+    let url = format!("http://{}/readyz", bin.wait_listening(Duration::from_secs(60)).await);
     bin.wait_ready(&reqwest::Client::new(), &url, Duration::from_secs(60)).await;
     let log = bin.log();
     bin.stop();

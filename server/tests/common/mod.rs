@@ -30,6 +30,18 @@ pub fn postgres_admin_url() -> String {
     std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// Where a `cleanroom` process listens, from its "listening on
+/// http(s)://ADDR" log line: processes started by the tests bind
+/// `--addr 127.0.0.1:0` and say which port they got (a port chosen by the
+/// test and bound later by the process could be taken in between).
+pub fn listening_addr(log: &str) -> Option<SocketAddr> {
+    let (_, rest) = log.split_once("listening on http")?;
+    let rest = rest.strip_prefix("s://").or_else(|| rest.strip_prefix("://"))?;
+    let end =
+        rest.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }

@@ -105,7 +105,7 @@ impl Node {
                 panic!("node {} exited ({status}) before it was ready:\n{}", self.id, self.log());
             }
             if self.port.is_none() {
-                self.port = listening_port(&self.log());
+                self.port = super::listening_addr(&self.log()).map(|a| a.port());
             }
             if self.port.is_some() {
                 if let Ok(r) = reqwest::get(self.url("/readyz")).await {
@@ -142,13 +142,6 @@ impl Node {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-/// The port of the node's "listening on http://127.0.0.1:PORT" line.
-fn listening_port(log: &str) -> Option<u16> {
-    let (_, rest) = log.split_once("listening on http://127.0.0.1:")?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
 
 impl Drop for Node {

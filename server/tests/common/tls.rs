@@ -63,10 +63,6 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| held[i].local_addr().expect("addr").port())
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 /// A client that trusts exactly `ca_pem` and opens a new connection per
 /// request (so a reloaded certificate is seen), resolving `resolve` names
 /// to the given address.
@@ -93,22 +89,29 @@ pub fn peer_certificate(response: &reqwest::Response) -> Option<Vec<u8>> {
 /// The `cleanroom` binary as a process, on SQLite in a temp folder.
 pub struct Binary {
     pub child: Child,
-    pub port: u16,
+    /// The port it listens on: given, or read from its log once it bound.
+    port: Option<u16>,
     pub log: PathBuf,
 }
 
 impl Binary {
-    /// Starts it with `args` on a free port; does not wait for readiness.
+    /// Starts it with `args` on a port the system picks (known from
+    /// [`Binary::wait_listening`]); does not wait for readiness.
     pub fn start(dir: &Path, args: &[&str]) -> Self {
-        Self::start_on(dir, free_port(), args)
+        Self::spawn(dir, None, args)
     }
 
-    /// Starts it with `args` on `port`.
+    /// Starts it with `args` on `port` (to start again where a stopped
+    /// process listened).
     pub fn start_on(dir: &Path, port: u16, args: &[&str]) -> Self {
-        let log = dir.join(format!("cleanroom-{port}.log"));
+        Self::spawn(dir, Some(port), args)
+    }
+
+    fn spawn(dir: &Path, port: Option<u16>, args: &[&str]) -> Self {
+        let log = dir.join(super::unique("cleanroom-") + ".log");
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_cleanroom"))
-            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--addr", &format!("127.0.0.1:{}", port.unwrap_or(0))])
             .args(["--database-url", &format!("sqlite://{}/cleanroom.db?mode=rwc", dir.display())])
             .args(args)
             .env_remove("REDIS_URL")
@@ -121,8 +124,34 @@ impl Binary {
         Self { child, port, log }
     }
 
+    /// Where it listens; for [`Binary::start`], known once
+    /// [`Binary::wait_listening`] returned.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        let port = self.port.expect("the port is known once the process said where it listens");
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Waits until the process says where it listens; panics with the log
+    /// if it exits first or `limit` passes.
+    pub async fn wait_listening(&mut self, limit: Duration) -> SocketAddr {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.port.is_none() {
+                self.port = super::listening_addr(&self.log()).map(|a| a.port());
+            }
+            if self.port.is_some() {
+                return self.addr();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("cleanroom exited ({status}) before it listened:\n{}", self.log());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cleanroom not listening within {limit:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn log(&self) -> String {
