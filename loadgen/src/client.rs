@@ -40,6 +40,7 @@ use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{nack_pairs_from_sequence_numbers, TransportLayerNack};
 use rtc::rtp;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp::extension::HeaderExtension;
@@ -274,6 +275,9 @@ enum Input {
     Server(ServerMsg),
     /// Send a PLI for every video track received from this publisher.
     RequestKeyframe(String),
+    /// Report the newest `n` video packets received from this publisher
+    /// lost (a NACK for each of its video streams).
+    ReportLost(String, u16),
 }
 
 enum Event {
@@ -449,6 +453,13 @@ impl RtcClient {
         let _ = self.inbound.send(Input::RequestKeyframe(publisher.to_owned()));
     }
 
+    /// Reports the newest `n` video packets received from `publisher` lost,
+    /// as a receiver that missed them would (generic NACK): the server
+    /// sends again those it still has.
+    pub fn report_lost(&self, publisher: &str, n: u16) {
+        let _ = self.inbound.send(Input::ReportLost(publisher.to_owned(), n));
+    }
+
     /// Closes the connection and waits for every task of the client.
     pub async fn close(&self) {
         self.token.cancel();
@@ -530,6 +541,7 @@ impl Owner {
                 Some(input) = inbound.recv() => match input {
                     Input::Server(msg) => self.on_message(msg).await,
                     Input::RequestKeyframe(publisher) => self.request_keyframe(&publisher).await,
+                    Input::ReportLost(publisher, n) => self.report_lost(&publisher, n).await,
                 },
                 Some(event) = events.recv() => self.on_event(event).await,
             }
@@ -546,6 +558,25 @@ impl Owner {
                 let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
                 if let Err(e) = remote.track.write_rtcp(vec![Box::new(pli)]).await {
                     tracing::debug!(error = %e, "loadgen: PLI not sent");
+                }
+            }
+        }
+    }
+
+    async fn report_lost(&self, publisher: &str, n: u16) {
+        for remote in self.remote_tracks.values().filter(|r| r.stream == publisher) {
+            if remote.track.kind().await != RtpCodecKind::Video {
+                continue;
+            }
+            for media_ssrc in remote.track.ssrcs().await {
+                let newest =
+                    self.stats.flows.lock().unwrap_or_else(|p| p.into_inner()).get(&media_ssrc).map(|f| f.highest);
+                let Some(newest) = newest else { continue };
+                let seqs: Vec<u16> = (0..n).rev().map(|back| (newest as u16).wrapping_sub(back)).collect();
+                let nack =
+                    TransportLayerNack { sender_ssrc: 0, media_ssrc, nacks: nack_pairs_from_sequence_numbers(&seqs) };
+                if let Err(e) = remote.track.write_rtcp(vec![Box::new(nack)]).await {
+                    tracing::debug!(error = %e, "loadgen: NACK not sent");
                 }
             }
         }

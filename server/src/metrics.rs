@@ -42,6 +42,8 @@ pub const LAYER_SWITCHES: &str = "cleanroom_layer_switches_total";
 pub const FORWARDERS_PAUSED: &str = "cleanroom_forwarders_paused";
 /// Probes of a subscriber's downlink (padding sent to see whether a larger layer fits).
 pub const PROBES: &str = "cleanroom_downlink_probes_total";
+/// Video packets sent again because a subscriber reported them lost (NACK).
+pub const PACKETS_RESENT: &str = "cleanroom_packets_resent_total";
 
 /// Chat messages delivered.
 pub const CHAT_MESSAGES: &str = "cleanroom_chat_messages_total";
@@ -93,6 +95,7 @@ fn describe() {
     describe_gauge!(FORWARDERS_PAUSED, "Video forwarders whose subscriber is sent no layer now.");
     describe_counter!(PROBES, "Probes of a subscriber's downlink before a larger layer is sent.");
     describe_counter!(CHAT_MESSAGES, "Chat messages delivered to their rooms.");
+    describe_counter!(PACKETS_RESENT, "Video packets sent again because a subscriber reported them lost (NACK).");
     describe_counter!(ICE_RESTARTS, "ICE restarts browsers asked for (network changed or media path failed).");
     describe_counter!(REMOTE_CANDIDATES, "Remote ICE candidates from browsers, by verdict.");
     describe_gauge!(PEER_CONNECTIONS_ACTIVE, "Open peer connections on this node.");
@@ -112,6 +115,7 @@ fn describe() {
     }
     counter!(CLEANUP_RETRIES).absolute(0);
     counter!(CHAT_MESSAGES).absolute(0);
+    counter!(PACKETS_RESENT).absolute(0);
     counter!(CLEANUP_FAILURES).absolute(0);
 }
 

@@ -1,7 +1,8 @@
 //! The SFU's other paths: keyframe requests (on subscribe, and relayed from
-//! a subscriber to the publisher), an unanswered offer rolled back and
-//! offered again, ICE failure ending the session, and the media close paths
-//! (parent close, double close, close racing with open).
+//! a subscriber to the publisher), video packets reported lost sent again,
+//! an unanswered offer rolled back and offered again, ICE failure ending
+//! the session, and the media close paths (parent close, double close,
+//! close racing with open).
 
 mod common;
 
@@ -69,6 +70,40 @@ async fn keyframes_are_requested_on_subscribe_and_relayed_from_subscribers() {
         })
         .await;
     }
+    ada.leave().await;
+    bob.leave().await;
+    wait_counts(&server, &room, (0, 0, 0)).await;
+    server.stop().await;
+}
+
+/// The server's `cleanroom_packets_resent_total`.
+async fn packets_resent(server: &TestServer) -> Option<u64> {
+    let metrics = reqwest::get(server.url("/metrics")).await.ok()?.text().await.ok()?;
+    let line = metrics.lines().find(|l| l.starts_with("cleanroom_packets_resent_total "))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_packets_a_subscriber_reports_lost_are_sent_again() {
+    let server = TestServer::start(Backend::SqliteMemory).await;
+    let host = server.guest();
+    let room = host.create_room("Ada", false).await.expect("room");
+    let ada = MediaGuest::join_as(host, &room, "Ada").await;
+    let bob = MediaGuest::join(&server, &room, "Bob").await;
+    hear_each_other(&ada, &bob, 20).await;
+    eventually(MEDIA, "Ada's video at Bob", || async {
+        (bob.stats().video_received_from(ada.participant()) >= 10).then_some(())
+    })
+    .await;
+    // The counter is the process's (other tests' servers add to it too).
+    let before = packets_resent(&server).await.expect("the metric is there from the start");
+    // Bob says he missed the newest 5 of Ada's video packets he got: they
+    // were sent well within the second the server keeps them.
+    bob.client().report_lost(ada.participant(), 5);
+    eventually(MEDIA, "the 5 packets sent again", || async {
+        (packets_resent(&server).await? >= before + 5).then_some(())
+    })
+    .await;
     ada.leave().await;
     bob.leave().await;
     wait_counts(&server, &room, (0, 0, 0)).await;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::NackGeneratorBuilder;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
-use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
@@ -35,6 +35,7 @@ use rtc::interceptor::{CongestionControlBuilder, TwccSenderBuilder};
 use crate::config::PortRange;
 
 use super::estimate::{Downlink, Estimator};
+use super::resend::Resender;
 use super::MediaError;
 
 /// Payload types of the codecs we offer; the server is always the offerer,
@@ -197,9 +198,10 @@ impl PortCursor {
 }
 
 /// Builds one peer connection bound to the configured addresses. With a
-/// `downlink`, what it sends is numbered for transport-wide feedback and
-/// the far end's feedback drives [`Estimator`], which publishes there how
-/// much the far end can take.
+/// `downlink` (the SFU's side of a connection), what it sends is numbered
+/// for transport-wide feedback, the far end's feedback drives
+/// [`Estimator`], which publishes there how much the far end can take, and
+/// the packets it sends again are counted ([`crate::metrics::PACKETS_RESENT`]).
 pub async fn build_peer_connection(
     ice: &IceSettings,
     ports: &PortCursor,
@@ -221,21 +223,16 @@ pub async fn build_peer_connection(
     Err(last)
 }
 
-/// Packets of each sent video stream kept to resend on a NACK: about a
-/// second of a top layer (250 packets/s), longer than a resent packet can
-/// still be of use (the receiver asks for a keyframe instead). The
-/// library's default, 1 024, was a participant's largest share of memory:
-/// four times the packets, kept per stream.
-const NACK_HISTORY: u16 = 256;
-
 /// The library's default interceptors (NACK both ways, transport-wide
 /// feedback for what we receive, RTCP reports, the simulcast header
-/// extensions), with a shorter NACK history ([`NACK_HISTORY`]). The video
-/// codecs list the NACK feedback themselves ([`video_feedback`]).
-fn interceptors(engine: &mut MediaEngine) -> Result<Registry, MediaError> {
+/// extensions), with our own answer to NACKs ([`Resender`]: sent packets
+/// kept by age, not in a fixed ring per stream; its resends counted by
+/// `resent`). The video codecs list the NACK feedback themselves
+/// ([`video_feedback`]).
+fn interceptors(engine: &mut MediaEngine, resent: Option<metrics::Counter>) -> Result<Registry, MediaError> {
     configure_simulcast_extension_headers(engine)?;
     let registry = Registry::new()
-        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(NACK_HISTORY).build())
+        .with(Slot::NackResponder, Resender::new(resent))
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     let registry = configure_twcc_receiver_only(registry, engine)?;
     Ok(configure_rtcp_reports(registry))
@@ -249,7 +246,8 @@ async fn build_on(
 ) -> Result<Arc<dyn PeerConnection>, MediaError> {
     let addrs: Vec<SocketAddr> = ice.addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
     let mut engine = media_engine()?;
-    let mut registry = interceptors(&mut engine)?.with(Slot::from(14_000), KeyframeRequests::default());
+    let resent = downlink.is_some().then(|| metrics::counter!(crate::metrics::PACKETS_RESENT));
+    let mut registry = interceptors(&mut engine, resent)?.with(Slot::from(14_000), KeyframeRequests::default());
     if let Some(downlink) = downlink {
         // The defaults already offer the transport-wide sequence extension
         // and feedback (for what we receive); this numbers what we send and

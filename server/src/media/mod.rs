@@ -50,6 +50,7 @@ pub mod estimate;
 pub mod forwarder;
 pub mod h264;
 pub mod ice_servers;
+mod resend;
 pub mod session;
 pub mod simulcast;
 pub mod speaker;
