@@ -36,6 +36,17 @@ async fn hear_each_other(a: &MediaGuest, b: &MediaGuest, packets: u64) {
     .await;
 }
 
+/// A server on SQLite and Ada and Bob in one room, hearing each other.
+async fn ada_and_bob_in_a_call() -> (TestServer, RoomCode, MediaGuest, MediaGuest) {
+    let server = TestServer::start(Backend::SqliteMemory).await;
+    let host = server.guest();
+    let room = host.create_room("Ada", false).await.expect("room");
+    let ada = MediaGuest::join_as(host, &room, "Ada").await;
+    let bob = MediaGuest::join(&server, &room, "Bob").await;
+    hear_each_other(&ada, &bob, 20).await;
+    (server, room, ada, bob)
+}
+
 /// A server with extra flags on SQLite and the in-process store.
 async fn server_with(flags: &[&str]) -> TestServer {
     let db = TestDb::sqlite();
@@ -48,12 +59,7 @@ async fn server_with(flags: &[&str]) -> TestServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframes_are_requested_on_subscribe_and_relayed_from_subscribers() {
-    let server = TestServer::start(Backend::SqliteMemory).await;
-    let host = server.guest();
-    let room = host.create_room("Ada", false).await.expect("room");
-    let ada = MediaGuest::join_as(host, &room, "Ada").await;
-    let bob = MediaGuest::join(&server, &room, "Bob").await;
-    hear_each_other(&ada, &bob, 20).await;
+    let (server, room, ada, bob) = ada_and_bob_in_a_call().await;
     // Each got a subscriber, so each was asked for a keyframe.
     for guest in [&ada, &bob] {
         eventually(MEDIA, "a keyframe request on subscribe", || async {
@@ -85,12 +91,7 @@ async fn packets_resent(server: &TestServer) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_packets_a_subscriber_reports_lost_are_sent_again() {
-    let server = TestServer::start(Backend::SqliteMemory).await;
-    let host = server.guest();
-    let room = host.create_room("Ada", false).await.expect("room");
-    let ada = MediaGuest::join_as(host, &room, "Ada").await;
-    let bob = MediaGuest::join(&server, &room, "Bob").await;
-    hear_each_other(&ada, &bob, 20).await;
+    let (server, room, ada, bob) = ada_and_bob_in_a_call().await;
     eventually(MEDIA, "Ada's video at Bob", || async {
         (bob.stats().video_received_from(ada.participant()) >= 10).then_some(())
     })
@@ -150,12 +151,7 @@ async fn ice_failure_ends_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_close_paths_release_everything_once() {
-    let server = TestServer::start(Backend::SqliteMemory).await;
-    let host = server.guest();
-    let room = host.create_room("Ada", false).await.expect("room");
-    let ada = MediaGuest::join_as(host, &room, "Ada").await;
-    let bob = MediaGuest::join(&server, &room, "Bob").await;
-    hear_each_other(&ada, &bob, 20).await;
+    let (server, room, ada, bob) = ada_and_bob_in_a_call().await;
     wait_counts(&server, &room, (2, 4, 4)).await;
 
     // Parent close: closing Bob's live session (its token) closes his media;
