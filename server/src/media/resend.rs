@@ -29,6 +29,12 @@ const RESEND_WINDOW: Duration = Duration::from_secs(1);
 /// second of a top layer).
 const RESEND_MAX: usize = 256;
 
+/// A packet is sent again at most this many times: a resend lost in turn
+/// is asked for again, but a receiver that keeps asking (or a NACK that
+/// names one packet thousands of times) gets no more than this, so the
+/// resends of a stream stay within a small multiple of its own rate.
+const RESENDS_PER_PACKET: u8 = 3;
+
 /// The interceptor: sent packets of NACK streams, by SSRC.
 pub(super) struct Resender {
     streams: HashMap<u32, History>,
@@ -45,10 +51,16 @@ impl Resender {
 
     fn on_nack(&mut self, now: Instant, nack: &TransportLayerNack) {
         let Some(history) = self.streams.get_mut(&nack.media_ssrc) else { return };
+        let Some(first) = history.packets.front().map(|kept| kept.packet.header.sequence_number) else { return };
+        // Each number once per report, however often the report names it
+        // (pairs may overlap or repeat), in the order they were sent.
+        let mut asked: Vec<u16> = nack.nacks.iter().flat_map(|pair| pair.into_iter()).collect();
+        asked.sort_unstable_by_key(|seq| seq.wrapping_sub(first));
+        asked.dedup();
         let mut resent = 0;
-        for seq in nack.nacks.iter().flat_map(|pair| pair.into_iter()) {
-            if let Some(packet) = history.get(seq, now) {
-                let message = AttributedPacket::new(Packet::Rtp(packet.clone())).with(Attribute::Retransmission);
+        for seq in asked {
+            if let Some(packet) = history.take_for_resend(seq, now) {
+                let message = AttributedPacket::new(Packet::Rtp(packet)).with(Attribute::Retransmission);
                 self.writes.push_back(TaggedPacket { now, transport: TransportContext::default(), message });
                 resent += 1;
             }
@@ -63,14 +75,21 @@ impl Resender {
 /// offsets from the oldest's, modulo 2^16).
 #[derive(Default)]
 struct History {
-    packets: VecDeque<(Instant, rtc::rtp::Packet)>,
+    packets: VecDeque<Kept>,
+}
+
+/// A sent packet, when it was sent and how often it was sent again.
+struct Kept {
+    sent: Instant,
+    resends: u8,
+    packet: rtc::rtp::Packet,
 }
 
 impl History {
     fn add(&mut self, now: Instant, packet: &rtc::rtp::Packet) {
         let seq = packet.header.sequence_number;
-        if let Some((_, last)) = self.packets.back() {
-            let ahead = seq.wrapping_sub(last.header.sequence_number);
+        if let Some(last) = self.packets.back() {
+            let ahead = seq.wrapping_sub(last.packet.header.sequence_number);
             if ahead == 0 {
                 return;
             }
@@ -80,28 +99,35 @@ impl History {
                 self.packets.clear();
             }
         }
-        while self.packets.front().is_some_and(|(sent, _)| now.saturating_duration_since(*sent) > RESEND_WINDOW)
+        while self.packets.front().is_some_and(|kept| now.saturating_duration_since(kept.sent) > RESEND_WINDOW)
             || self.packets.len() >= RESEND_MAX
         {
             self.packets.pop_front();
         }
-        self.packets.push_back((now, packet.clone()));
+        self.packets.push_back(Kept { sent: now, resends: 0, packet: packet.clone() });
     }
 
-    /// The packet numbered `seq`, if sent within the window before `now`.
-    fn get(&self, seq: u16, now: Instant) -> Option<&rtc::rtp::Packet> {
-        let first = self.packets.front()?.1.header.sequence_number;
-        let offset = |p: &rtc::rtp::Packet| p.header.sequence_number.wrapping_sub(first);
+    /// A copy of the packet numbered `seq` to send again, if it was sent
+    /// within the window before `now` and has resends left; counted as
+    /// sent again.
+    fn take_for_resend(&mut self, seq: u16, now: Instant) -> Option<rtc::rtp::Packet> {
+        let first = self.packets.front()?.packet.header.sequence_number;
+        let offset = |kept: &Kept| kept.packet.header.sequence_number.wrapping_sub(first);
         let wanted = seq.wrapping_sub(first);
         // Without gaps, the packet is at its offset; with gaps, before it.
         let at = usize::from(wanted);
         let index = match self.packets.get(at) {
-            Some((_, p)) if p.header.sequence_number == seq => at,
-            _ => self.packets.partition_point(|(_, p)| offset(p) < wanted),
+            Some(kept) if kept.packet.header.sequence_number == seq => at,
+            _ => self.packets.partition_point(|kept| offset(kept) < wanted),
         };
-        let (sent, packet) = self.packets.get(index)?;
-        (packet.header.sequence_number == seq && now.saturating_duration_since(*sent) <= RESEND_WINDOW)
-            .then_some(packet)
+        let kept = self.packets.get_mut(index)?;
+        let wanted = kept.packet.header.sequence_number == seq
+            && now.saturating_duration_since(kept.sent) <= RESEND_WINDOW
+            && kept.resends < RESENDS_PER_PACKET;
+        wanted.then(|| {
+            kept.resends += 1;
+            kept.packet.clone()
+        })
     }
 }
 
@@ -252,6 +278,39 @@ mod tests {
         // Never sent, not yet sent, other streams: nothing.
         assert!(nack(&mut r, t0, SSRC, &[9, 20, 40_000]).is_empty());
         assert!(nack(&mut r, t0, SSRC + 1, &[12]).is_empty());
+    }
+
+    #[test]
+    fn a_packet_named_many_times_is_sent_once_per_report_and_at_most_its_share_of_times() {
+        let mut r = resender();
+        let t0 = Instant::now();
+        for seq in 10..20 {
+            send(&mut r, t0, SSRC, seq);
+        }
+        // One report naming 12 a thousand times, 13 twice (once as a pair,
+        // once in 12's bitmap): each is sent once.
+        let mut named = vec![12; 1000];
+        named.push(13);
+        let mut report = TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: SSRC,
+            nacks: named.iter().map(|&s| NackPair::new(s)).collect(),
+        };
+        report.nacks.push(NackPair { packet_id: 12, lost_packets: 0b1 });
+        r.handle_read(tagged(t0, Packet::Rtcp(vec![Box::new(report)]))).expect("read");
+        let sent: Vec<u16> = std::iter::from_fn(|| r.poll_write())
+            .filter_map(|p| match p.message.packet {
+                Packet::Rtp(p) => Some(p.header.sequence_number),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [12, 13]);
+        // Asked again (the resend was lost too): sent again, up to the cap.
+        for _ in 1..RESENDS_PER_PACKET {
+            assert_eq!(nack(&mut r, t0, SSRC, &[12]), [12]);
+        }
+        assert!(nack(&mut r, t0, SSRC, &[12]).is_empty(), "no more than {RESENDS_PER_PACKET} times");
+        assert_eq!(nack(&mut r, t0, SSRC, &[12, 14]), [14], "other packets keep their own count");
     }
 
     #[test]
