@@ -226,9 +226,15 @@ mod tests {
         assert!(!out.message.has(&Attribute::Retransmission));
     }
 
-    /// NACKs `seqs` of `ssrc` at `now`; the sequence numbers sent again.
+    /// NACKs `seqs` of `ssrc` at `now`, one pair each; the sequence
+    /// numbers sent again.
     fn nack(r: &mut Resender, now: Instant, ssrc: u32, seqs: &[u16]) -> Vec<u16> {
-        let nacks = seqs.iter().map(|&s| NackPair::new(s)).collect();
+        report(r, now, ssrc, seqs.iter().map(|&s| NackPair::new(s)).collect())
+    }
+
+    /// A NACK of `ssrc` with these pairs at `now`; the sequence numbers
+    /// sent again.
+    fn report(r: &mut Resender, now: Instant, ssrc: u32, nacks: Vec<NackPair>) -> Vec<u16> {
         let report = TransportLayerNack { sender_ssrc: 1, media_ssrc: ssrc, nacks };
         r.handle_read(tagged(now, Packet::Rtcp(vec![Box::new(report)]))).expect("read");
         assert!(r.poll_read().is_some(), "the report goes on up the chain");
@@ -253,28 +259,23 @@ mod tests {
         r
     }
 
-    #[test]
-    fn packets_asked_for_within_the_window_are_sent_again_once_per_ask() {
+    /// A resender that has just sent packets 10 to 19, and when.
+    fn sent_10_to_19() -> (Resender, Instant) {
         let mut r = resender();
         let t0 = Instant::now();
         for seq in 10..20 {
             send(&mut r, t0, SSRC, seq);
         }
+        (r, t0)
+    }
+
+    #[test]
+    fn packets_asked_for_within_the_window_are_sent_again_once_per_ask() {
+        let (mut r, t0) = sent_10_to_19();
         assert_eq!(nack(&mut r, t0, SSRC, &[12, 15, 19]), [12, 15, 19]);
         // One pair and its bitmap: 13, then 14, 15 and 17 (bits 0, 1 and 3).
-        let report = TransportLayerNack {
-            sender_ssrc: 1,
-            media_ssrc: SSRC,
-            nacks: vec![NackPair { packet_id: 13, lost_packets: 0b1011 }],
-        };
-        r.handle_read(tagged(t0, Packet::Rtcp(vec![Box::new(report)]))).expect("read");
-        let again: Vec<u16> = std::iter::from_fn(|| r.poll_write())
-            .filter_map(|p| match p.message.packet {
-                Packet::Rtp(p) => Some(p.header.sequence_number),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(again, [13, 14, 15, 17]);
+        let pairs = vec![NackPair { packet_id: 13, lost_packets: 0b1011 }];
+        assert_eq!(report(&mut r, t0, SSRC, pairs), [13, 14, 15, 17]);
         // Never sent, not yet sent, other streams: nothing.
         assert!(nack(&mut r, t0, SSRC, &[9, 20, 40_000]).is_empty());
         assert!(nack(&mut r, t0, SSRC + 1, &[12]).is_empty());
@@ -282,29 +283,13 @@ mod tests {
 
     #[test]
     fn a_packet_named_many_times_is_sent_once_per_report_and_at_most_its_share_of_times() {
-        let mut r = resender();
-        let t0 = Instant::now();
-        for seq in 10..20 {
-            send(&mut r, t0, SSRC, seq);
-        }
+        let (mut r, t0) = sent_10_to_19();
         // One report naming 12 a thousand times, 13 twice (once as a pair,
         // once in 12's bitmap): each is sent once.
-        let mut named = vec![12; 1000];
-        named.push(13);
-        let mut report = TransportLayerNack {
-            sender_ssrc: 1,
-            media_ssrc: SSRC,
-            nacks: named.iter().map(|&s| NackPair::new(s)).collect(),
-        };
-        report.nacks.push(NackPair { packet_id: 12, lost_packets: 0b1 });
-        r.handle_read(tagged(t0, Packet::Rtcp(vec![Box::new(report)]))).expect("read");
-        let sent: Vec<u16> = std::iter::from_fn(|| r.poll_write())
-            .filter_map(|p| match p.message.packet {
-                Packet::Rtp(p) => Some(p.header.sequence_number),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(sent, [12, 13]);
+        let mut pairs = vec![NackPair::new(12); 1000];
+        pairs.push(NackPair::new(13));
+        pairs.push(NackPair { packet_id: 12, lost_packets: 0b1 });
+        assert_eq!(report(&mut r, t0, SSRC, pairs), [12, 13]);
         // Asked again (the resend was lost too): sent again, up to the cap.
         for _ in 1..RESENDS_PER_PACKET {
             assert_eq!(nack(&mut r, t0, SSRC, &[12]), [12]);
