@@ -121,10 +121,10 @@ impl History {
             _ => self.packets.partition_point(|kept| offset(kept) < wanted),
         };
         let kept = self.packets.get_mut(index)?;
-        let wanted = kept.packet.header.sequence_number == seq
+        let resend = kept.packet.header.sequence_number == seq
             && now.saturating_duration_since(kept.sent) <= RESEND_WINDOW
             && kept.resends < RESENDS_PER_PACKET;
-        wanted.then(|| {
+        resend.then(|| {
             kept.resends += 1;
             kept.packet.clone()
         })
