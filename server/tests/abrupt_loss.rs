@@ -62,7 +62,7 @@ async fn a_dropped_socket_is_reconnecting_then_removed() {
     drop(bob_socket); // the browser died: the connection closes, no leave
     roster_shows(&mut watcher, &b.participant_id, Some(Presence::Reconnecting)).await;
     roster_shows(&mut watcher, &b.participant_id, None).await;
-    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("socket-closed"));
+    assert_eq!(server.recorded_leave(&b.session_id).await, "socket-closed");
     assert_only_watcher_left(&server, &room).await;
     let gone = server.resources(&room).await;
     assert_eq!(gone["websockets"], 1, "{gone}");
@@ -82,7 +82,7 @@ async fn a_silent_open_socket_is_reconnecting_then_removed() {
 
     roster_shows(&mut watcher, &b.participant_id, Some(Presence::Reconnecting)).await;
     roster_shows(&mut watcher, &b.participant_id, None).await;
-    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("heartbeat-lost"));
+    assert_eq!(server.recorded_leave(&b.session_id).await, "heartbeat-lost");
     // The server closed Bob's socket when it removed him.
     loop {
         match silent.next(WAIT).await {
@@ -116,7 +116,7 @@ async fn a_blip_inside_the_grace_window_loses_nothing() {
     let r = server.resources(&room).await;
     assert_eq!(r["rooms"][0]["participants"], 2, "{r}");
     bob.leave(&b.session_id).await.unwrap();
-    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("left"));
+    assert_eq!(server.recorded_leave(&b.session_id).await, "left");
     server.stop().await;
 }
 
@@ -129,7 +129,7 @@ async fn a_session_whose_page_never_connects_is_removed() {
     let b = bob.join(&room, "Bob").await.unwrap(); // Bob's tab crashes before opening its socket
     let mut watcher = ada.socket(&room, &a.session_id).await;
     roster_shows(&mut watcher, &b.participant_id, None).await;
-    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("heartbeat-lost"));
+    assert_eq!(server.recorded_leave(&b.session_id).await, "heartbeat-lost");
     assert_only_watcher_left(&server, &room).await;
     server.stop().await;
 }

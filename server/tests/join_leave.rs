@@ -53,7 +53,7 @@ async fn two_guests_join_see_each_other_and_leave_clean(backend: Backend) {
     bob.leave(&b.session_id).await.expect("bob leaves");
     let roster = ada_socket.roster_of(1, WAIT).await;
     assert_eq!(roster[0].id, a.participant_id);
-    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("left"));
+    assert_eq!(server.recorded_leave(&b.session_id).await, "left");
     let bob_user = user_of(&server, &b.session_id).await;
     let leftovers = server.state.rooms.store().session_entries(&room, &b.session_id, &bob_user).await.unwrap();
     assert!(leftovers.is_empty(), "store entries left: {leftovers:?}");
@@ -62,7 +62,7 @@ async fn two_guests_join_see_each_other_and_leave_clean(backend: Backend) {
 
     // Leaving twice is fine and changes nothing.
     bob.leave(&b.session_id).await.expect("second leave is a no-op");
-    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("left"));
+    assert_eq!(server.recorded_leave(&b.session_id).await, "left");
 
     // Ada's tab closes: the beacon ends her session, her socket is told and closed.
     assert_eq!(ada.beacon(&a.session_id).await, reqwest::StatusCode::NO_CONTENT);
@@ -81,7 +81,7 @@ async fn two_guests_join_see_each_other_and_leave_clean(backend: Backend) {
         }
     }
     assert!(saw_end, "the socket was told why the session ended");
-    assert_eq!(server.leave_reason(&a.session_id).await.as_deref(), Some("page-hidden"));
+    assert_eq!(server.recorded_leave(&a.session_id).await, "page-hidden");
     assert_room_empty(&server, &room).await;
     common::eventually(WAIT, "socket task ends", || async { (server.state.sockets.is_empty()).then_some(()) }).await;
     server.stop().await;
@@ -124,7 +124,7 @@ async fn a_socket_closed_as_leaving_ends_the_session() {
     .await;
     // The beacon that follows finds nothing left and changes nothing.
     assert_eq!(bob.beacon(&b.session_id).await, reqwest::StatusCode::NO_CONTENT);
-    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("page-hidden"));
+    assert_eq!(server.recorded_leave(&b.session_id).await, "page-hidden");
     let r = server.resources(&room).await;
     assert_eq!((r["sessions"].as_u64(), r["rooms"][0]["db_participants"].as_u64()), (Some(1), Some(1)), "{r}");
     server.stop().await;
@@ -151,7 +151,7 @@ async fn rejoin_replaces_the_old_session(backend: Backend) {
     let second = ada.join(&room, "Ada").await.unwrap();
     assert_eq!(second.roster.len(), 1, "never shown twice");
     assert_eq!(second.roster[0].id, second.participant_id);
-    assert_eq!(server.leave_reason(&first.session_id).await.as_deref(), Some("replaced"));
+    assert_eq!(server.recorded_leave(&first.session_id).await, "replaced");
     loop {
         match old_socket.next(WAIT).await {
             Seen::Msg(ServerMsg::SessionEnded { reason }) => break assert_eq!(reason.as_str(), "replaced"),
@@ -337,7 +337,7 @@ async fn shutdown_ends_every_session_with_its_reason() {
     let mut socket = ada.socket(&room, &a.session_id).await;
     socket.roster_of(1, WAIT).await;
     server::shutdown(&server.state).await;
-    assert_eq!(server.leave_reason(&a.session_id).await.as_deref(), Some("node-shutdown"));
+    assert_eq!(server.recorded_leave(&a.session_id).await, "node-shutdown");
     assert!(server.state.rooms.sessions().is_empty());
     assert!(server.state.tasks.is_empty() && server.state.sockets.is_empty(), "no task outlives shutdown");
     assert_room_empty(&server, &room).await;

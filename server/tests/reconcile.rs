@@ -107,7 +107,7 @@ async fn crashed_node_is_reaped_and_live_ones_are_not(backend: Backend) {
     let reaped = reconciler.pass().await.unwrap();
     assert_eq!(reaped, Reaped { store_keys: 1, db_rows: 1, live_sessions: 0 });
     assert_gone(&server, &ghost_room, &ghost, &ghost_user).await;
-    assert_eq!(server.leave_reason(&ghost).await.as_deref(), Some("reaped"));
+    assert_eq!(server.recorded_leave(&ghost).await, "reaped");
 
     // Untouched: this node's live session and the other live node's one.
     assert_eq!(reconciler.pass().await.unwrap(), Reaped::default());
@@ -185,9 +185,9 @@ async fn this_nodes_orphans_are_reaped(backend: Backend) {
     }
     assert!(rooms.sessions().get(&b.session_id).is_none());
     assert_gone(&server, &room, &b.session_id, &bob_user).await;
-    assert_eq!(server.leave_reason(&b.session_id).await.as_deref(), Some("reaped"));
+    assert_eq!(server.recorded_leave(&b.session_id).await, "reaped");
     assert_gone(&server, &room, &row_only, &row_user).await;
-    assert_eq!(server.leave_reason(&row_only).await.as_deref(), Some("reaped"));
+    assert_eq!(server.recorded_leave(&row_only).await, "reaped");
     assert_gone(&server, &room, &store_only, &store_user).await;
     assert_eq!(rooms.store().speaker(&room).await.unwrap(), None);
     assert!(rooms.store().hands(&room).await.unwrap().is_empty());
@@ -287,7 +287,7 @@ async fn a_surviving_node_reaps_a_crashed_node() {
         row.is_none().then_some(())
     })
     .await;
-    assert_eq!(b.leave_reason(&on_a.session_id).await.as_deref(), Some("reaped"));
+    assert_eq!(b.recorded_leave(&on_a.session_id).await, "reaped");
     assert!(rooms.store().members(&room).await.unwrap().is_empty());
     assert_eq!(bob_socket.roster_of(1, Duration::from_secs(10)).await[0].id, on_b.participant_id);
     let members = rooms.store().members(&bobs_room).await.unwrap();

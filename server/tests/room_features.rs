@@ -134,7 +134,7 @@ async fn private_room_knock_approve_and_deny() {
     ada.guest.act("admit", &ada.session, &[("participant_id", cy.id.as_str()), ("approve", "false")]).await.unwrap();
     assert_eq!(cy.socket.ended(WAIT).await, LeaveReason::Denied);
     roster_until(&mut ada.socket, "Cy's request gone", |_, _, p| p.is_empty()).await;
-    assert_eq!(server.leave_reason(&cy.session).await.as_deref(), Some("denied"));
+    assert_eq!(server.recorded_leave(&cy.session).await, "denied");
     let r = server.resources(&room).await;
     assert_eq!(r["rooms"][0]["pending"], 0, "{r}");
     assert_eq!(r["rooms"][0]["db_participants"], 2, "{r}");
@@ -154,7 +154,7 @@ async fn a_request_never_outlives_its_requester() {
     roster_until(&mut ada.socket, "Dan's request", |_, _, p| p.len() == 1).await;
     assert!(dan.guest.beacon(&dan.session).await.is_success());
     roster_until(&mut ada.socket, "Dan's request gone", |_, _, p| p.is_empty()).await;
-    assert_eq!(server.leave_reason(&dan.session).await.as_deref(), Some("page-hidden"));
+    assert_eq!(server.recorded_leave(&dan.session).await, "page-hidden");
 
     // The requester's connection drops: gone after the grace window.
     let (eve, _) = enter(&server, server.guest(), &room, "Eve").await;
@@ -172,7 +172,7 @@ async fn a_request_never_outlives_its_requester() {
         }
         assert!(tokio::time::Instant::now() < deadline, "Eve's request outlived her connection");
     }
-    assert_eq!(server.leave_reason(&eve.session).await.as_deref(), Some("socket-closed"));
+    assert_eq!(server.recorded_leave(&eve.session).await, "socket-closed");
 
     // Nobody answers: the request expires and the requester is told.
     let (mut fay, _) = enter(&server, server.guest(), &room, "Fay").await;
@@ -191,7 +191,7 @@ async fn a_request_never_outlives_its_requester() {
         }
     };
     tokio::time::timeout(WAIT, keepalive).await.expect("Fay's request expired");
-    assert_eq!(server.leave_reason(&fay.session).await.as_deref(), Some("expired"));
+    assert_eq!(server.recorded_leave(&fay.session).await, "expired");
     let r = server.resources(&room).await;
     assert_eq!(r["rooms"][0]["pending"], 0, "{r}");
     assert_eq!(
@@ -266,7 +266,7 @@ async fn admin_controls_are_the_admins_alone() {
     // Kick: Cy is told why, and nothing of Cy is left.
     ada.guest.act("kick", &ada.session, &cy_form).await.unwrap();
     assert_eq!(cy.socket.ended(WAIT).await, LeaveReason::Kicked);
-    assert_eq!(server.leave_reason(&cy.session).await.as_deref(), Some("kicked"));
+    assert_eq!(server.recorded_leave(&cy.session).await, "kicked");
     roster_until(&mut ada.socket, "Cy gone", |p, _, _| p.len() == 2).await;
     // Removed, Cy may only ask to come back; the host turns her away.
     let again = cy.guest.join(&room, "Cy").await.unwrap();
@@ -274,7 +274,7 @@ async fn admin_controls_are_the_admins_alone() {
     assert!(again.roster.is_empty(), "and is told nothing of who is inside");
     let again_form = [("participant_id", again.participant_id.as_str()), ("approve", "false")];
     ada.guest.act("admit", &ada.session, &again_form).await.unwrap();
-    assert_eq!(server.leave_reason(&again.session_id).await.as_deref(), Some("denied"));
+    assert_eq!(server.recorded_leave(&again.session_id).await, "denied");
 
     // Hand-over: Bob is admin, Ada is not any more (and is refused).
     ada.guest.act("make-admin", &ada.session, &bob_form).await.unwrap();

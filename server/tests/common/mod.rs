@@ -218,6 +218,14 @@ impl TestServer {
         assert_eq!(row.left_at_ms.is_some(), row.leave_reason.is_some(), "left time and reason go together");
         row.leave_reason
     }
+
+    /// Why `session` ended, once its history row says so: the row is
+    /// written after the others see the person go (the close waits for the
+    /// session's media first), so a test that saw them go waits for it.
+    pub async fn recorded_leave(&self, session: &SessionId) -> String {
+        eventually(Duration::from_secs(10), &format!("the leave of {session} recorded"), || self.leave_reason(session))
+            .await
+    }
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `limit`.
