@@ -83,6 +83,9 @@ pub enum StartError {
     /// The certificate settings or files are unusable.
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The SFU's threads could not be started.
+    #[error("cannot start the media threads: {0}")]
+    MediaThreads(std::io::Error),
 }
 
 /// Connects the database and the store and builds the shared state.
@@ -99,7 +102,8 @@ pub async fn start(config: &Config, leptos: LeptosOptions, store_prefix: &str) -
     };
     let node_id = config.node_id_or_random();
     tracing::info!(node = %node_id, database = db.backend(), store = store.backend(), "starting");
-    let (sfu, end_requests, speakers) = media::Sfu::new(media::MediaConfig::from_config(config), store.clone());
+    let (sfu, end_requests, speakers) =
+        media::Sfu::new(media::MediaConfig::from_config(config), store.clone()).map_err(StartError::MediaThreads)?;
     let limits = room::Limits {
         pending_timeout: Duration::from_millis(config.pending_timeout_ms),
         empty_room: Duration::from_millis(config.empty_room_ms),

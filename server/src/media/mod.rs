@@ -30,6 +30,11 @@
 //! Counting: [`Sfu::counts`] counts live objects through `Weak` registries
 //! (`retain(alive)`), so anything leaked stays visible.
 //!
+//! Threads (`workers.rs`): a room's media runs on one thread, a runtime of
+//! its own, one per core; a new room goes to the one with the fewest
+//! rooms. Its sessions' tasks are spawned there, and so are the tasks
+//! they spawn and their peer connections' drivers.
+//!
 //! Active speaker ([`speaker`]): each publisher's audio readers record the
 //! RFC 6464 levels of its packets; each room's evaluator task (one per
 //! `RoomMedia`, tracked with the media tasks, ended when the room's media
@@ -55,6 +60,7 @@ pub mod session;
 pub mod simulcast;
 pub mod speaker;
 pub mod track;
+mod workers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -259,6 +265,8 @@ pub(crate) struct Shared {
     /// Cancelled at shutdown: parent of every room's token.
     stop: CancellationToken,
     rooms: Mutex<HashMap<RoomCode, Arc<RoomMedia>>>,
+    /// The threads rooms' media run on.
+    workers: workers::Workers,
 }
 
 impl Shared {
@@ -292,6 +300,8 @@ pub(crate) struct RoomMedia {
     speakers: mpsc::UnboundedSender<SpeakerChange>,
     /// Cancelled when the room's media is forgotten: ends its evaluator.
     token: CancellationToken,
+    /// The worker its tasks run on.
+    worker: workers::Lease,
 }
 
 impl RoomMedia {
@@ -303,9 +313,10 @@ impl RoomMedia {
             speaker: Mutex::new(SpeakerTracker::default()),
             speakers: shared.speakers.clone(),
             token: shared.stop.child_token(),
+            worker: shared.workers.lease(),
         });
         let (weak, token) = (Arc::downgrade(&room), room.token.clone());
-        tokio::spawn(shared.tasks.track_future(async move {
+        room.worker.spawn(shared.tasks.track_future(async move {
             let mut every = tokio::time::interval(speaker::EVALUATE_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -425,10 +436,13 @@ impl std::fmt::Debug for Sfu {
 impl Sfu {
     /// The SFU, the stream of its requests to end sessions and the stream
     /// of active-speaker changes (both to be served by the room service).
+    /// Fails only when its threads (one per core, each running whole
+    /// rooms) cannot be started.
     pub fn new(
         config: MediaConfig,
         store: Arc<dyn LiveStore>,
-    ) -> (Self, mpsc::UnboundedReceiver<EndRequest>, mpsc::UnboundedReceiver<SpeakerChange>) {
+    ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<EndRequest>, mpsc::UnboundedReceiver<SpeakerChange>)> {
+        let workers = workers::Workers::per_core()?;
         let (end, end_rx) = mpsc::unbounded_channel();
         let (speakers, speakers_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -441,8 +455,9 @@ impl Sfu {
             speakers,
             stop: CancellationToken::new(),
             rooms: Mutex::new(HashMap::new()),
+            workers,
         });
-        (Self { shared }, end_rx, speakers_rx)
+        Ok((Self { shared }, end_rx, speakers_rx))
     }
 
     /// Opens the media of a live session, or re-attaches its signalling

@@ -580,7 +580,8 @@ impl Actor {
         }
     }
 
-    /// Spawns a task tracked by this session and by the node.
+    /// Spawns a task tracked by this session and by the node, on the
+    /// thread the actor runs on (its room's worker).
     fn spawn_task<F>(&self, task: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,

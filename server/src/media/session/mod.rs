@@ -159,16 +159,10 @@ impl MediaSession {
             tasks,
         });
         let actor = actor::Actor::new(session.clone(), shared.clone(), Arc::downgrade(room), signal);
-        session.spawn_task(shared, actor.run(cmd_rx));
+        // On the room's worker: the actor's own tasks, and its peer
+        // connection's driver, are spawned from there and stay there.
+        room.worker.spawn(shared.tasks.track_future(session.tasks.track_future(actor.run(cmd_rx))));
         session
-    }
-
-    /// Spawns a task tracked by this session and by the node.
-    fn spawn_task<F>(&self, shared: &Shared, task: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        tokio::spawn(shared.tasks.track_future(self.tasks.track_future(task)));
     }
 
     fn send(&self, cmd: Command) {
